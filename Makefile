@@ -1,0 +1,135 @@
+# weir: PostgreSQL connection pooler (daemon/weir) and the library it is built
+# on (lib/libweir.so). `make run` and `make check` install what they need first.
+
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+VERSION := 0.1.0
+SOMAJOR := 0
+SONAME := libweir.so.$(SOMAJOR)
+LIBFILE := lib/libweir.so.$(VERSION)
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+DEPS_PKGS := libevent libevent_pthreads libpq
+DEPS_CFLAGS := $(shell pkg-config --cflags $(DEPS_PKGS) 2>/dev/null)
+DEPS_LIBS := $(shell pkg-config --libs $(DEPS_PKGS) 2>/dev/null || echo -levent -levent_pthreads -lpq) -lpthread -lm
+DAEMON_LIBS := $(shell pkg-config --libs inih openssl 2>/dev/null || echo -linih -lssl -lcrypto)
+ALL_CFLAGS = $(WARN) $(CFLAGS) -Ilib/include -Ilib/src $(DEPS_CFLAGS) -MMD -MP
+
+B := .build
+LIB_SRCS := $(wildcard lib/src/*.c)
+LIB_OBJS := $(LIB_SRCS:%.c=$(B)/pic/%.o)
+DAEMON_SRCS := $(wildcard daemon/*.c)
+DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/pic/%.o)
+HEADERS := $(wildcard lib/include/weir/*.h)
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_HELPERS := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/unit/%)
+ASAN_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/asan/%)
+ITEST_SRCS := $(wildcard tests/integration/*.c)
+ITEST_BINS := $(ITEST_SRCS:tests/integration/%.c=$(B)/itest/%)
+BENCH_SRCS := $(wildcard tests/bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(B)/bench/%)
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: all lib daemon check unit asan itest install uninstall clean bench fuzz run deps tests-build
+all: lib daemon
+
+lib: $(LIBFILE) lib/$(SONAME) lib/libweir.so lib/weir.pc
+daemon: daemon/weir
+
+$(B)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(B)/libweir.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(LIBFILE): $(LIB_OBJS)
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(DEPS_LIBS)
+
+lib/$(SONAME): $(LIBFILE)
+	ln -sf $(notdir $<) $@
+lib/libweir.so: lib/$(SONAME)
+	ln -sf $(notdir $<) $@
+
+lib/weir.pc: lib/weir.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# The daemon links the library's objects statically: one binary to deploy.
+daemon/weir: $(DAEMON_OBJS) $(B)/libweir.a
+	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(B)/libweir.a $(DEPS_LIBS) $(DAEMON_LIBS)
+
+# Unit tests link the library's objects so they can reach internal functions.
+$(B)/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(B)/libweir.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(UNIT_HELPERS) $(B)/libweir.a $(DEPS_LIBS) -lcmocka
+
+$(B)/asan/%: tests/unit/%.c $(UNIT_HELPERS) $(LIB_SRCS) $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< $(UNIT_HELPERS) $(LIB_SRCS) $(DEPS_LIBS) -lcmocka
+
+$(B)/itest/%: tests/integration/%.c $(B)/libweir.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libweir.a $(DEPS_LIBS) -lcmocka
+
+$(B)/bench/%: tests/bench/%.c $(B)/libweir.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libweir.a $(DEPS_LIBS)
+
+tests-build: all $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS)
+
+deps:
+	@tests/tools/deps.sh
+
+# Everything: installs missing packages, builds, starts a private PostgreSQL,
+# runs unit tests (plain and under ASan+UBSan) and integration tests.
+check: deps
+	@$(MAKE) --no-print-directory tests-build
+	@tests/tools/check.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BINS)
+	@tests/tools/bench.sh
+
+fuzz: deps
+	@tests/fuzz/run.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@tests/tools/run.sh
+
+install: all
+	install -d $(DESTDIR)$(INCLUDEDIR)/weir $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(BINDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/weir $(DESTDIR)$(UNITDIR)
+	install -m 644 $(HEADERS) $(DESTDIR)$(INCLUDEDIR)/weir/
+	install -m 755 $(LIBFILE) $(DESTDIR)$(LIBDIR)/
+	ln -sf libweir.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so
+	install -m 644 lib/weir.pc $(DESTDIR)$(LIBDIR)/pkgconfig/weir.pc
+	install -m 755 daemon/weir $(DESTDIR)$(BINDIR)/weir
+	install -m 644 conf/weir.ini $(DESTDIR)$(SYSCONFDIR)/weir/weir.ini.example
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/weir.service \
+	    > $(DESTDIR)$(UNITDIR)/weir.service
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/weir/,$(notdir $(HEADERS)))
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/weir
+	rm -f $(DESTDIR)$(LIBDIR)/libweir.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so
+	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/weir.pc $(DESTDIR)$(BINDIR)/weir
+	rm -f $(DESTDIR)$(SYSCONFDIR)/weir/weir.ini.example $(DESTDIR)$(UNITDIR)/weir.service
+	-rmdir $(DESTDIR)$(SYSCONFDIR)/weir
+
+clean:
+	rm -rf $(B) lib/libweir.so* lib/weir.pc daemon/weir tests/tmp
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,163 @@
+/*
+ * Pool: a bounded set of connections made by one Dialect to one target, shared
+ * by threads and event loops. One core, two fronts: weir_pool_checkout() blocks
+ * the calling thread until a deadline, weir_pool_checkout_async() calls back on
+ * the caller's libevent base. Both queue in the same FIFO of waiters; a
+ * connection checked in goes straight to the oldest waiter.
+ *
+ * Background work (connecting, refilling to min_size, pings, resets, idle
+ * and lifetime expiry, async waiter deadlines) runs on the event_base given in
+ * the config, which the owner must run (the Engine runs one on its own
+ * thread; the daemon passes its main loop). Every public call is thread-safe.
+ * libevent's threading must be enabled (evthread_use_pthreads()) before any
+ * base used with a pool is created, whenever more than one thread is involved.
+ */
+#ifndef WEIR_POOL_H
+#define WEIR_POOL_H
+
+#include <stdint.h>
+#include <weir/common.h>
+#include <weir/dialect.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct event_base;
+
+typedef struct weir_pool weir_pool;
+typedef struct weir_pooled weir_pooled;       /* one checked-out connection */
+typedef struct weir_pool_waiter weir_pool_waiter;
+
+typedef struct weir_pool_config {
+    const weir_dialect *dialect;   /* borrowed; must outlive the pool */
+    const char *conninfo;          /* copied */
+    struct event_base *base;       /* borrowed; runs background work */
+    const char *name;              /* copied; used in log lines. May be NULL */
+
+    int min_size;                  /* kept open in the background (0) */
+    int max_size;                  /* kept after use (5) */
+    int max_overflow;              /* extra, closed on return when nobody waits (10) */
+    int max_waiters;               /* queue cap, -1 = unlimited (-1) */
+    int timeout_ms;                /* default checkout wait, -1 = forever (30000) */
+    int connect_timeout_ms;        /* per connect attempt, 0 = none (15000) */
+    int recycle_ms;                /* max lifetime, 0 = unlimited (0) */
+    int recycle_jitter_ms;         /* lifetime minus up to this, random (0) */
+    int idle_timeout_ms;           /* close idle beyond min_size, 0 = never (600000) */
+    int pre_ping_ms;               /* ping on checkout if idle longer, -1 = never (-1) */
+    int reset_on_return;           /* run dialect reset at check-in (1) */
+    int lifo;                      /* hand out the most recent idle connection (1) */
+    int watch_idle;                /* notice idle connections the server closes (1) */
+    int retry_min_ms, retry_max_ms;/* connect back-off after failure (100, 15000) */
+    int fail_waiters_on_connect_error; /* 1: waiters get WEIR_ECONNECT at once;
+                                          0: they keep waiting while we retry (1) */
+
+    weir_log_fn log_fn;            /* may be NULL */
+    void *log_arg;
+} weir_pool_config;
+
+/* Fill cfg with the defaults shown in parentheses above. */
+WEIR_API void weir_pool_config_init(weir_pool_config *cfg);
+
+/* Create a pool. cfg is copied. The pool starts filling to min_size at once. */
+WEIR_API WEIR_MUST_CHECK int weir_pool_new(const weir_pool_config *cfg, weir_pool **out);
+
+/*
+ * Free the pool: closes idle connections, fails waiters with WEIR_ECLOSED.
+ * Connections still checked out are closed when checked in. Must be called
+ * while the pool's base is not running a pool callback (e.g. from the base's
+ * own thread, or after its loop stopped). Accepts NULL.
+ */
+WEIR_API void weir_pool_free(weir_pool *pool);
+
+/*
+ * Blocking checkout: wait up to timeout_ms (-1 forever, -2 the pool default)
+ * for a connection. On success *out is yours until weir_pool_checkin().
+ * Errors: WEIR_ETIMEDOUT, WEIR_ETOOMANY (waiter cap), WEIR_ECLOSED,
+ * WEIR_ECONNECT (the server refused and fail_waiters_on_connect_error is set).
+ * Must not be called from the thread running the pool's base (it would wait
+ * for itself).
+ */
+WEIR_API WEIR_MUST_CHECK int weir_pool_checkout(weir_pool *pool, int timeout_ms, weir_pooled **out);
+
+/* Non-blocking: an idle, ready connection now, or WEIR_EAGAIN. Never queues. */
+WEIR_API WEIR_MUST_CHECK int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out);
+
+/*
+ * Async checkout: cb runs later on base (the caller's; may be the pool's
+ * base) with status 0 and a connection, or a negative code and NULL. It never
+ * runs inside this call. *waiter (optional) lets the caller cancel; it is
+ * valid until cb runs or weir_pool_cancel() returns.
+ */
+typedef void (*weir_pool_cb)(int status, weir_pooled *conn, void *arg);
+WEIR_API WEIR_MUST_CHECK int weir_pool_checkout_async(weir_pool *pool, struct event_base *base,
+                                                      int timeout_ms, weir_pool_cb cb, void *arg,
+                                                      weir_pool_waiter **waiter);
+
+/* Withdraw an async request; cb will not run. Call from the thread running
+ * the base given to weir_pool_checkout_async(). A connection already
+ * assigned goes back to the pool. */
+WEIR_API void weir_pool_cancel(weir_pool *pool, weir_pool_waiter *waiter);
+
+/* How a connection comes back. */
+enum weir_checkin_flags {
+    WEIR_CHECKIN_DEFAULT = 0,  /* reset if the pool resets on return */
+    WEIR_CHECKIN_CLEAN = 1,    /* caller vouches it needs no reset */
+    WEIR_CHECKIN_BROKEN = 2,   /* close it; the pool will replace it */
+};
+
+/* Return a connection. conn is no longer the caller's afterwards. */
+WEIR_API void weir_pool_checkin(weir_pool *pool, weir_pooled *conn, int flags);
+
+/* The dialect connection inside (PGconn wrapper for postgresql: use
+ * weir_pooled_driver_handle() for the PGconn itself). Borrowed. */
+WEIR_API void *weir_pooled_dconn(const weir_pooled *conn);
+WEIR_API void *weir_pooled_driver_handle(const weir_pooled *conn);
+/* Monotonic microseconds since the connection was established. */
+WEIR_API int64_t weir_pooled_age_us(const weir_pooled *conn);
+/* Generation the connection belongs to (see weir_pool_invalidate_all). */
+WEIR_API uint64_t weir_pooled_generation(const weir_pooled *conn);
+
+/* Every connection made before now is closed: idle ones at once, checked-out
+ * ones when returned (e.g. after a failover). Returns the new generation. */
+WEIR_API uint64_t weir_pool_invalidate_all(weir_pool *pool);
+
+/* Pause: waiters queue, nothing is handed out. Resume undoes pause and drain.
+ * Drain: new checkouts fail with WEIR_ECLOSED, waiters too, idle connections
+ * close now and checked-out ones on return; done when stats.total == 0. */
+WEIR_API void weir_pool_pause(weir_pool *pool);
+WEIR_API void weir_pool_resume(weir_pool *pool);
+WEIR_API void weir_pool_drain(weir_pool *pool);
+
+/* Change sizes and timeouts of a live pool (fields other than the sizes,
+ * timeouts and flags are ignored). */
+WEIR_API WEIR_MUST_CHECK int weir_pool_reconfigure(weir_pool *pool, const weir_pool_config *cfg);
+
+#define WEIR_HIST_BUCKETS 24  /* bucket i counts durations < 2^i * 16 us; the last is +inf */
+
+typedef struct weir_pool_stats {
+    int total;          /* every open or opening connection */
+    int idle, in_use, connecting, busy;  /* busy: pinging or resetting */
+    int waiters;
+    int paused, draining;
+    uint64_t generation;
+    uint64_t checkouts, checkins, timeouts, rejected_waiters;
+    uint64_t connects, connect_failures, closed, recycled, idle_expired,
+             invalidated, ping_failures, reset_failures, handoffs;
+    uint64_t wait_us_total, wait_us_max, hold_us_total, connect_us_total;
+    uint64_t wait_hist[WEIR_HIST_BUCKETS];
+    uint64_t hold_hist[WEIR_HIST_BUCKETS];
+    uint64_t connect_hist[WEIR_HIST_BUCKETS];
+} weir_pool_stats;
+
+/* A consistent snapshot, taken under the pool's lock. */
+WEIR_API void weir_pool_get_stats(weir_pool *pool, weir_pool_stats *out);
+
+/* Last connect error text, copied into buf (NUL-terminated; empty if none). */
+WEIR_API void weir_pool_last_error(weir_pool *pool, char *buf, size_t len);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
