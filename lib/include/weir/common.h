@@ -65,3 +65,5 @@ typedef void (*weir_log_fn)(void *arg, weir_log_level level, const char *msg);
 #ifdef __cplusplus
 }
 #endif
+
+#endif

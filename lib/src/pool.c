@@ -1,0 +1,961 @@
+/*
+ * The Pool core: sizing, the FIFO of waiters, hand-off, lifetimes, health
+ * checks and stats for connections made by any Dialect. Two fronts share it:
+ * blocking checkout (threads wait on a condition variable) and async checkout
+ * (the caller's event_base gets an event activated). Background work runs on
+ * the pool's own base, "the pool thread" below, whichever thread runs it.
+ *
+ * One connection ("item") moves through these states, only via
+ * item_set_state(), which checks the transition:
+ *
+ *                  connect ok                 checkout / hand-off
+ *   CONNECTING ----------------> IDLE -------------------------------> OUT
+ *       |                        ^  |  \ idle too long at checkout      |
+ *       | failed, timed out      |  |   `--> PINGING --ok--> IDLE/OUT    |
+ *       v                        |  |          | failed                  |
+ *    CLOSED <--------------------+--+----------+                         |
+ *       ^           reset failed     \_____ RESETTING <--- check-in -----'
+ *       |                                      | ok: IDLE, or OUT to the
+ *       '--- broken, stale, expired, drained   |     oldest waiter
+ *
+ * A check-in that needs no reset goes OUT -> OUT (to the oldest waiter) or
+ * OUT -> IDLE directly. Locking: every field of the pool and of items not in
+ * a transitional state (CONNECTING, PINGING, RESETTING) is guarded by
+ * pool->lock. Items in transitional states are driven by the pool thread
+ * alone, which calls the dialect without holding the lock. Events on the
+ * pool's base are touched only by the pool thread, with one exception: a
+ * checkout in another thread deletes the idle watch (outside the lock, since
+ * event_del waits for a running callback, which itself takes the lock).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "internal.h"
+#include "list.h"
+#include "pool_internal.h"
+
+static const char *const item_state_names[] = {
+    [ITEM_CONNECTING] = "connecting", [ITEM_IDLE] = "idle", [ITEM_OUT] = "out",
+    [ITEM_PINGING] = "pinging", [ITEM_RESETTING] = "resetting", [ITEM_CLOSED] = "closed",
+};
+
+/* Allowed transitions, [from][to]. */
+static const unsigned char item_transitions[ITEM_NSTATES][ITEM_NSTATES] = {
+    [ITEM_CONNECTING] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_CLOSED] = 1},
+    [ITEM_IDLE] = {[ITEM_OUT] = 1, [ITEM_PINGING] = 1, [ITEM_CLOSED] = 1},
+    [ITEM_OUT] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_RESETTING] = 1, [ITEM_CLOSED] = 1},
+    [ITEM_PINGING] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_CLOSED] = 1},
+    [ITEM_RESETTING] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_CLOSED] = 1},
+    [ITEM_CLOSED] = {0},
+};
+
+static void pool_work(weir_pool *pool);
+static void pool_kick(weir_pool *pool);
+static void item_drive(weir_pooled *item);
+
+/* ---- small helpers ---- */
+
+static uint64_t pool_random(weir_pool *pool)
+{
+    /* xorshift64*: per-pool state, so pools share nothing. */
+    uint64_t x = pool->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    pool->rng = x;
+    return x * 2685821657736338717ULL;
+}
+
+static void hist_add(uint64_t *hist, uint64_t us)
+{
+    int i = 0;
+    uint64_t limit = 16;
+
+    while (i < WEIR_HIST_BUCKETS - 1 && us >= limit) {
+        limit <<= 1;
+        i++;
+    }
+    hist[i]++;
+}
+
+static struct timeval ms_to_tv(int64_t ms)
+{
+    struct timeval tv;
+    if (ms < 0)
+        ms = 0;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    return tv;
+}
+
+#define plog(pool, level, ...) weir__log((pool)->cfg.log_fn, (pool)->cfg.log_arg, level, __VA_ARGS__)
+
+/* ---- item state ---- */
+
+static void item_set_state(weir_pooled *item, enum item_state to)
+{
+    weir_pool *pool = item->pool;
+    enum item_state from = item->state;
+
+    if (!item_transitions[from][to]) {
+        /* A bug in this file; keep the counts consistent and say so. */
+        plog(pool, WEIR_LOG_ERROR, "pool %s: invalid connection transition %s -> %s", pool->name,
+             item_state_names[from], item_state_names[to]);
+    }
+    if (from == ITEM_IDLE)
+        weir_list_remove(&item->idle_link);
+    pool->count[from]--;
+    pool->count[to]++;
+    item->state = to;
+}
+
+static int pool_total(const weir_pool *pool)
+{
+    return pool->count[ITEM_CONNECTING] + pool->count[ITEM_IDLE] + pool->count[ITEM_OUT] +
+           pool->count[ITEM_PINGING] + pool->count[ITEM_RESETTING];
+}
+
+/* Should this connection be closed rather than used again? */
+static int item_retired(weir_pool *pool, weir_pooled *item, int64_t now)
+{
+    if (pool->closed || pool->draining || item->generation != pool->generation)
+        return 1;
+    return item->expires_us != 0 && now >= item->expires_us;
+}
+
+/*
+ * Detach an item under the lock and park it on pool->graveyard; the pool
+ * thread (or the caller, for OUT items) frees it later outside the lock.
+ */
+static void item_retire(weir_pooled *item, const char *reason)
+{
+    weir_pool *pool = item->pool;
+
+    item_set_state(item, ITEM_CLOSED);
+    weir_list_remove(&item->all_link);
+    pool->st.closed++;
+    plog(pool, WEIR_LOG_DEBUG, "pool %s: closing connection (%s)", pool->name, reason);
+}
+
+/* Free a detached item: its events, its driver connection, itself. */
+static void item_destroy(weir_pooled *item)
+{
+    if (item->watch_ev)
+        event_free(item->watch_ev);
+    if (item->op_ev)
+        event_free(item->op_ev);
+    item->pool->d->close(item->dconn);
+    free(item);
+}
+
+/* ---- waiters ---- */
+
+static void waiter_remove(weir_pool *pool, weir_pool_waiter *w)
+{
+    weir_list_remove(&w->link);
+    pool->nwaiters--;
+}
+
+/* Complete a waiter (under lock): hand it conn, or fail it with status. */
+static void waiter_finish(weir_pool *pool, weir_pool_waiter *w, int status, weir_pooled *conn)
+{
+    int64_t now = weir__now_us();
+    uint64_t waited = (uint64_t)(now - w->enqueued_us);
+
+    waiter_remove(pool, w);
+    w->done = 1;
+    w->status = status;
+    w->conn = conn;
+    if (conn != NULL) {
+        conn->out_since_us = now;
+        pool->st.checkouts++;
+        pool->st.wait_us_total += waited;
+        if (waited > pool->st.wait_us_max)
+            pool->st.wait_us_max = waited;
+        hist_add(pool->st.wait_hist, waited);
+    }
+    if (w->cond != NULL)
+        pthread_cond_signal(w->cond);
+    else
+        event_active(w->ev, EV_TIMEOUT, 1);
+}
+
+static void fail_all_waiters(weir_pool *pool, int status)
+{
+    while (!weir_list_empty(&pool->waiters)) {
+        weir_pool_waiter *w = weir_container_of(pool->waiters.next, weir_pool_waiter, link);
+        waiter_finish(pool, w, status, NULL);
+    }
+}
+
+void pool_waiter_enqueue(weir_pool *pool, weir_pool_waiter *w)
+{
+    w->pool = pool;
+    w->enqueued_us = weir__now_us();
+    weir_list_push_back(&pool->waiters, &w->link);
+    pool->nwaiters++;
+    pool_ref(pool);
+}
+
+void pool_waiter_expire(weir_pool *pool, weir_pool_waiter *w)
+{
+    waiter_remove(pool, w);
+    w->done = 1;
+    w->status = WEIR_ETIMEDOUT;
+    pool->st.timeouts++;
+}
+
+void pool_waiter_withdraw(weir_pool *pool, weir_pool_waiter *w)
+{
+    if (!w->done) {
+        waiter_remove(pool, w);
+        w->done = 1;
+        w->status = WEIR_ECLOSED;
+    }
+}
+
+/* ---- making a connection available ---- */
+
+static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
+{
+    item_set_state(item, ITEM_IDLE);
+    weir_list_push_front(&pool->idle, &item->idle_link);
+    item->idle_since_us = now;
+    if (pool->cfg.watch_idle && item->watch_ev != NULL)
+        event_add(item->watch_ev, NULL);
+}
+
+/*
+ * A connection became usable (connected, reset, pinged, or checked in clean):
+ * give it to the oldest waiter, keep it idle, or close it. Under lock. Returns
+ * 1 if the item was retired and must be destroyed by the caller.
+ */
+static int item_available(weir_pool *pool, weir_pooled *item)
+{
+    int64_t now = weir__now_us();
+
+    if (item_retired(pool, item, now)) {
+        if (item->expires_us != 0 && now >= item->expires_us)
+            pool->st.recycled++;
+        item_retire(item, "retired");
+        return 1;
+    }
+    if (!pool->paused && !weir_list_empty(&pool->waiters)) {
+        weir_pool_waiter *w = weir_container_of(pool->waiters.next, weir_pool_waiter, link);
+        item_set_state(item, ITEM_OUT);
+        pool->st.handoffs++;
+        waiter_finish(pool, w, 0, item);
+        return 0;
+    }
+    if (pool_total(pool) > pool->cfg.max_size) {
+        item_retire(item, "overflow returned");
+        return 1;
+    }
+    item_go_idle(pool, item, now);
+    return 0;
+}
+
+/* ---- background work on the pool thread ---- */
+
+static void connect_failed(weir_pool *pool, const char *why)
+{
+    int64_t now = weir__now_us();
+
+    pool->st.connect_failures++;
+    snprintf(pool->last_error, sizeof(pool->last_error), "%s", why);
+    plog(pool, WEIR_LOG_WARNING, "pool %s: connect failed: %s", pool->name, why);
+    pool->next_connect_us = now + (int64_t)pool->backoff_ms * 1000;
+    pool->backoff_ms = pool->backoff_ms * 2 > pool->cfg.retry_max_ms ? pool->cfg.retry_max_ms
+                                                                      : pool->backoff_ms * 2;
+    /* Waiters fail only when nothing else in flight could still serve them. */
+    if (pool->cfg.fail_waiters_on_connect_error && pool->count[ITEM_CONNECTING] == 0 &&
+        pool->count[ITEM_RESETTING] == 0 && pool->count[ITEM_PINGING] == 0)
+        fail_all_waiters(pool, WEIR_ECONNECT);
+}
+
+static void connect_succeeded(weir_pool *pool, weir_pooled *item)
+{
+    int64_t now = weir__now_us();
+    int64_t took = now - item->op_start_us;
+    int fd = pool->d->socket(item->dconn);
+
+    pool->st.connects++;
+    pool->st.connect_us_total += (uint64_t)took;
+    hist_add(pool->st.connect_hist, (uint64_t)took);
+    pool->backoff_ms = pool->cfg.retry_min_ms;
+    pool->next_connect_us = 0;
+    item->created_us = now;
+    if (pool->cfg.recycle_ms > 0) {
+        int64_t jitter = pool->cfg.recycle_jitter_ms > 0
+                             ? (int64_t)(pool_random(pool) % ((uint64_t)pool->cfg.recycle_jitter_ms * 1000 + 1))
+                             : 0;
+        item->expires_us = now + (int64_t)pool->cfg.recycle_ms * 1000 - jitter;
+    }
+    if (fd >= 0)
+        item->watch_ev = event_new(pool->base, fd, EV_READ, pool_watch_cb, item);
+}
+
+/* An operation (connect, ping, reset) ended on the pool thread. */
+static void item_op_done(weir_pooled *item, int ok, const char *why)
+{
+    weir_pool *pool = item->pool;
+    enum item_state was = item->state;
+    int destroy = 0;
+
+    pthread_mutex_lock(&pool->lock);
+    if (was == ITEM_CONNECTING) {
+        if (ok)
+            connect_succeeded(pool, item);
+        else
+            connect_failed(pool, why);
+    } else if (!ok) {
+        if (was == ITEM_PINGING)
+            pool->st.ping_failures++;
+        else
+            pool->st.reset_failures++;
+        plog(pool, WEIR_LOG_INFO, "pool %s: %s failed: %s", pool->name,
+             was == ITEM_PINGING ? "ping" : "reset", why);
+    }
+    if (ok)
+        destroy = item_available(pool, item);
+    else {
+        item_retire(item, why);
+        destroy = 1;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (destroy)
+        item_destroy(item);
+    pool_kick(pool);
+}
+
+static void item_op_cb(evutil_socket_t fd, short what, void *arg)
+{
+    weir_pooled *item = arg;
+
+    (void)fd;
+    if (what & EV_TIMEOUT) {
+        item_op_done(item, 0, item->state == ITEM_CONNECTING ? "connect timed out" : "timed out");
+        return;
+    }
+    item_drive(item);
+}
+
+/* Wait for the socket in the direction the dialect asked, with the op's deadline. */
+static int item_arm(weir_pooled *item, weir_poll want)
+{
+    weir_pool *pool = item->pool;
+    int fd = pool->d->socket(item->dconn);
+    short what = want == WEIR_POLL_READ ? EV_READ : EV_WRITE;
+    struct timeval tv;
+
+    if (fd < 0)
+        return -1;
+    if (item->op_ev == NULL || event_get_fd(item->op_ev) != fd) {
+        if (item->op_ev)
+            event_free(item->op_ev);
+        item->op_ev = event_new(pool->base, fd, what, item_op_cb, item);
+    } else {
+        event_del(item->op_ev);
+        event_assign(item->op_ev, pool->base, fd, what, item_op_cb, item);
+    }
+    if (item->op_ev == NULL)
+        return -1;
+    if (pool->cfg.connect_timeout_ms > 0) {
+        int64_t left_ms = (item->op_start_us + (int64_t)pool->cfg.connect_timeout_ms * 1000 - weir__now_us()) / 1000;
+        tv = ms_to_tv(left_ms);
+        return event_add(item->op_ev, &tv);
+    }
+    return event_add(item->op_ev, NULL);
+}
+
+/* Advance the item's current operation as far as it goes without blocking. */
+static void item_drive(weir_pooled *item)
+{
+    const weir_dialect *d = item->pool->d;
+    weir_poll r = item->state == ITEM_CONNECTING ? d->connect_poll(item->dconn) : d->command_poll(item->dconn);
+
+    if (r == WEIR_POLL_OK) {
+        if (item->op_ev)
+            event_del(item->op_ev);
+        item_op_done(item, 1, NULL);
+    } else if (r == WEIR_POLL_FAILED || item_arm(item, r) != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", d->error_message(item->dconn));
+        item_op_done(item, 0, why[0] ? why : "failed");
+    }
+}
+
+static void item_start_connect(weir_pool *pool, weir_pooled *item)
+{
+    char err[256] = "";
+
+    item->op_start_us = weir__now_us();
+    if (pool->d->connect_start(pool->conninfo, &item->dconn, err, sizeof(err)) != 0) {
+        item->dconn = NULL;
+        item_op_done(item, 0, err[0] ? err : "could not start connection");
+        return;
+    }
+    item_drive(item);
+}
+
+static void item_start_command(weir_pool *pool, weir_pooled *item)
+{
+    int rc;
+
+    if (item->watch_ev)
+        event_del(item->watch_ev);
+    item->op_start_us = weir__now_us();
+    rc = item->state == ITEM_PINGING ? pool->d->ping_start(item->dconn) : pool->d->reset_start(item->dconn);
+    if (rc != 0) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", pool->d->error_message(item->dconn));
+        item_op_done(item, 0, why[0] ? why : "could not start command");
+        return;
+    }
+    item_drive(item);
+}
+
+/* The server spoke on an idle connection: a notice, or (usually) goodbye. */
+void pool_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    weir_pooled *item = arg;
+    weir_pool *pool = item->pool;
+    int destroy = 0;
+
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&pool->lock);
+    if (item->state == ITEM_IDLE) {
+        if (pool->d->idle_readable(item->dconn) == WEIR_POLL_OK) {
+            event_add(item->watch_ev, NULL);
+        } else {
+            plog(pool, WEIR_LOG_INFO, "pool %s: idle connection closed by server: %s", pool->name,
+                 pool->d->error_message(item->dconn));
+            item_retire(item, "closed by server");
+            destroy = 1;
+        }
+    }
+    pthread_mutex_unlock(&pool->lock);
+    if (destroy) {
+        item_destroy(item);
+        pool_kick(pool);
+    }
+}
+
+static weir_pooled *item_new(weir_pool *pool, enum item_state state)
+{
+    weir_pooled *item = calloc(1, sizeof(*item));
+
+    if (item == NULL)
+        return NULL;
+    item->pool = pool;
+    item->state = state;
+    item->generation = pool->generation;
+    pool->count[state]++;
+    weir_list_init(&item->idle_link);
+    weir_list_push_back(&pool->all, &item->all_link);
+    return item;
+}
+
+/* How many new connections should start now? Under lock. */
+static int connects_wanted(weir_pool *pool, int64_t now)
+{
+    int total = pool_total(pool);
+    int coming = pool->count[ITEM_CONNECTING] + pool->count[ITEM_PINGING] + pool->count[ITEM_RESETTING];
+    int want = pool->cfg.min_size - total;
+    int room = pool->cfg.max_size + pool->cfg.max_overflow - total;
+
+    if (pool->closed || pool->draining || now < pool->next_connect_us)
+        return 0;
+    if (!pool->paused && pool->nwaiters - coming > want)
+        want = pool->nwaiters - coming;
+    /* After a failure, probe with one connection before opening many. */
+    if (pool->backoff_ms > pool->cfg.retry_min_ms && want > 1)
+        want = pool->count[ITEM_CONNECTING] ? 0 : 1;
+    return want < room ? want : room;
+}
+
+/* Idle connections to close now (retired, idle too long beyond min_size). */
+static void collect_idle_to_close(weir_pool *pool, int64_t now, struct weir_link *grave)
+{
+    struct weir_link *l, *next;
+
+    for (l = pool->idle.next; l != &pool->idle; l = next) {
+        weir_pooled *item = weir_container_of(l, weir_pooled, idle_link);
+        int idle_expired = pool->cfg.idle_timeout_ms > 0 && pool_total(pool) > pool->cfg.min_size &&
+                           now - item->idle_since_us >= (int64_t)pool->cfg.idle_timeout_ms * 1000;
+
+        next = l->next;
+        if (item_retired(pool, item, now) || idle_expired) {
+            if (idle_expired)
+                pool->st.idle_expired++;
+            else if (item->expires_us != 0 && now >= item->expires_us)
+                pool->st.recycled++;
+            item_retire(item, idle_expired ? "idle timeout" : "retired");
+            weir_list_push_back(grave, &item->idle_link);
+        }
+    }
+}
+
+/* Serve waiters from idle connections (after resume, or when a ping is due). */
+static void serve_waiters_from_idle(weir_pool *pool, int64_t now, struct weir_link *todo)
+{
+    while (!pool->paused && !weir_list_empty(&pool->waiters) && !weir_list_empty(&pool->idle)) {
+        weir_pooled *item = pool_pick_idle(pool);
+        weir_pool_waiter *w = weir_container_of(pool->waiters.next, weir_pool_waiter, link);
+
+        if (item->watch_ev)
+            event_del(item->watch_ev); /* we are the pool thread: cannot block */
+        if (pool_needs_ping(pool, item, now)) {
+            item_set_state(item, ITEM_PINGING);
+            weir_list_push_back(todo, &item->idle_link);
+            continue;
+        }
+        item_set_state(item, ITEM_OUT);
+        waiter_finish(pool, w, 0, item);
+    }
+}
+
+/*
+ * The pool thread's main step: close what must close, start pings and resets
+ * queued by other threads, open connections the waiters and min_size need.
+ * Dialect calls happen outside the lock.
+ */
+static void pool_work(weir_pool *pool)
+{
+    struct weir_link grave, todo, *l;
+    int64_t now = weir__now_us();
+    int nconnect, i;
+
+    weir_list_init(&grave);
+    weir_list_init(&todo);
+    pthread_mutex_lock(&pool->lock);
+    collect_idle_to_close(pool, now, &grave);
+    serve_waiters_from_idle(pool, now, &todo);
+    while (!weir_list_empty(&pool->todo)) {
+        l = pool->todo.next;
+        weir_list_remove(l);
+        weir_list_push_back(&todo, l);
+    }
+    nconnect = connects_wanted(pool, now);
+    for (i = 0; i < nconnect; i++) {
+        weir_pooled *item = item_new(pool, ITEM_CONNECTING);
+        if (item == NULL)
+            break;
+        weir_list_push_back(&todo, &item->idle_link);
+    }
+    if (pool->next_connect_us > now && connects_wanted(pool, pool->next_connect_us) > 0) {
+        struct timeval tv = ms_to_tv((pool->next_connect_us - now) / 1000 + 1);
+        event_add(pool->kick_ev, &tv);
+    }
+    pthread_mutex_unlock(&pool->lock);
+
+    while (!weir_list_empty(&grave)) {
+        l = grave.next;
+        weir_list_remove(l);
+        item_destroy(weir_container_of(l, weir_pooled, idle_link));
+    }
+    while (!weir_list_empty(&todo)) {
+        weir_pooled *item;
+        l = todo.next;
+        weir_list_remove(l);
+        item = weir_container_of(l, weir_pooled, idle_link);
+        if (item->state == ITEM_CONNECTING)
+            item_start_connect(pool, item);
+        else
+            item_start_command(pool, item);
+    }
+}
+
+static void pool_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pool_work(arg);
+}
+
+static void pool_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    pool_work(arg);
+}
+
+/* Ask the pool thread to run pool_work soon. Safe from any thread. */
+static void pool_kick(weir_pool *pool)
+{
+    event_active(pool->kick_ev, EV_TIMEOUT, 1);
+}
+
+/* ---- shared with the fronts ---- */
+
+int pool_needs_ping(const weir_pool *pool, const weir_pooled *item, int64_t now)
+{
+    return pool->cfg.pre_ping_ms >= 0 && now - item->idle_since_us >= (int64_t)pool->cfg.pre_ping_ms * 1000;
+}
+
+weir_pooled *pool_pick_idle(weir_pool *pool)
+{
+    struct weir_link *l = pool->cfg.lifo ? pool->idle.next : pool->idle.prev;
+    return weir_container_of(l, weir_pooled, idle_link);
+}
+
+/*
+ * Under lock: try to take an idle connection for the caller right away.
+ * Returns the item (now OUT), or NULL. Items due a ping are queued for the
+ * pool thread (*kick set). The caller must event_del the item's idle watch
+ * after unlocking.
+ */
+weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
+{
+    int64_t now = weir__now_us();
+
+    while (!pool->paused && !weir_list_empty(&pool->idle)) {
+        weir_pooled *item = pool_pick_idle(pool);
+
+        if (item_retired(pool, item, now)) {
+            /* Leave it for the pool thread, which owns its events. */
+            weir_list_remove(&item->idle_link);
+            weir_list_push_back(&pool->idle, &item->idle_link);
+            if (pool_pick_idle(pool) == item)
+                break;
+            *kick = 1;
+            continue;
+        }
+        if (pool_needs_ping(pool, item, now)) {
+            item_set_state(item, ITEM_PINGING);
+            weir_list_push_back(&pool->todo, &item->idle_link);
+            *kick = 1;
+            return NULL;
+        }
+        item_set_state(item, ITEM_OUT);
+        item->out_since_us = now;
+        pool->st.checkouts++;
+        hist_add(pool->st.wait_hist, 0);
+        return item;
+    }
+    if (!weir_list_empty(&pool->idle))
+        *kick = 1;
+    return NULL;
+}
+
+void pool_request_work(weir_pool *pool)
+{
+    pool_kick(pool);
+}
+
+void pool_ref(weir_pool *pool)
+{
+    pool->refs++;
+}
+
+/* Under lock. Returns 1 when the caller must destroy the pool after unlocking. */
+int pool_unref(weir_pool *pool)
+{
+    return --pool->refs == 0;
+}
+
+void pool_destroy(weir_pool *pool)
+{
+    pthread_mutex_destroy(&pool->lock);
+    free(pool->conninfo);
+    free(pool->name);
+    free(pool);
+}
+
+/* ---- public: life cycle ---- */
+
+void weir_pool_config_init(weir_pool_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->min_size = 0;
+    cfg->max_size = 5;
+    cfg->max_overflow = 10;
+    cfg->max_waiters = -1;
+    cfg->timeout_ms = 30000;
+    cfg->connect_timeout_ms = 15000;
+    cfg->idle_timeout_ms = 600000;
+    cfg->pre_ping_ms = -1;
+    cfg->reset_on_return = 1;
+    cfg->lifo = 1;
+    cfg->watch_idle = 1;
+    cfg->retry_min_ms = 100;
+    cfg->retry_max_ms = 15000;
+    cfg->fail_waiters_on_connect_error = 1;
+}
+
+static int config_valid(const weir_pool_config *cfg)
+{
+    return cfg->min_size >= 0 && cfg->max_size >= 1 && cfg->max_overflow >= 0 &&
+           cfg->min_size <= cfg->max_size + cfg->max_overflow && cfg->max_waiters >= -1 &&
+           cfg->timeout_ms >= -1 && cfg->connect_timeout_ms >= 0 && cfg->recycle_ms >= 0 &&
+           cfg->recycle_jitter_ms >= 0 && cfg->idle_timeout_ms >= 0 && cfg->pre_ping_ms >= -1 &&
+           cfg->retry_min_ms >= 1 && cfg->retry_max_ms >= cfg->retry_min_ms;
+}
+
+/* The maintenance period follows the shortest timer that needs it. */
+static int tick_ms(const weir_pool_config *cfg)
+{
+    int t = 1000;
+    if (cfg->idle_timeout_ms > 0 && cfg->idle_timeout_ms / 4 < t)
+        t = cfg->idle_timeout_ms / 4;
+    if (cfg->recycle_ms > 0 && cfg->recycle_ms / 4 < t)
+        t = cfg->recycle_ms / 4;
+    return t < 10 ? 10 : t;
+}
+
+static void pool_arm_tick(weir_pool *pool)
+{
+    struct timeval tv = ms_to_tv(tick_ms(&pool->cfg));
+    event_del(pool->tick_ev);
+    event_add(pool->tick_ev, &tv);
+}
+
+int weir_pool_new(const weir_pool_config *cfg, weir_pool **out)
+{
+    weir_pool *pool;
+
+    *out = NULL;
+    if (cfg == NULL || cfg->dialect == NULL || cfg->conninfo == NULL || cfg->base == NULL || !config_valid(cfg))
+        return WEIR_EINVAL;
+    pool = calloc(1, sizeof(*pool));
+    if (pool == NULL)
+        return WEIR_ENOMEM;
+    pool->cfg = *cfg;
+    pool->d = cfg->dialect;
+    pool->base = cfg->base;
+    pool->conninfo = strdup(cfg->conninfo);
+    pool->name = strdup(cfg->name ? cfg->name : "pool");
+    pool->kick_ev = evtimer_new(pool->base, pool_kick_cb, pool);
+    pool->tick_ev = event_new(pool->base, -1, EV_PERSIST, pool_tick_cb, pool);
+    if (pool->conninfo == NULL || pool->name == NULL || pool->kick_ev == NULL || pool->tick_ev == NULL ||
+        pthread_mutex_init(&pool->lock, NULL) != 0) {
+        if (pool->kick_ev)
+            event_free(pool->kick_ev);
+        if (pool->tick_ev)
+            event_free(pool->tick_ev);
+        free(pool->conninfo);
+        free(pool->name);
+        free(pool);
+        return WEIR_ENOMEM;
+    }
+    pool->cfg.conninfo = pool->conninfo;
+    pool->cfg.name = pool->name;
+    pool->refs = 1;
+    pool->generation = 1;
+    pool->backoff_ms = cfg->retry_min_ms;
+    pool->rng = (uint64_t)weir__now_us() ^ (uint64_t)(uintptr_t)pool ^ 0x9e3779b97f4a7c15ULL;
+    weir_list_init(&pool->all);
+    weir_list_init(&pool->idle);
+    weir_list_init(&pool->waiters);
+    weir_list_init(&pool->todo);
+    pool_arm_tick(pool);
+    pool_kick(pool);
+    *out = pool;
+    return 0;
+}
+
+void weir_pool_free(weir_pool *pool)
+{
+    struct weir_link grave, *l, *next;
+    int destroy;
+
+    if (pool == NULL)
+        return;
+    weir_list_init(&grave);
+    pthread_mutex_lock(&pool->lock);
+    pool->closed = 1;
+    fail_all_waiters(pool, WEIR_ECLOSED);
+    for (l = pool->all.next; l != &pool->all; l = next) {
+        weir_pooled *item = weir_container_of(l, weir_pooled, all_link);
+        next = l->next;
+        if (item->state == ITEM_OUT) {
+            pool_ref(pool); /* dropped when it is checked in, and closed */
+            continue;
+        }
+        if (item->state == ITEM_IDLE || item->state == ITEM_PINGING || item->state == ITEM_RESETTING)
+            weir_list_remove(&item->idle_link);
+        item_retire(item, "pool closed");
+        weir_list_push_back(&grave, &item->idle_link);
+    }
+    event_free(pool->kick_ev);
+    event_free(pool->tick_ev);
+    pool->kick_ev = pool->tick_ev = NULL;
+    destroy = pool_unref(pool);
+    pthread_mutex_unlock(&pool->lock);
+    while (!weir_list_empty(&grave)) {
+        l = grave.next;
+        weir_list_remove(l);
+        item_destroy(weir_container_of(l, weir_pooled, idle_link));
+    }
+    if (destroy)
+        pool_destroy(pool);
+}
+
+/* ---- public: control ---- */
+
+uint64_t weir_pool_invalidate_all(weir_pool *pool)
+{
+    uint64_t gen;
+
+    pthread_mutex_lock(&pool->lock);
+    gen = ++pool->generation;
+    pool->st.invalidated++;
+    if (!pool->closed)
+        pool_kick(pool);
+    pthread_mutex_unlock(&pool->lock);
+    return gen;
+}
+
+void weir_pool_pause(weir_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->paused = 1;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void weir_pool_resume(weir_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->paused = 0;
+    pool->draining = 0;
+    if (!pool->closed)
+        pool_kick(pool);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void weir_pool_drain(weir_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->draining = 1;
+    fail_all_waiters(pool, WEIR_ECLOSED);
+    if (!pool->closed)
+        pool_kick(pool);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+int weir_pool_reconfigure(weir_pool *pool, const weir_pool_config *cfg)
+{
+    weir_pool_config next;
+
+    pthread_mutex_lock(&pool->lock);
+    next = pool->cfg;
+    next.min_size = cfg->min_size;
+    next.max_size = cfg->max_size;
+    next.max_overflow = cfg->max_overflow;
+    next.max_waiters = cfg->max_waiters;
+    next.timeout_ms = cfg->timeout_ms;
+    next.connect_timeout_ms = cfg->connect_timeout_ms;
+    next.recycle_ms = cfg->recycle_ms;
+    next.recycle_jitter_ms = cfg->recycle_jitter_ms;
+    next.idle_timeout_ms = cfg->idle_timeout_ms;
+    next.pre_ping_ms = cfg->pre_ping_ms;
+    next.reset_on_return = cfg->reset_on_return;
+    next.lifo = cfg->lifo;
+    next.retry_min_ms = cfg->retry_min_ms;
+    next.retry_max_ms = cfg->retry_max_ms;
+    next.fail_waiters_on_connect_error = cfg->fail_waiters_on_connect_error;
+    if (!config_valid(&next)) {
+        pthread_mutex_unlock(&pool->lock);
+        return WEIR_EINVAL;
+    }
+    pool->cfg = next;
+    if (!pool->closed) {
+        pool_arm_tick(pool);
+        pool_kick(pool);
+    }
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
+}
+
+void weir_pool_get_stats(weir_pool *pool, weir_pool_stats *out)
+{
+    pthread_mutex_lock(&pool->lock);
+    *out = pool->st;
+    out->idle = pool->count[ITEM_IDLE];
+    out->in_use = pool->count[ITEM_OUT];
+    out->connecting = pool->count[ITEM_CONNECTING];
+    out->busy = pool->count[ITEM_PINGING] + pool->count[ITEM_RESETTING];
+    out->total = pool_total(pool);
+    out->waiters = pool->nwaiters;
+    out->paused = pool->paused;
+    out->draining = pool->draining;
+    out->generation = pool->generation;
+    pthread_mutex_unlock(&pool->lock);
+}
+
+void weir_pool_last_error(weir_pool *pool, char *buf, size_t len)
+{
+    if (len == 0)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    snprintf(buf, len, "%s", pool->last_error);
+    pthread_mutex_unlock(&pool->lock);
+}
+
+/* ---- public: check-in ---- */
+
+void weir_pool_checkin(weir_pool *pool, weir_pooled *item, int flags)
+{
+    int64_t now = weir__now_us();
+    int destroy = 0, kick = 0, destroy_pool = 0;
+    uint64_t held;
+
+    if (item == NULL)
+        return;
+    pthread_mutex_lock(&pool->lock);
+    held = (uint64_t)(now - item->out_since_us);
+    pool->st.checkins++;
+    pool->st.hold_us_total += held;
+    hist_add(pool->st.hold_hist, held);
+    if ((flags & WEIR_CHECKIN_BROKEN) || pool->d->is_broken(item->dconn) || item_retired(pool, item, now)) {
+        if (!(flags & WEIR_CHECKIN_BROKEN) && item->expires_us != 0 && now >= item->expires_us)
+            pool->st.recycled++;
+        item_retire(item, (flags & WEIR_CHECKIN_BROKEN) ? "broken" : "retired at check-in");
+        destroy = 1;
+        kick = !pool->closed;
+    } else if (pool->cfg.reset_on_return && !(flags & WEIR_CHECKIN_CLEAN)) {
+        item_set_state(item, ITEM_RESETTING);
+        weir_list_push_back(&pool->todo, &item->idle_link);
+        kick = 1;
+    } else {
+        destroy = item_available(pool, item);
+        kick = destroy && !pool->closed;
+    }
+    if (pool->closed)
+        destroy_pool = pool_unref(pool); /* the item's reference to a closed pool */
+    pthread_mutex_unlock(&pool->lock);
+    if (destroy)
+        item_destroy(item);
+    if (kick)
+        pool_kick(pool);
+    if (destroy_pool)
+        pool_destroy(pool);
+}
+
+/* ---- public: accessors ---- */
+
+void *weir_pooled_dconn(const weir_pooled *conn)
+{
+    return conn->dconn;
+}
+
+void *weir_pooled_driver_handle(const weir_pooled *conn)
+{
+    return conn->pool->d->driver_handle(conn->dconn);
+}
+
+int64_t weir_pooled_age_us(const weir_pooled *conn)
+{
+    return weir__now_us() - conn->created_us;
+}
+
+uint64_t weir_pooled_generation(const weir_pooled *conn)
+{
+    return conn->generation;
+}

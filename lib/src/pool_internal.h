@@ -1,0 +1,85 @@
+/*
+ * The Pool's private structures, shared by the core (pool.c) and the two
+ * checkout fronts (pool_checkout.c). Not installed.
+ */
+#ifndef WEIR_POOL_INTERNAL_H
+#define WEIR_POOL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <event2/util.h>
+#include <weir/pool.h>
+
+#include "internal.h"
+#include "list.h"
+
+enum item_state {
+    ITEM_CONNECTING,
+    ITEM_IDLE,
+    ITEM_OUT,
+    ITEM_PINGING,
+    ITEM_RESETTING,
+    ITEM_CLOSED,
+    ITEM_NSTATES
+};
+
+struct weir_pooled {
+    weir_pool *pool;
+    void *dconn;
+    enum item_state state;
+    uint64_t generation;
+    int64_t created_us, expires_us, idle_since_us, out_since_us, op_start_us;
+    struct event *watch_ev;  /* idle: server closed it? (pool base) */
+    struct event *op_ev;     /* connect/ping/reset progress (pool base) */
+    struct weir_link all_link;
+    struct weir_link idle_link; /* idle list, todo list, or a local list */
+};
+
+struct weir_pool_waiter {
+    weir_pool *pool;
+    struct weir_link link;
+    int64_t enqueued_us;
+    int done, status;
+    weir_pooled *conn;
+    pthread_cond_t *cond;    /* blocking front */
+    struct event *ev;        /* async front: on the caller's base */
+    weir_pool_cb cb;
+    void *arg;
+};
+
+struct weir_pool {
+    pthread_mutex_t lock;
+    weir_pool_config cfg;    /* conninfo and name point at the copies below */
+    char *conninfo, *name;
+    const weir_dialect *d;
+    struct event_base *base;
+    struct event *kick_ev, *tick_ev;
+    int refs;                /* owner + blocked/async waiters + items out after close */
+    int closed, paused, draining;
+    uint64_t generation;
+    struct weir_link all, idle, waiters, todo;
+    int nwaiters;
+    int count[ITEM_NSTATES];
+    int64_t next_connect_us;
+    int backoff_ms;
+    uint64_t rng;
+    char last_error[256];
+    weir_pool_stats st;      /* counters; sizes are filled in on snapshot */
+};
+
+WEIR_INTERNAL weir_pooled *pool_take_idle(weir_pool *pool, int *kick);
+WEIR_INTERNAL weir_pooled *pool_pick_idle(weir_pool *pool);
+WEIR_INTERNAL int pool_needs_ping(const weir_pool *pool, const weir_pooled *item, int64_t now);
+WEIR_INTERNAL void pool_request_work(weir_pool *pool);
+WEIR_INTERNAL void pool_ref(weir_pool *pool);
+WEIR_INTERNAL int pool_unref(weir_pool *pool);
+WEIR_INTERNAL void pool_destroy(weir_pool *pool);
+/* Waiters: enqueue takes a pool reference that the waiter's owner drops. */
+WEIR_INTERNAL void pool_waiter_enqueue(weir_pool *pool, weir_pool_waiter *w);
+WEIR_INTERNAL void pool_waiter_expire(weir_pool *pool, weir_pool_waiter *w);
+WEIR_INTERNAL void pool_waiter_withdraw(weir_pool *pool, weir_pool_waiter *w);
+WEIR_INTERNAL void pool_watch_cb(evutil_socket_t fd, short what, void *arg);
+
+#endif
