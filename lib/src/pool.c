@@ -308,6 +308,10 @@ static void item_op_done(weir_pooled *item, int ok, const char *why)
     int destroy = 0;
 
     pthread_mutex_lock(&pool->lock);
+    if (!ok) {
+        item_retire(item, why);
+        destroy = 1;
+    }
     if (was == ITEM_CONNECTING) {
         if (ok)
             connect_succeeded(pool, item);
@@ -323,10 +327,6 @@ static void item_op_done(weir_pooled *item, int ok, const char *why)
     }
     if (ok)
         destroy = item_available(pool, item);
-    else {
-        item_retire(item, why);
-        destroy = 1;
-    }
     pthread_mutex_unlock(&pool->lock);
     if (destroy)
         item_destroy(item);

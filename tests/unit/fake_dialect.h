@@ -1,0 +1,38 @@
+/*
+ * A fake Dialect for unit-testing the Pool without a database: connections
+ * are socketpairs, and a control block (passed through the conninfo string as
+ * "fake:<address>") makes connects, pings and resets fail or hang on demand.
+ */
+#ifndef WEIR_TEST_FAKE_DIALECT_H
+#define WEIR_TEST_FAKE_DIALECT_H
+
+#include <stdatomic.h>
+#include <weir/weir.h>
+
+struct fake_ctl {
+    atomic_int connects;      /* connect_start calls */
+    atomic_int open;          /* connections currently open */
+    atomic_int next_id;
+    atomic_int fail_connects; /* this many upcoming connects fail */
+    atomic_int hang_connects; /* connects never complete while set */
+    atomic_int fail_pings, fail_resets;
+    atomic_int pings, resets;
+};
+
+struct fake_conn {
+    struct fake_ctl *ctl;
+    int id;
+    int fds[2];  /* [0] is "our" socket, [1] the "server" end */
+    int op_polls;
+    int op_fail;
+    int broken;
+};
+
+extern const weir_dialect fake_dialect;
+
+/* Write "fake:<ctl address>" into buf for the pool's conninfo. */
+void fake_conninfo(struct fake_ctl *ctl, char *buf, size_t len);
+/* The server side goes away: the idle watch must notice. */
+void fake_kill(struct fake_conn *c);
+
+#endif
