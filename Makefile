@@ -61,9 +61,12 @@ lib/$(SONAME): $(LIBFILE)
 lib/libweir.so: lib/$(SONAME)
 	ln -sf $(notdir $<) $@
 
+# weir.pc is also written at install time, so `make install PREFIX=...` after a
+# plain `make` does not install a .pc that names the build's default prefix.
+PC_SUBST = -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
 lib/weir.pc: lib/weir.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	sed $(PC_SUBST) $< > $@
 
 # The daemon links the library's objects statically: one binary to deploy.
 daemon/weir: $(DAEMON_OBJS) $(B)/libweir.a
@@ -115,7 +118,8 @@ install: all
 	install -m 755 $(LIBFILE) $(DESTDIR)$(LIBDIR)/
 	ln -sf libweir.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so
-	install -m 644 lib/weir.pc $(DESTDIR)$(LIBDIR)/pkgconfig/weir.pc
+	sed $(PC_SUBST) lib/weir.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/weir.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/weir.pc
 	install -m 755 daemon/weir $(DESTDIR)$(BINDIR)/weir
 	install -m 644 conf/weir.ini $(DESTDIR)$(SYSCONFDIR)/weir/weir.ini.example
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/weir.service \
