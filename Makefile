@@ -27,6 +27,9 @@ LIB_SRCS := $(wildcard lib/src/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/pic/%.o)
 DAEMON_SRCS := $(wildcard daemon/*.c)
 DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/pic/%.o)
+# Everything of the daemon but main(), for unit tests of its modules.
+DAEMON_MODS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
+DAEMON_MOD_OBJS := $(DAEMON_MODS:%.c=$(B)/pic/%.o)
 HEADERS := $(wildcard lib/include/weir/*.h)
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -53,6 +56,10 @@ $(B)/libweir.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(B)/libdaemon.a: $(DAEMON_MOD_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
 $(LIBFILE): $(LIB_OBJS)
 	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(DEPS_LIBS)
 
@@ -73,13 +80,13 @@ daemon/weir: $(DAEMON_OBJS) $(B)/libweir.a
 	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(B)/libweir.a $(DEPS_LIBS) $(DAEMON_LIBS)
 
 # Unit tests link the library's objects so they can reach internal functions.
-$(B)/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(B)/libweir.a $(HEADERS)
+$(B)/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(B)/libdaemon.a $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(UNIT_HELPERS) $(B)/libweir.a $(DEPS_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Idaemon -o $@ $< $(UNIT_HELPERS) $(B)/libdaemon.a $(B)/libweir.a $(DEPS_LIBS) $(DAEMON_LIBS) -lcmocka
 
-$(B)/asan/%: tests/unit/%.c $(UNIT_HELPERS) $(LIB_SRCS) $(HEADERS)
+$(B)/asan/%: tests/unit/%.c $(UNIT_HELPERS) $(LIB_SRCS) $(DAEMON_MODS) $(HEADERS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(SAN) -o $@ $< $(UNIT_HELPERS) $(LIB_SRCS) $(DEPS_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -o $@ $< $(UNIT_HELPERS) $(DAEMON_MODS) $(LIB_SRCS) $(DEPS_LIBS) $(DAEMON_LIBS) -lcmocka
 
 $(B)/itest/%: tests/integration/%.c $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)
