@@ -149,6 +149,8 @@ static void item_destroy(weir_pooled *item)
         event_free(item->watch_ev);
     if (item->op_ev)
         event_free(item->op_ev);
+    if (item->data_free)
+        item->data_free(item->data);
     item->pool->d->close(item->dconn);
     free(item);
 }
@@ -462,13 +464,33 @@ static weir_pooled *item_new(weir_pool *pool, enum item_state state)
     return item;
 }
 
+/* Overflow is open at once, or (like PgBouncer's reserve pool) only once the
+ * oldest waiter has waited overflow_delay_ms; then a kick is due at that time. */
+static int overflow_allowed(weir_pool *pool, int64_t now)
+{
+    weir_pool_waiter *oldest;
+    int64_t due;
+
+    if (pool->cfg.overflow_delay_ms <= 0)
+        return pool->cfg.max_overflow;
+    if (weir_list_empty(&pool->waiters))
+        return 0;
+    oldest = weir_container_of(pool->waiters.next, weir_pool_waiter, link);
+    due = oldest->enqueued_us + (int64_t)pool->cfg.overflow_delay_ms * 1000;
+    if (now >= due)
+        return pool->cfg.max_overflow;
+    if (pool->overflow_due_us == 0 || due < pool->overflow_due_us)
+        pool->overflow_due_us = due;
+    return 0;
+}
+
 /* How many new connections should start now? Under lock. */
 static int connects_wanted(weir_pool *pool, int64_t now)
 {
     int total = pool_total(pool);
     int coming = pool->count[ITEM_CONNECTING] + pool->count[ITEM_PINGING] + pool->count[ITEM_RESETTING];
     int want = pool->cfg.min_size - total;
-    int room = pool->cfg.max_size + pool->cfg.max_overflow - total;
+    int room = pool->cfg.max_size + overflow_allowed(pool, now) - total;
 
     if (pool->closed || pool->draining || now < pool->next_connect_us)
         return 0;
@@ -552,7 +574,11 @@ static void pool_work(weir_pool *pool)
     if (pool->next_connect_us > now && connects_wanted(pool, pool->next_connect_us) > 0) {
         struct timeval tv = ms_to_tv((pool->next_connect_us - now) / 1000 + 1);
         event_add(pool->kick_ev, &tv);
+    } else if (pool->overflow_due_us > now) {
+        struct timeval tv = ms_to_tv((pool->overflow_due_us - now) / 1000 + 1);
+        event_add(pool->kick_ev, &tv);
     }
+    pool->overflow_due_us = 0;
     pthread_mutex_unlock(&pool->lock);
 
     while (!weir_list_empty(&grave)) {
@@ -691,7 +717,7 @@ void weir_pool_config_init(weir_pool_config *cfg)
 
 static int config_valid(const weir_pool_config *cfg)
 {
-    return cfg->min_size >= 0 && cfg->max_size >= 1 && cfg->max_overflow >= 0 &&
+    return cfg->min_size >= 0 && cfg->max_size >= 1 && cfg->max_overflow >= 0 && cfg->overflow_delay_ms >= 0 &&
            cfg->min_size <= cfg->max_size + cfg->max_overflow && cfg->max_waiters >= -1 &&
            cfg->timeout_ms >= -1 && cfg->connect_timeout_ms >= 0 && cfg->recycle_ms >= 0 &&
            cfg->recycle_jitter_ms >= 0 && cfg->idle_timeout_ms >= 0 && cfg->pre_ping_ms >= -1 &&
@@ -848,6 +874,7 @@ int weir_pool_reconfigure(weir_pool *pool, const weir_pool_config *cfg)
     next.min_size = cfg->min_size;
     next.max_size = cfg->max_size;
     next.max_overflow = cfg->max_overflow;
+    next.overflow_delay_ms = cfg->overflow_delay_ms;
     next.max_waiters = cfg->max_waiters;
     next.timeout_ms = cfg->timeout_ms;
     next.connect_timeout_ms = cfg->connect_timeout_ms;
@@ -953,6 +980,17 @@ void *weir_pooled_driver_handle(const weir_pooled *conn)
 int64_t weir_pooled_age_us(const weir_pooled *conn)
 {
     return weir__now_us() - conn->created_us;
+}
+
+void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *data))
+{
+    conn->data = data;
+    conn->data_free = free_fn;
+}
+
+void *weir_pooled_get_data(const weir_pooled *conn)
+{
+    return conn->data;
 }
 
 uint64_t weir_pooled_generation(const weir_pooled *conn)

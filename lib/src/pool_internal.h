@@ -33,6 +33,8 @@ struct weir_pooled {
     int64_t created_us, expires_us, idle_since_us, out_since_us, op_start_us;
     struct event *watch_ev;  /* idle: server closed it? (pool base) */
     struct event *op_ev;     /* connect/ping/reset progress (pool base) */
+    void *data;              /* caller's attachment */
+    void (*data_free)(void *data);
     struct weir_link all_link;
     struct weir_link idle_link; /* idle list, todo list, or a local list */
 };
@@ -63,6 +65,7 @@ struct weir_pool {
     int nwaiters;
     int count[ITEM_NSTATES];
     int64_t next_connect_us;
+    int64_t overflow_due_us;  /* when the oldest waiter may use overflow */
     int backoff_ms;
     uint64_t rng;
     char last_error[256];

@@ -167,6 +167,52 @@ static void test_max_size_and_overflow(void **state)
     assert_int_equal(st.idle, 2);
 }
 
+static void test_overflow_after_delay(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *held, *reserve;
+
+    f->cfg.max_size = 1;
+    f->cfg.max_overflow = 1;
+    f->cfg.overflow_delay_ms = 80;
+    start(f);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &held), 0);
+    int64_t t0 = now_ms();
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &reserve), 0);
+    int64_t took = now_ms() - t0;
+    assert_true(took >= 75 && took < 1000);
+    assert_int_equal(stats(f).total, 2);
+    weir_pool_checkin(f->pool, reserve, WEIR_CHECKIN_CLEAN); /* overflow: closed */
+    weir_pool_checkin(f->pool, held, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(stats(f).total, 1);
+}
+
+static int freed_data;
+
+static void count_free(void *data)
+{
+    freed_data += *(int *)data;
+}
+
+static void test_attached_data_lives_with_connection(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *a;
+    static int one = 1;
+
+    start(f);
+    freed_data = 0;
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    assert_null(weir_pooled_get_data(a));
+    weir_pooled_set_data(a, &one, count_free);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    assert_ptr_equal(weir_pooled_get_data(a), &one);
+    assert_int_equal(freed_data, 0);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_BROKEN);
+    assert_int_equal(freed_data, 1);
+}
+
 static void test_checkout_timeout(void **state)
 {
     struct fixture *f = *state;
@@ -703,6 +749,8 @@ int main(void)
         T(test_min_size_filled_in_background),
         T(test_max_size_and_overflow),
         T(test_checkout_timeout),
+        T(test_overflow_after_delay),
+        T(test_attached_data_lives_with_connection),
         T(test_waiter_cap),
         T(test_fifo_handoff_order),
         T(test_async_timeout_and_cancel),

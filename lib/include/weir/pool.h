@@ -38,6 +38,9 @@ typedef struct weir_pool_config {
     int min_size;                  /* kept open in the background (0) */
     int max_size;                  /* kept after use (5) */
     int max_overflow;              /* extra, closed on return when nobody waits (10) */
+    int overflow_delay_ms;         /* open overflow connections only for a waiter
+                                      that waited this long (PgBouncer's
+                                      reserve_pool_timeout); 0 = at once (0) */
     int max_waiters;               /* queue cap, -1 = unlimited (-1) */
     int timeout_ms;                /* default checkout wait, -1 = forever (30000) */
     int connect_timeout_ms;        /* per connect attempt, 0 = none (15000) */
@@ -115,6 +118,11 @@ WEIR_API void *weir_pooled_dconn(const weir_pooled *conn);
 WEIR_API void *weir_pooled_driver_handle(const weir_pooled *conn);
 /* Monotonic microseconds since the connection was established. */
 WEIR_API int64_t weir_pooled_age_us(const weir_pooled *conn);
+/* Attach caller data to a connection for its whole life (across checkouts);
+ * free_fn (may be NULL) runs when the pool closes the connection, on
+ * whichever thread closes it. Replaces (without freeing) earlier data. */
+WEIR_API void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *data));
+WEIR_API void *weir_pooled_get_data(const weir_pooled *conn);
 /* Generation the connection belongs to (see weir_pool_invalidate_all). */
 WEIR_API uint64_t weir_pooled_generation(const weir_pooled *conn);
 
