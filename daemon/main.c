@@ -1,36 +1,487 @@
 /*
- * Placeholder for the weir daemon's entry point: answers -V/--version and
- * -h/--help, and otherwise says plainly that the daemon is not built yet.
- * The real main.c (arguments, signals, sd_notify, the event loop) replaces it.
+ * weir's entry point: command line (PgBouncer's: -d -q -v -u USER CONFIG,
+ * plus --check-config, -V, -h), the daemon context, signals (SIGHUP reload,
+ * SIGINT graceful shutdown, SIGTERM immediate, SIGUSR1/2 pause/resume),
+ * systemd readiness notification, and the event loop.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
 
-#include <weir/weir.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <openssl/rand.h>
+
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "listener.h"
+#include "pooler.h"
+#include "server.h"
+
+struct options {
+    int daemonize, quiet, verbose, check_only;
+    const char *user, *config;
+};
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: weir [-d] [-c] CONFIG_FILE\n"
-            "       weir --check-config CONFIG_FILE\n"
-            "       weir -V | --version\n"
-            "       weir -h | --help\n"
-            "\n"
-            "PostgreSQL connection pooler; reads a PgBouncer-style ini file.\n");
+    fprintf(out, "weir is a PostgreSQL connection pooler (PgBouncer-compatible).\n\n"
+                 "usage: weir [OPTION]... CONFIG_FILE\n"
+                 "  -d, --daemon        run in the background (needs pidfile)\n"
+                 "  -q, --quiet         do not log to stderr\n"
+                 "  -v, --verbose       more logging; repeat for more\n"
+                 "  -u, --user=USER     switch to USER after startup\n"
+                 "      --check-config  check the configuration and exit (0 if valid)\n"
+                 "  -V, --version       print the version and exit\n"
+                 "  -h, --help          print this help and exit\n");
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
+            printf("weir %s (libweir %s)\n", WEIR_VERSION_STRING, weir_version());
+            exit(0);
+        } else if (strcmp(a, "-d") == 0 || strcmp(a, "--daemon") == 0) {
+            o->daemonize = 1;
+        } else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
+            o->quiet = 1;
+        } else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0) {
+            o->verbose++;
+        } else if (strcmp(a, "--check-config") == 0) {
+            o->check_only = 1;
+        } else if (strcmp(a, "-u") == 0 && i + 1 < argc) {
+            o->user = argv[++i];
+        } else if (strncmp(a, "--user=", 7) == 0) {
+            o->user = a + 7;
+        } else if (a[0] == '-' && a[1] != '\0') {
+            fprintf(stderr, "weir: unknown option %s\n", a);
+            return -1;
+        } else if (o->config == NULL) {
+            o->config = a;
+        } else {
+            fprintf(stderr, "weir: more than one config file given\n");
+            return -1;
+        }
+    }
+    if (o->config == NULL) {
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- small daemon services ---- */
+
+uint32_t daemon_random(struct daemon *d)
+{
+    uint32_t x = d->rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    d->rng = x;
+    return x;
+}
+
+static size_t id_slot(const struct daemon *d, uint64_t id)
+{
+    return (size_t)(id * 0x9E3779B97F4A7C15ULL >> 40) & (d->by_id_cap - 1);
+}
+
+int daemon_register_client(struct daemon *d, struct client *c)
+{
+    if (d->by_id == NULL) {
+        d->by_id_cap = 4096;
+        d->by_id = calloc(d->by_id_cap, sizeof(*d->by_id));
+        if (d->by_id == NULL)
+            return -1;
+    }
+    size_t slot = id_slot(d, c->id);
+    c->hnext = d->by_id[slot];
+    d->by_id[slot] = c;
+    c->next = d->clients;
+    c->prev = NULL;
+    if (d->clients)
+        d->clients->prev = c;
+    d->clients = c;
+    d->nclients++;
+    return 0;
+}
+
+void daemon_unregister_client(struct daemon *d, struct client *c)
+{
+    struct client **pp = &d->by_id[id_slot(d, c->id)];
+
+    while (*pp && *pp != c)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = c->hnext;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    d->nclients--;
+}
+
+struct client *daemon_find_client(struct daemon *d, uint64_t id)
+{
+    struct client *c = d->by_id ? d->by_id[id_slot(d, id)] : NULL;
+
+    while (c && c->id != id)
+        c = c->hnext;
+    return c;
+}
+
+/* ---- systemd notification (sd_notify without libsystemd) ---- */
+
+static void notify_systemd(const char *fmt, ...)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sun;
+    char msg[256];
+    va_list ap;
+    int fd;
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sun.sun_path))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, strlen(path));
+    if (path[0] == '@')
+        sun.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    (void)sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun,
+                 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
+    close(fd);
+}
+
+/* ---- configuration ---- */
+
+static void report_to_log(void *arg, weir_log_level sev, const char *file, int line, const char *message)
+{
+    struct daemon *d = arg;
+    int level = sev == WEIR_LOG_ERROR ? LG_ERROR : LG_WARNING;
+
+    if (line > 0)
+        log_at(&d->log, level, "%s:%d: %s", file, line, message);
+    else if (file)
+        log_at(&d->log, level, "%s: %s", file, message);
+    else
+        log_at(&d->log, level, "%s", message);
+}
+
+static int load_userlist(struct daemon *d, const struct weir_config *cfg, struct userlist **out)
+{
+    char err[512];
+    int rc;
+
+    *out = NULL;
+    if (cfg->auth_file[0] == '\0')
+        return 0;
+    rc = userlist_load(cfg->auth_file, out, err, sizeof(err));
+    if (rc < 0) {
+        log_at(&d->log, LG_ERROR, "could not load auth_file: %s", err);
+        return -1;
+    }
+    if (rc > 0)
+        log_at(&d->log, LG_WARNING, "auth_file: %d malformed line(s) skipped; first: %s", rc, err);
+    return 0;
+}
+
+int daemon_reload(struct daemon *d)
+{
+    struct weir_config *fresh = NULL, *old = d->cfg;
+    struct userlist *users = NULL;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    notify_systemd("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading configuration",
+                   (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+    log_at(&d->log, LG_LOG, "reloading config file %s", d->config_path);
+    if (config_load(d->config_path, &fresh, report_to_log, d) != 0 || load_userlist(d, fresh, &users) != 0) {
+        log_at(&d->log, LG_ERROR, "config reload failed; keeping the old configuration");
+        config_free(fresh);
+        notify_systemd("READY=1\nSTATUS=reload failed; old configuration kept");
+        return -1;
+    }
+    config_diff(old, fresh, report_to_log, d);
+    d->cfg = fresh;
+    userlist_free(d->users);
+    d->users = users;
+    if (strcmp(old->logfile, fresh->logfile) != 0 || fresh->logfile[0])
+        (void)log_reopen(&d->log, fresh->logfile);
+    pooler_apply_config(d);
+    config_free(old);
+    notify_systemd("READY=1\nSTATUS=serving");
+    return 0;
+}
+
+/* ---- shutdown ---- */
+
+static int servers_busy(struct daemon *d)
+{
+    for (struct client *c = d->clients; c; c = c->next)
+        if (c->state == CL_ACTIVE || c->state == CL_WAITING)
+            return 1;
+    return 0;
+}
+
+void daemon_client_gone(struct daemon *d)
+{
+    if (d->shutting_down && !servers_busy(d))
+        event_base_loopbreak(d->base);
+}
+
+static void begin_shutdown(struct daemon *d)
+{
+    if (d->shutting_down)
+        return;
+    d->shutting_down = 1;
+    notify_systemd("STOPPING=1\nSTATUS=shutting down, waiting for transactions");
+    log_at(&d->log, LG_LOG, "got SIGINT, shutting down: waiting for transactions to finish");
+    listeners_pause(d, 1);
+    daemon_client_gone(d);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGHUP:
+        (void)daemon_reload(d);
+        break;
+    case SIGINT:
+        begin_shutdown(d);
+        break;
+    case SIGTERM:
+        notify_systemd("STOPPING=1");
+        log_at(&d->log, LG_LOG, "got SIGTERM, fast exit");
+        event_base_loopbreak(d->base);
+        break;
+    case SIGUSR1:
+        log_at(&d->log, LG_LOG, "got SIGUSR1, pausing all activity");
+        for (struct dpool *dp = d->pools; dp; dp = dp->next)
+            weir_pool_pause(dp->pool);
+        break;
+    case SIGUSR2:
+        log_at(&d->log, LG_LOG, "got SIGUSR2, resuming all activity");
+        for (struct dpool *dp = d->pools; dp; dp = dp->next)
+            weir_pool_resume(dp->pool);
+        break;
+    }
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd;
+    (void)what;
+    pooler_collect(d);
+    daemon_client_gone(d);
+}
+
+static struct event *add_signal(struct daemon *d, int sig)
+{
+    struct event *ev = evsignal_new(d->base, sig, signal_cb, d);
+    if (ev)
+        event_add(ev, NULL);
+    return ev;
+}
+
+/* ---- process set-up ---- */
+
+static int write_pidfile(const char *path)
+{
+    char buf[32];
+    int fd, n;
+
+    if (path[0] == '\0')
+        return 0;
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+    if (write(fd, buf, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    return close(fd);
+}
+
+static int go_background(void)
+{
+    pid_t pid = fork();
+    int fd;
+
+    if (pid < 0)
+        return -1;
+    if (pid > 0)
+        _exit(0);
+    setsid();
+    fd = open("/dev/null", O_RDWR);
+    if (fd >= 0) {
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    return 0;
+}
+
+static int switch_user(const char *name)
+{
+    struct passwd *pw = getpwnam(name);
+
+    if (pw == NULL)
+        return -1;
+    if (getuid() == pw->pw_uid)
+        return 0;
+    if (initgroups(pw->pw_name, pw->pw_gid) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0)
+        return -1;
+    return 0;
+}
+
+static void stderr_report(void *arg, weir_log_level sev, const char *file, int line, const char *message)
+{
+    (void)arg;
+    if (line > 0)
+        fprintf(stderr, "%s: %s:%d: %s\n", sev == WEIR_LOG_ERROR ? "ERROR" : "WARNING", file, line, message);
+    else
+        fprintf(stderr, "%s: %s%s%s\n", sev == WEIR_LOG_ERROR ? "ERROR" : "WARNING", file ? file : "",
+                file ? ": " : "", message);
+}
+
+static int check_config(const char *path)
+{
+    struct weir_config *cfg = NULL;
+    int rc = config_load(path, &cfg, stderr_report, NULL);
+
+    if (rc == 0 && cfg->auth_file[0]) {
+        struct userlist *ul = NULL;
+        char err[512];
+        if (userlist_load(cfg->auth_file, &ul, err, sizeof(err)) < 0) {
+            fprintf(stderr, "ERROR: auth_file: %s\n", err);
+            rc = -1;
+        }
+        userlist_free(ul);
+    }
+    config_free(cfg);
+    if (rc == 0)
+        printf("%s: configuration is valid\n", path);
+    return rc == 0 ? 0 : 1;
+}
+
+static int daemon_start(struct daemon *d, const struct options *o)
+{
+    d->log.to_stderr = !o->quiet && !o->daemonize;
+    d->log.min_level = LG_LOG - (o->verbose > 2 ? 2 : o->verbose);
+    if (config_load(o->config, &d->cfg, report_to_log, d) != 0)
+        return -1;
+    if (d->cfg->verbose > o->verbose)
+        d->log.min_level = LG_LOG - (d->cfg->verbose > 2 ? 2 : d->cfg->verbose);
+    if (log_reopen(&d->log, d->cfg->logfile) != 0)
+        log_at(&d->log, LG_WARNING, "cannot open logfile %s", d->cfg->logfile);
+    if (load_userlist(d, d->cfg, &d->users) != 0)
+        return -1;
+    d->scram = scram_cache_new(0);
+    if (d->scram == NULL || RAND_bytes(d->mock_secret, sizeof(d->mock_secret)) != 1 ||
+        RAND_bytes((unsigned char *)&d->rng, sizeof(d->rng)) != 1)
+        return -1;
+    d->rng |= 1;
+    if (listeners_open(d) != 0) {
+        log_at(&d->log, LG_FATAL, "no listening socket could be opened");
+        return -1;
+    }
+    if (o->daemonize && go_background() != 0)
+        return -1;
+    if (write_pidfile(d->cfg->pidfile) != 0)
+        log_at(&d->log, LG_WARNING, "cannot write pidfile %s: %s", d->cfg->pidfile, strerror(errno));
+    if ((o->user || d->cfg->user[0]) && switch_user(o->user ? o->user : d->cfg->user) != 0) {
+        log_at(&d->log, LG_FATAL, "cannot switch to user %s", o->user ? o->user : d->cfg->user);
+        return -1;
+    }
+    return 0;
+}
+
+static void daemon_stop(struct daemon *d)
+{
+    while (d->clients)
+        client_disconnect(d->clients, NULL, "shutting down");
+    listeners_close(d);
+    pooler_free_all(d);
+    if (d->cfg && d->cfg->pidfile[0])
+        unlink(d->cfg->pidfile);
+    userlist_free(d->users);
+    scram_cache_free(d->scram);
+    config_free(d->cfg);
+    free(d->by_id);
+    log_close(&d->log);
 }
 
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-V") == 0 || strcmp(argv[i], "--version") == 0) {
-            printf("weir %s\n", weir_version());
-            return 0;
-        }
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            usage(stdout);
-            return 0;
-        }
+    struct options o = {0};
+    struct daemon d;
+    struct event *sigs[5], *tick;
+    struct timeval second = {1, 0};
+    const int signals[5] = {SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+    int rc = 0;
+
+    if (parse_args(argc, argv, &o) != 0)
+        return 2;
+    if (o.check_only)
+        return check_config(o.config);
+    memset(&d, 0, sizeof(d));
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    d.base = event_base_new();
+    d.config_path = o.config;
+    if (d.base == NULL || daemon_start(&d, &o) != 0) {
+        fprintf(stderr, "weir: could not start; see the log above\n");
+        daemon_stop(&d);
+        return 1;
     }
-    fprintf(stderr, "weir: the daemon is not built yet in this version\n");
-    return 1;
+    for (int i = 0; i < 5; i++)
+        sigs[i] = add_signal(&d, signals[i]);
+    tick = event_new(d.base, -1, EV_PERSIST, tick_cb, &d);
+    event_add(tick, &second);
+    log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d", WEIR_VERSION_STRING, event_get_version(),
+           PQlibVersion());
+    notify_systemd("READY=1\nSTATUS=serving\nMAINPID=%d", (int)getpid());
+    if (event_base_dispatch(d.base) < 0)
+        rc = 1;
+    log_at(&d.log, LG_LOG, "shutting down");
+    daemon_stop(&d);
+    event_free(tick);
+    for (int i = 0; i < 5; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    event_base_free(d.base);
+    return rc;
 }

@@ -1,0 +1,826 @@
+/*
+ * Client connections (see client.h for the state machine): the startup
+ * packet (and SSLRequest, GSSENCRequest, CancelRequest), authentication
+ * against auth_file (trust, plain, md5, SCRAM-SHA-256), the login welcome
+ * (the server's parameters, weir's own cancel key), then asking the pooler
+ * for a server whenever a query arrives and none is linked. Every way out
+ * goes through client_disconnect(), which logs the reason.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "admin.h"
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "pooler.h"
+#include "server.h"
+
+#define STARTUP_MAX 10000
+#define SERVER_OUT_HIGH (256 * 1024)
+
+static const char *const state_names[] = {"startup", "auth", "welcome", "idle", "waiting", "active", "closing"};
+
+/* Allowed transitions, [from][to]. */
+static const unsigned char client_transitions[7][7] = {
+    [CL_STARTUP] = {[CL_AUTH] = 1, [CL_WELCOME] = 1, [CL_IDLE] = 1, [CL_CLOSING] = 1},
+    [CL_AUTH] = {[CL_WELCOME] = 1, [CL_IDLE] = 1, [CL_CLOSING] = 1},
+    [CL_WELCOME] = {[CL_IDLE] = 1, [CL_CLOSING] = 1},
+    [CL_IDLE] = {[CL_WAITING] = 1, [CL_ACTIVE] = 1, [CL_CLOSING] = 1},
+    [CL_WAITING] = {[CL_ACTIVE] = 1, [CL_CLOSING] = 1},
+    [CL_ACTIVE] = {[CL_IDLE] = 1, [CL_CLOSING] = 1},
+    [CL_CLOSING] = {0},
+};
+
+static void client_set_state(struct client *c, enum client_state to)
+{
+    if (!client_transitions[c->state][to])
+        client_log(c, LG_ERROR, "invalid client transition %s -> %s", state_names[c->state], state_names[to]);
+    c->state = to;
+}
+
+void client_log(struct client *c, int level, const char *fmt, ...)
+{
+    char prefix[256], msg[1024];
+    va_list ap;
+
+    if (level < c->d->log.min_level)
+        return;
+    snprintf(prefix, sizeof(prefix), "C-0x%llx: %s/%s@%s:%d ", (unsigned long long)c->id,
+             c->dbname ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", c->addr, c->port);
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_line(&c->d->log, level, prefix, "%s", msg);
+}
+
+int client_flush(struct client *c)
+{
+    if (stream_flush(&c->io) != 0) {
+        client_disconnect(c, NULL, "client unexpected eof");
+        return -1;
+    }
+    return 0;
+}
+
+void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg)
+{
+    if (c->io.out)
+        (void)weir_proto_build_error(c->io.out, severity, sqlstate, msg, NULL, NULL);
+}
+
+/* ---- the one exit ---- */
+
+static void client_free_later(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    (void)fd;
+    (void)what;
+    free(c);
+}
+
+static void client_wipe_auth(struct client *c)
+{
+    scram_server_free(c->scram);
+    c->scram = NULL;
+    if (c->secret) {
+        OPENSSL_cleanse(c->secret, strlen(c->secret));
+        free(c->secret);
+        c->secret = NULL;
+    }
+}
+
+void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, ...)
+{
+    struct daemon *d = c->d;
+    char reason[512];
+    va_list ap;
+
+    if (c->state == CL_CLOSING)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    if (sqlstate != NULL) {
+        client_send_error(c, "FATAL", sqlstate, reason);
+        (void)stream_flush(&c->io);
+        if (d->cfg->log_pooler_errors)
+            client_log(c, LG_WARNING, "pooler error: %s", reason);
+    }
+    if (d->cfg->log_disconnections)
+        client_log(c, LG_LOG, "closing because: %s (age=%llds)", reason,
+                   (long long)((weir__now_us() - c->connect_us) / 1000000));
+    client_set_state(c, CL_CLOSING);
+    if (c->server) {
+        struct server *s = c->server;
+        int clean = s->pending == 0 && !c->unsynced && c->fwd_remaining == 0 && s->txn == 'I';
+        server_release(s, clean);
+    }
+    if (c->waiter) {
+        weir_pool_cancel(c->dp->pool, c->waiter);
+        c->waiter = NULL;
+    }
+    if (c->dp)
+        c->dp->nclients--;
+    if (c->timer_ready)
+        event_del(&c->timer);
+    stream_release(&c->io);
+    close(c->fd);
+    client_wipe_auth(c);
+    param_set_clear(&c->params);
+    free(c->user);
+    free(c->dbname);
+    c->user = c->dbname = NULL;
+    daemon_unregister_client(d, c);
+    event_base_once(d->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
+    daemon_client_gone(d);
+}
+
+/* ---- timers ---- */
+
+static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct client *c = arg;
+    (void)fd;
+    (void)what;
+    switch (c->state) {
+    case CL_STARTUP:
+    case CL_AUTH:
+    case CL_WELCOME:
+        client_disconnect(c, "08P01", "client_login_timeout");
+        break;
+    case CL_IDLE:
+        client_disconnect(c, "08P01", "client_idle_timeout");
+        break;
+    case CL_ACTIVE:
+        if (c->server && c->server->txn != 'I' && c->server->pending == 0)
+            client_disconnect(c, "08P01", "idle transaction timeout");
+        break;
+    default:
+        break;
+    }
+}
+
+static void client_arm_timer(struct client *c, int64_t us)
+{
+    struct timeval tv;
+
+    if (!c->timer_ready)
+        return;
+    event_del(&c->timer);
+    if (us <= 0)
+        return;
+    tv.tv_sec = us / 1000000;
+    tv.tv_usec = us % 1000000;
+    event_add(&c->timer, &tv);
+}
+
+/* ---- login ---- */
+
+static void client_finish_login(struct client *c);
+static void client_on_read(struct stream *io, void *arg);
+static void client_on_drain(struct stream *io, void *arg);
+
+static int ignored_startup_param(const struct client *c, const char *name)
+{
+    const char *list = c->d->cfg->ignore_startup_parameters;
+    size_t n = strlen(name);
+
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = p;
+        while (*end && *end != ',' && *end != ' ')
+            end++;
+        if ((size_t)(end - p) == n && strncasecmp(p, name, n) == 0)
+            return 1;
+        p = end;
+    }
+    return 0;
+}
+
+/* Take the startup parameters in; -1 after disconnecting the client. */
+static int client_take_params(struct client *c, const weir_startup *st)
+{
+    for (int i = 0; i < st->nparams; i++) {
+        const char *name = st->names[i], *value = st->values[i];
+        int tp;
+
+        if (strcmp(name, "user") == 0 || strcmp(name, "database") == 0)
+            continue;
+        tp = tracked_param_index(name);
+        if (tp >= 0) {
+            if (tp == TP_APPLICATION_NAME && c->d->cfg->application_name_add_host && !c->is_unix) {
+                char buf[512];
+                snprintf(buf, sizeof(buf), "%s - %s:%d", value, c->addr, c->port);
+                param_set_put(&c->params, tp, buf);
+            } else {
+                param_set_put(&c->params, tp, value);
+            }
+            continue;
+        }
+        if (ignored_startup_param(c, name))
+            continue;
+        client_disconnect(c, "08P01", "unsupported startup parameter: %s=%s", name, value);
+        return -1;
+    }
+    return 0;
+}
+
+static void send_auth_request(struct client *c, uint32_t code, const void *data, size_t len)
+{
+    (void)weir_proto_build_auth(c->io.out, code, data, len);
+    (void)client_flush(c);
+}
+
+static const char *user_secret(struct client *c)
+{
+    return c->d->users ? userlist_secret(c->d->users, c->user) : NULL;
+}
+
+static void auth_failed(struct client *c)
+{
+    c->d->stats.logins_failed++;
+    client_disconnect(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+}
+
+/* Begin a SCRAM exchange with keys for the secret (or mock keys). */
+static void start_scram(struct client *c, const char *secret)
+{
+    static const char *const mechs[] = {"SCRAM-SHA-256", NULL};
+    struct scram_keys keys;
+    int rc;
+
+    if (secret == NULL)
+        rc = scram_keys_mock(c->user, c->d->mock_secret, &keys);
+    else
+        rc = scram_cache_get(c->d->scram, c->user, secret, &keys);
+    if (rc == AUTH_EWRONGKIND) {
+        client_disconnect(c, "28000", "SCRAM authentication failed: user has MD5 secret");
+        return;
+    }
+    if (rc != AUTH_OK || (c->scram = scram_server_new(&keys)) == NULL) {
+        OPENSSL_cleanse(&keys, sizeof(keys));
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    OPENSSL_cleanse(&keys, sizeof(keys));
+    c->auth = CA_SCRAM;
+    (void)weir_proto_build_auth_sasl(c->io.out, mechs);
+    (void)client_flush(c);
+}
+
+/* Decide how to authenticate; may finish the login at once. */
+static void client_start_auth(struct client *c)
+{
+    const struct weir_config *cfg = c->d->cfg;
+    const char *secret = user_secret(c);
+
+    client_set_state(c, CL_AUTH);
+    switch (cfg->auth_type) {
+    case AUTH_TYPE_ANY:
+        client_finish_login(c);
+        return;
+    case AUTH_TYPE_TRUST:
+        if (c->d->users && secret == NULL) {
+            client_disconnect(c, "28000", "no such user: %s", c->user);
+            return;
+        }
+        client_finish_login(c);
+        return;
+    case AUTH_TYPE_PLAIN:
+        c->secret = secret ? strdup(secret) : NULL;
+        c->auth = CA_CLEARTEXT;
+        send_auth_request(c, WEIR_AUTH_CLEARTEXT, NULL, 0);
+        return;
+    case AUTH_TYPE_MD5:
+        if (secret == NULL || secret_kind_of(secret) != SECRET_SCRAM) {
+            for (int i = 0; i < 4; i++)
+                c->md5_salt[i] = (uint8_t)daemon_random(c->d);
+            c->secret = secret ? strdup(secret) : NULL;
+            c->auth = CA_MD5;
+            send_auth_request(c, WEIR_AUTH_MD5, c->md5_salt, 4);
+            return;
+        }
+        start_scram(c, secret); /* md5 cannot check a SCRAM secret: as PgBouncer, use SCRAM */
+        return;
+    case AUTH_TYPE_SCRAM_SHA_256:
+        start_scram(c, secret);
+        return;
+    default:
+        client_disconnect(c, "28000", "auth_type %d is not supported by this weir build",
+                          (int)cfg->auth_type);
+        return;
+    }
+}
+
+static void handle_password(struct client *c, const unsigned char *body, size_t len)
+{
+    const char *pw;
+    int rc;
+
+    if (weir_proto_parse_string(body, len, &pw) != 0) {
+        client_disconnect(c, "08P01", "invalid password packet");
+        return;
+    }
+    if (c->secret == NULL) {
+        auth_failed(c);
+        return;
+    }
+    if (c->auth == CA_MD5) {
+        rc = md5_verify(c->secret, c->user, c->md5_salt, pw);
+    } else {
+        enum secret_kind k = secret_kind_of(c->secret);
+        char hashed[MD5_SECRET_LEN + 1];
+        if (k == SECRET_MD5)
+            rc = md5_secret(c->user, pw, hashed) == AUTH_OK && CRYPTO_memcmp(hashed, c->secret, MD5_SECRET_LEN) == 0
+                     ? AUTH_OK
+                     : AUTH_EPASSWORD;
+        else if (k == SECRET_PLAIN)
+            rc = strlen(pw) == strlen(c->secret) && CRYPTO_memcmp(pw, c->secret, strlen(pw)) == 0 ? AUTH_OK
+                                                                                                 : AUTH_EPASSWORD;
+        else
+            rc = AUTH_EPASSWORD;
+    }
+    if (rc != AUTH_OK) {
+        auth_failed(c);
+        return;
+    }
+    client_wipe_auth(c);
+    client_finish_login(c);
+}
+
+static void handle_sasl(struct client *c, const unsigned char *body, size_t len)
+{
+    char err[256] = "", *reply = NULL;
+    int rc;
+
+    if (c->scram == NULL) {
+        client_disconnect(c, "08P01", "unexpected SASL message");
+        return;
+    }
+    if (c->auth == CA_SCRAM) { /* first: SASLInitialResponse */
+        const char *mech;
+        const uint8_t *data;
+        int32_t dlen;
+        if (weir_proto_parse_sasl_initial(body, len, &mech, &data, &dlen) != 0 || dlen < 0) {
+            client_disconnect(c, "08P01", "malformed SASL message");
+            return;
+        }
+        if (strcmp(mech, "SCRAM-SHA-256") != 0) {
+            client_disconnect(c, "28000", "client selected an invalid SASL authentication mechanism");
+            return;
+        }
+        rc = scram_server_first(c->scram, (const char *)data, (size_t)dlen, &reply, err, sizeof(err));
+        if (rc == AUTH_OK) {
+            c->auth = CA_SCRAM_FINAL;
+            send_auth_request(c, WEIR_AUTH_SASL_CONTINUE, reply, strlen(reply));
+        }
+    } else {
+        rc = scram_server_final(c->scram, (const char *)body, len, &reply, err, sizeof(err));
+        if (rc == AUTH_OK) {
+            (void)weir_proto_build_auth(c->io.out, WEIR_AUTH_SASL_FINAL, reply, strlen(reply));
+            free(reply);
+            client_wipe_auth(c);
+            client_finish_login(c);
+            return;
+        }
+    }
+    free(reply);
+    if (rc == AUTH_EPASSWORD)
+        auth_failed(c);
+    else if (rc != AUTH_OK)
+        client_disconnect(c, rc == AUTH_EUNSUPPORTED ? "0A000" : "08P01", "%s",
+                          err[0] ? err : "SASL authentication failed");
+}
+
+/* Send AuthenticationOk, the parameters, our cancel key, ReadyForQuery. */
+static void client_send_welcome(struct client *c)
+{
+    struct dpool *dp = c->dp;
+    struct evbuffer *out = c->io.out;
+
+    (void)weir_proto_build_auth(out, WEIR_AUTH_OK, NULL, 0);
+    for (size_t i = 0; i < dp->nwelcome; i++) {
+        const char *name = dp->welcome_names[i], *value = dp->welcome_values[i];
+        int tp = tracked_param_index(name);
+        if (tp >= 0 && c->params.v[tp])
+            value = c->params.v[tp];
+        (void)weir_proto_build_parameter_status(out, name, value);
+    }
+    (void)weir_proto_build_backend_key(out, (uint32_t)c->id, c->cancel_key);
+    (void)weir_proto_build_ready(out, 'I');
+}
+
+static void client_enter_idle(struct client *c)
+{
+    client_set_state(c, CL_IDLE);
+    client_arm_timer(c, c->d->cfg->client_idle_timeout_us);
+    stream_set_reading(&c->io, 1);
+}
+
+/* The session's starting values: the server's, unless the client sent its own. */
+static void client_default_params(struct client *c)
+{
+    for (int i = 0; i < TP_COUNT; i++) {
+        if (c->params.v[i] != NULL)
+            continue;
+        for (size_t j = 0; j < c->dp->nwelcome; j++)
+            if (strcasecmp(c->dp->welcome_names[j], tracked_param_name(i)) == 0)
+                param_set_put(&c->params, i, c->dp->welcome_values[j]);
+    }
+}
+
+static void welcome_cb(int status, weir_pooled *pooled, void *arg);
+
+static void client_finish_login(struct client *c)
+{
+    if (c->admin) {
+        admin_welcome(c);
+        return;
+    }
+    if (!c->dp->welcome_known) {
+        weir_pooled *pooled = NULL;
+        client_set_state(c, CL_WELCOME);
+        if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+            welcome_cb(0, pooled, c);
+            return;
+        }
+        if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), welcome_cb, c, &c->waiter) != 0)
+            client_disconnect(c, "08P01", "pooler error: cannot queue for a server");
+        return;
+    }
+    if (c->d->cfg->log_connections)
+        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
+    client_default_params(c);
+    client_send_welcome(c);
+    if (client_flush(c) != 0)
+        return;
+    client_enter_idle(c);
+    if (evbuffer_get_length(c->io.in) > 0)
+        client_resume(c);
+}
+
+static void connect_failed(struct client *c, int status)
+{
+    char err[256];
+
+    weir_pool_last_error(c->dp->pool, err, sizeof(err));
+    if (status == WEIR_ETIMEDOUT)
+        client_disconnect(c, "08P01", "query_wait_timeout");
+    else if (status == WEIR_ECLOSED)
+        client_disconnect(c, "08P01", "database is being removed or paused for shutdown");
+    else
+        client_disconnect(c, "08P01", "server login failed: %s", err[0] ? err : weir_strerror(status));
+}
+
+/* A server to learn the parameters from; it goes straight back. */
+static void welcome_cb(int status, weir_pooled *pooled, void *arg)
+{
+    struct client *c = arg;
+    struct server *s;
+
+    c->waiter = NULL;
+    if (status != 0) {
+        connect_failed(c, status);
+        return;
+    }
+    s = server_from_pooled(c->d, c->dp, pooled);
+    if (s == NULL) {
+        weir_pool_checkin(c->dp->pool, pooled, WEIR_CHECKIN_BROKEN);
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    pooler_learn_welcome(c->dp, s);
+    weir_pool_checkin(c->dp->pool, pooled, WEIR_CHECKIN_CLEAN);
+    client_finish_login(c);
+}
+
+/* A StartupMessage: find the pool, then authenticate. */
+static void client_startup(struct client *c, const weir_startup *st)
+{
+    const char *user = weir_startup_param(st, "user");
+    const char *db = weir_startup_param(st, "database");
+    const char *sqlstate = "08P01";
+    char err[256];
+
+    if (user == NULL || user[0] == '\0') {
+        client_disconnect(c, "08P01", "no username supplied");
+        return;
+    }
+    if (weir_startup_param(st, "replication")) {
+        client_disconnect(c, "08P01", "replication connections are not supported");
+        return;
+    }
+    c->user = strdup(user);
+    c->dbname = strdup(db && db[0] ? db : user);
+    if (c->user == NULL || c->dbname == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    if (c->d->nclients > c->d->cfg->max_client_conn) {
+        c->d->stats.clients_refused++;
+        client_disconnect(c, "53300", "no more connections allowed (max_client_conn)");
+        return;
+    }
+    if (c->d->shutting_down) {
+        client_disconnect(c, "57P03", "pgbouncer is shutting down");
+        return;
+    }
+    if (client_take_params(c, st) != 0)
+        return;
+    if (admin_is_console_db(c->dbname)) {
+        c->admin = 1;
+        admin_login(c);
+        return;
+    }
+    c->dp = pooler_get(c->d, c->dbname, c->user, &sqlstate, err, sizeof(err));
+    if (c->dp == NULL) {
+        client_disconnect(c, sqlstate, "%s", err);
+        return;
+    }
+    c->dp->nclients++;
+    client_start_auth(c);
+}
+
+static void client_cancel_request(struct client *c, const weir_startup *st)
+{
+    struct client *target = daemon_find_client(c->d, st->cancel_pid);
+
+    if (target && target->cancel_key == st->cancel_key && target->server)
+        server_cancel(target->server);
+    /* PostgreSQL answers a cancel by closing, whatever happened. */
+    c->dbname = strdup("(cancel)");
+    client_disconnect(c, NULL, "cancel request");
+}
+
+/* STARTUP state: parse the first packet(s). */
+static void client_read_startup(struct client *c)
+{
+    weir_frame f;
+    weir_startup st;
+    int rc;
+
+    while ((rc = weir_proto_peek_startup(c->io.in, STARTUP_MAX, &f)) == 1) {
+        const unsigned char *pkt = evbuffer_pullup(c->io.in, (ssize_t)f.total);
+        if (weir_proto_parse_startup(pkt + f.body_off, f.body_len, &st) != 0) {
+            client_disconnect(c, "08P01", "bad startup packet");
+            return;
+        }
+        if (st.kind == WEIR_STARTUP_SSL || st.kind == WEIR_STARTUP_GSSENC) {
+            evbuffer_drain(c->io.in, f.total);
+            evbuffer_add(c->io.out, "N", 1); /* no encryption on this listener */
+            if (client_flush(c) != 0)
+                return;
+            continue;
+        }
+        if (st.kind == WEIR_STARTUP_CANCEL) {
+            client_cancel_request(c, &st);
+            return;
+        }
+        client_startup(c, &st);
+        /* st points into the buffer: drain only when done with it. */
+        if (c->state != CL_CLOSING)
+            evbuffer_drain(c->io.in, f.total);
+        return;
+    }
+    if (rc < 0)
+        client_disconnect(c, "08P01", rc == WEIR_ETOOBIG ? "startup packet too large" : "bad startup packet");
+}
+
+/* AUTH state: password or SASL messages. */
+static void client_read_auth(struct client *c)
+{
+    weir_frame f;
+    int rc = weir_proto_peek(c->io.in, SCRAM_MAX_MESSAGE + 64, &f);
+
+    if (rc == 0)
+        return;
+    if (rc < 0 || f.type != 'p') {
+        client_disconnect(c, "08P01", "expected a password packet");
+        return;
+    }
+    const unsigned char *body = evbuffer_pullup(c->io.in, (ssize_t)f.total) + f.body_off;
+    if (c->auth == CA_MD5 || c->auth == CA_CLEARTEXT)
+        handle_password(c, body, f.body_len);
+    else
+        handle_sasl(c, body, f.body_len);
+    if (c->state != CL_CLOSING)
+        evbuffer_drain(c->io.in, f.total);
+}
+
+void client_start_auth_public(struct client *c)
+{
+    client_start_auth(c);
+}
+
+void client_admin_ready(struct client *c)
+{
+    client_enter_idle(c);
+    if (evbuffer_get_length(c->io.in) > 0)
+        client_resume(c);
+}
+
+/* ---- after login ---- */
+
+static void server_cb(int status, weir_pooled *pooled, void *arg);
+
+static void client_got_server(struct client *c, weir_pooled *pooled)
+{
+    struct server *s = server_from_pooled(c->d, c->dp, pooled);
+
+    if (s == NULL) {
+        weir_pool_checkin(c->dp->pool, pooled, WEIR_CHECKIN_BROKEN);
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    c->dp->wait_us += (uint64_t)(weir__now_us() - c->wait_start_us);
+    client_set_state(c, CL_ACTIVE);
+    client_arm_timer(c, 0);
+    stream_set_reading(&c->io, 1);
+    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
+        client_disconnect(c, "08P01", "server conn crashed?");
+}
+
+static void server_cb(int status, weir_pooled *pooled, void *arg)
+{
+    struct client *c = arg;
+
+    c->waiter = NULL;
+    if (status != 0) {
+        connect_failed(c, status);
+        return;
+    }
+    client_got_server(c, pooled);
+}
+
+/* A query arrived while no server is linked: get one. */
+static void client_request_server(struct client *c)
+{
+    weir_pooled *pooled;
+
+    if (c->d->shutting_down) {
+        client_disconnect(c, "57P01", "pgbouncer is shutting down");
+        return;
+    }
+    client_set_state(c, CL_WAITING);
+    stream_set_reading(&c->io, 0);
+    client_arm_timer(c, 0);
+    c->wait_start_us = weir__now_us();
+    if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+        client_got_server(c, pooled);
+        return;
+    }
+    if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
+        client_disconnect(c, "08P01", "pooler error: cannot queue for a server");
+}
+
+/* IDLE with input: a Terminate ends the session; anything else needs a server. */
+void client_resume(struct client *c)
+{
+    unsigned char hdr[5];
+    size_t avail = evbuffer_get_length(c->io.in);
+
+    if (c->state != CL_IDLE || avail == 0)
+        return;
+    evbuffer_copyout(c->io.in, hdr, avail < 5 ? avail : 5);
+    if (hdr[0] == 'X') {
+        client_disconnect(c, NULL, "client close request");
+        return;
+    }
+    if (avail < 5)
+        return;
+    if (c->admin) {
+        admin_handle(c);
+        return;
+    }
+    client_request_server(c);
+}
+
+void client_server_released(struct client *c)
+{
+    c->server = NULL;
+    client_enter_idle(c);
+    client_resume(c);
+}
+
+static void client_on_read(struct stream *io, void *arg)
+{
+    struct client *c = arg;
+
+    if (io->eof || io->failed) {
+        client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
+        return;
+    }
+    switch (c->state) {
+    case CL_STARTUP:
+        client_read_startup(c);
+        break;
+    case CL_AUTH:
+        client_read_auth(c);
+        break;
+    case CL_IDLE:
+        client_resume(c);
+        break;
+    case CL_ACTIVE:
+        if (server_forward_from_client(c->server) == 0 && c->server &&
+            evbuffer_get_length(c->server->io.out) > SERVER_OUT_HIGH)
+            stream_set_reading(&c->io, 0); /* resumes when the server drains */
+        break;
+    default:
+        /* WELCOME, WAITING: input stays buffered until a server is linked */
+        if (evbuffer_get_length(c->io.in) > (size_t)c->d->cfg->pkt_buf * 64)
+            stream_set_reading(&c->io, 0);
+        break;
+    }
+}
+
+static void client_on_drain(struct stream *io, void *arg)
+{
+    struct client *c = arg;
+    (void)io;
+    if (c->server)
+        server_client_drained(c->server);
+}
+
+/* ---- accept ---- */
+
+static void describe_peer(struct client *c, const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(in->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, c->addr, sizeof(c->addr));
+        c->port = ntohs(in6->sin6_port);
+    } else {
+        snprintf(c->addr, sizeof(c->addr), "unix");
+        c->port = c->d->cfg->listen_port;
+    }
+}
+
+static void tune_socket(struct client *c)
+{
+    const struct weir_config *cfg = c->d->cfg;
+    int on = 1;
+
+    evutil_make_socket_nonblocking(c->fd);
+    if (c->is_unix)
+        return;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    if (cfg->tcp_keepalive) {
+        setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+        if (cfg->tcp_keepidle > 0)
+            setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->tcp_keepidle, sizeof(int));
+        if (cfg->tcp_keepintvl > 0)
+            setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->tcp_keepintvl, sizeof(int));
+        if (cfg->tcp_keepcnt > 0)
+            setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->tcp_keepcnt, sizeof(int));
+    }
+    if (cfg->tcp_user_timeout > 0)
+        setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &cfg->tcp_user_timeout, sizeof(int));
+}
+
+void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_t salen, int is_unix)
+{
+    struct client *c = calloc(1, sizeof(*c));
+
+    (void)salen;
+    if (c == NULL || stream_init(&c->io, d->base, fd, client_on_read, client_on_drain, c) != 0) {
+        free(c);
+        close(fd);
+        return;
+    }
+    c->d = d;
+    c->fd = fd;
+    c->is_unix = is_unix;
+    c->id = ++d->next_id;
+    c->cancel_key = daemon_random(d);
+    c->connect_us = weir__now_us();
+    c->state = CL_STARTUP;
+    describe_peer(c, sa);
+    tune_socket(c);
+    event_assign(&c->timer, d->base, -1, 0, client_timer_cb, c);
+    c->timer_ready = 1;
+    d->stats.clients_total++;
+    if (daemon_register_client(d, c) != 0) {
+        stream_release(&c->io);
+        close(fd);
+        free(c);
+        return;
+    }
+    client_arm_timer(c, d->cfg->client_login_timeout_us);
+    stream_set_reading(&c->io, 1);
+}

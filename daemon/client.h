@@ -1,0 +1,84 @@
+/*
+ * One client connection: startup and authentication, then a session whose
+ * messages go to a server from the pool, under the database's pool mode.
+ */
+#ifndef WEIR_DAEMON_CLIENT_H
+#define WEIR_DAEMON_CLIENT_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "daemon.h"
+#include "stream.h"
+
+struct server;
+struct scram_server;
+
+/*
+ *  STARTUP --startup ok--> AUTH --password ok--> WELCOME --params--> IDLE
+ *     |  (SSLRequest: 'N', stay)  | (trust: skip)   (needs one server's   |
+ *     |                           |                  parameters once)     |
+ *     v                           v                                       v
+ *  CLOSING <------------------- any error ----------------- WAITING --server--> ACTIVE
+ *                                                            ^                     |
+ *                                                            '-- next query -- IDLE <'
+ *                                                                (transaction done)
+ */
+enum client_state { CL_STARTUP, CL_AUTH, CL_WELCOME, CL_IDLE, CL_WAITING, CL_ACTIVE, CL_CLOSING };
+
+enum client_auth { CA_NONE, CA_CLEARTEXT, CA_MD5, CA_SCRAM, CA_SCRAM_FINAL };
+
+struct client {
+    struct daemon *d;
+    struct client *prev, *next;   /* daemon's list */
+    struct client *hnext;         /* cancel-key hash chain */
+    uint64_t id;
+    uint32_t cancel_key;
+    enum client_state state;
+    struct stream io;
+    int fd;
+    char addr[64];
+    int port;
+    int is_unix;
+
+    char *user, *dbname;
+    struct param_set params;      /* what this client's session should have */
+    struct dpool *dp;
+    struct server *server;        /* while ACTIVE */
+    weir_pool_waiter *waiter;     /* while WAITING */
+
+    enum client_auth auth;
+    uint8_t md5_salt[4];
+    struct scram_server *scram;
+    char *secret;                 /* for auth; wiped when done */
+    int admin;                    /* connected to the admin console */
+
+    uint32_t fwd_remaining;       /* rest of a message being streamed to the server */
+    int unsynced;                 /* extended-protocol messages since the last Sync */
+    int64_t connect_us, request_us, wait_start_us;
+    struct event timer;           /* login timeout, idle timeouts */
+    int timer_ready;
+    int deferred_free;
+};
+
+/* Accepted a connection: take ownership of fd. */
+void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_t salen, int is_unix);
+/* The one exit path: log why, optionally tell the client (FATAL sqlstate message), close. */
+void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Send an ErrorResponse/notice without closing. */
+void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg);
+/* The server finished a transaction (transaction/statement mode): back to IDLE. */
+void client_server_released(struct client *c);
+/* Data is waiting in the client's buffer and a server may now take it. */
+void client_resume(struct client *c);
+/* Authentication per auth_type, for the admin console's login. */
+void client_start_auth_public(struct client *c);
+/* The admin console finished its welcome: the client is idle. */
+void client_admin_ready(struct client *c);
+/* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
+void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Flush output; on failure the client is disconnected. 0 or -1. */
+int client_flush(struct client *c);
+
+#endif

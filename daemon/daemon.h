@@ -1,0 +1,90 @@
+/*
+ * The daemon's context: everything the event loop, listeners, clients and
+ * pools share hangs off one struct daemon passed explicitly, never a global,
+ * so that more event-loop threads can be added without a rewrite. Also the
+ * small shared vocabulary: pool modes, tracked session parameters.
+ */
+#ifndef WEIR_DAEMON_H
+#define WEIR_DAEMON_H
+
+#include <stdint.h>
+
+#include <event2/event.h>
+#include <weir/weir.h>
+
+#include "internal.h" /* libweir's clock and helpers: the daemon links the library statically */
+#include "log.h"
+
+struct weir_config;
+struct userlist;
+struct scram_cache;
+struct client;
+struct dpool;
+struct listener;
+
+/* Session parameters re-applied when a client gets a server whose values
+ * differ; the first six are reported by the server (ParameterStatus). */
+enum tracked_param {
+    TP_CLIENT_ENCODING,
+    TP_DATESTYLE,
+    TP_TIMEZONE,
+    TP_INTERVALSTYLE,
+    TP_STANDARD_CONFORMING_STRINGS,
+    TP_APPLICATION_NAME,
+    TP_EXTRA_FLOAT_DIGITS, /* not reported: applied from the startup packet */
+    TP_COUNT
+};
+
+struct param_set {
+    char *v[TP_COUNT]; /* NULL = not set / unknown */
+};
+
+/* Name as the server spells it; index by name (case-insensitive), -1 if untracked. */
+const char *tracked_param_name(int i);
+int tracked_param_index(const char *name);
+int tracked_param_reported(int i);
+void param_set_put(struct param_set *p, int i, const char *value);
+void param_set_clear(struct param_set *p);
+
+struct daemon_stats {
+    uint64_t clients_total, clients_refused, logins_failed;
+};
+
+struct daemon {
+    struct event_base *base;
+    struct weir_config *cfg;
+    const char *config_path;
+    struct userlist *users;      /* auth_file, or NULL */
+    struct scram_cache *scram;
+    struct daemon_log log;
+
+    struct listener *listeners;
+    struct client *clients;      /* every connected client (list) */
+    int nclients;
+    struct client **by_id;       /* cancel key lookup: open-addressed on id */
+    size_t by_id_cap;
+    uint64_t next_id;
+
+    struct dpool *pools;         /* (database, user) pools (list) */
+    struct event *sigint_ev, *sigterm_ev, *sighup_ev, *sigusr1_ev, *sigusr2_ev;
+    struct event *shutdown_timer;
+    int shutting_down;           /* SIGINT: no new clients, exit when idle */
+    int paused;
+    uint32_t rng;
+    uint8_t mock_secret[32];     /* SCRAM for unknown users looks like a wrong password */
+    struct daemon_stats stats;
+};
+
+uint32_t daemon_random(struct daemon *d);
+
+/* Client registry for CancelRequest lookup. */
+int daemon_register_client(struct daemon *d, struct client *c);
+void daemon_unregister_client(struct daemon *d, struct client *c);
+struct client *daemon_find_client(struct daemon *d, uint64_t id);
+
+/* Reload the config file (SIGHUP / RELOAD); returns 0 or -1 (old config kept). */
+int daemon_reload(struct daemon *d);
+/* Called when a client goes away: during shutdown, exit once none remain. */
+void daemon_client_gone(struct daemon *d);
+
+#endif

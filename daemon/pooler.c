@@ -1,0 +1,295 @@
+/*
+ * The pooler (see pooler.h): builds the backend connection string of a
+ * [databases] entry for one user, turns PgBouncer's pool settings into a
+ * libweir pool configuration, and keeps the (database, user) pools of the
+ * daemon, including what happens to them on reload.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "auth.h"
+#include "pooler.h"
+#include "server.h"
+
+static const char *const welcome_params[] = {
+    "server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle",
+    "integer_datetimes", "is_superuser", "session_authorization", "standard_conforming_strings",
+    "application_name", "default_transaction_read_only", "in_hot_standby",
+};
+
+/* Append key='value' with libpq's quoting. */
+static void add_kv(struct evbuffer *b, const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    evbuffer_add_printf(b, "%s%s='", evbuffer_get_length(b) ? " " : "", key);
+    for (const char *p = value; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            evbuffer_add(b, "\\", 1);
+        evbuffer_add(b, p, 1);
+    }
+    evbuffer_add(b, "'", 1);
+}
+
+/* The password libpq should send for user: the entry's, else a plain-text
+ * one from auth_file; otherwise none (libpq then looks in .pgpass). */
+static const char *backend_password(struct daemon *d, const struct db_config *db, const char *user)
+{
+    const char *secret;
+
+    if (db->password)
+        return db->password;
+    secret = d->users ? userlist_secret(d->users, user) : NULL;
+    return secret && secret_kind_of(secret) == SECRET_PLAIN ? secret : NULL;
+}
+
+static char *build_conninfo(struct daemon *d, const struct db_config *db, const char *dbname, const char *user)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *out = NULL;
+    size_t len;
+
+    if (b == NULL)
+        return NULL;
+    add_kv(b, "host", db->host);
+    add_kv(b, "port", db->port);
+    add_kv(b, "dbname", db->dbname ? db->dbname : dbname);
+    add_kv(b, "user", user);
+    add_kv(b, "password", backend_password(d, db, user));
+    add_kv(b, "client_encoding", db->client_encoding);
+    add_kv(b, "application_name", db->application_name);
+    add_kv(b, "fallback_application_name", "weir");
+    if (db->datestyle || db->timezone) {
+        char opts[512];
+        snprintf(opts, sizeof(opts), "%s%s%s%s", db->datestyle ? "-c DateStyle=" : "",
+                 db->datestyle ? db->datestyle : "", db->timezone ? " -c TimeZone=" : "",
+                 db->timezone ? db->timezone : "");
+        add_kv(b, "options", opts);
+    }
+    for (size_t i = 0; i < db->n_extra; i++)
+        add_kv(b, db->extra[i].key, db->extra[i].value);
+    len = evbuffer_get_length(b);
+    out = malloc(len + 1);
+    if (out) {
+        evbuffer_remove(b, out, len);
+        out[len] = '\0';
+    }
+    evbuffer_free(b);
+    return out;
+}
+
+static int ms(int64_t us)
+{
+    return us <= 0 ? 0 : us / 1000 > 0x7fffffff ? 0x7fffffff : (int)(us / 1000);
+}
+
+static void daemon_pool_log(void *arg, weir_log_level level, const char *msg)
+{
+    struct daemon *d = arg;
+    int lv = level == WEIR_LOG_DEBUG ? LG_DEBUG : level == WEIR_LOG_INFO ? LG_LOG
+                                              : level == WEIR_LOG_WARNING ? LG_WARNING
+                                                                          : LG_ERROR;
+    log_at(&d->log, lv, "%s", msg);
+}
+
+static void fill_pool_config(struct daemon *d, const struct db_config *db, weir_pool_config *pc)
+{
+    const struct weir_config *cfg = d->cfg;
+
+    pc->max_size = db->pool_size != CONFIG_UNSET ? db->pool_size : cfg->default_pool_size;
+    if (pc->max_size < 1)
+        pc->max_size = 1;
+    pc->min_size = db->min_pool_size != CONFIG_UNSET ? db->min_pool_size : cfg->min_pool_size;
+    pc->max_overflow = db->reserve_pool != CONFIG_UNSET ? db->reserve_pool : cfg->reserve_pool_size;
+    if (pc->min_size > pc->max_size + pc->max_overflow)
+        pc->min_size = pc->max_size + pc->max_overflow;
+    pc->overflow_delay_ms = ms(cfg->reserve_pool_timeout_us);
+    pc->max_waiters = -1;
+    pc->timeout_ms = -1;
+    pc->connect_timeout_ms = ms(cfg->server_connect_timeout_us);
+    pc->recycle_ms = ms(cfg->server_lifetime_us);
+    pc->recycle_jitter_ms = 0;
+    pc->idle_timeout_ms = ms(cfg->server_idle_timeout_us);
+    pc->pre_ping_ms = cfg->server_check_query[0] && cfg->server_check_delay_us >= 0 ? ms(cfg->server_check_delay_us) : -1;
+    pc->reset_on_return = 0; /* the daemon resets servers itself, over its own protocol code */
+    pc->lifo = !cfg->server_round_robin;
+    pc->watch_idle = 1;
+    pc->retry_min_ms = 250;
+    pc->retry_max_ms = ms(cfg->server_login_retry_us) > 250 ? ms(cfg->server_login_retry_us) : 250;
+    pc->fail_waiters_on_connect_error = 1;
+}
+
+static struct dpool *dpool_find(struct daemon *d, const char *dbname, const char *user)
+{
+    for (struct dpool *dp = d->pools; dp; dp = dp->next)
+        if (!dp->removed && strcmp(dp->dbname, dbname) == 0 && strcmp(dp->user, user) == 0)
+            return dp;
+    return NULL;
+}
+
+static void dpool_free(struct dpool *dp)
+{
+    weir_pool_free(dp->pool);
+    for (size_t i = 0; i < dp->nwelcome; i++) {
+        free(dp->welcome_names[i]);
+        free(dp->welcome_values[i]);
+    }
+    free(dp->dbname);
+    free(dp->user);
+    free(dp->conninfo);
+    free(dp->connect_query);
+    free(dp);
+}
+
+static enum pool_mode effective_mode(struct daemon *d, const struct db_config *db, const char *client_user)
+{
+    const struct user_config *u = config_find_user(d->cfg, client_user);
+
+    if (u && u->pool_mode != CONFIG_UNSET)
+        return (enum pool_mode)u->pool_mode;
+    if (db->pool_mode != CONFIG_UNSET)
+        return (enum pool_mode)db->pool_mode;
+    return d->cfg->pool_mode;
+}
+
+static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, const char *dbname, const char *user,
+                               const char *client_user)
+{
+    struct dpool *dp = calloc(1, sizeof(*dp));
+    weir_pool_config pc;
+    char name[256];
+
+    if (dp == NULL)
+        return NULL;
+    dp->d = d;
+    dp->dbname = strdup(dbname);
+    dp->user = strdup(user);
+    dp->conninfo = build_conninfo(d, db, dbname, user);
+    dp->connect_query = db->connect_query ? strdup(db->connect_query) : NULL;
+    dp->mode = effective_mode(d, db, client_user);
+    snprintf(name, sizeof(name), "%s/%s", dbname, user);
+    weir_pool_config_init(&pc);
+    fill_pool_config(d, db, &pc);
+    pc.dialect = weir_dialect_find("postgresql");
+    pc.conninfo = dp->conninfo;
+    pc.base = d->base;
+    pc.name = name;
+    pc.log_fn = daemon_pool_log;
+    pc.log_arg = d;
+    if (dp->dbname == NULL || dp->user == NULL || dp->conninfo == NULL || weir_pool_new(&pc, &dp->pool) != 0) {
+        dpool_free(dp);
+        return NULL;
+    }
+    dp->next = d->pools;
+    d->pools = dp;
+    return dp;
+}
+
+struct dpool *pooler_get(struct daemon *d, const char *dbname, const char *user, const char **sqlstate,
+                         char *err, size_t errlen)
+{
+    const struct db_config *db = config_find_db(d->cfg, dbname);
+    const char *backend_user;
+    struct dpool *dp;
+
+    if (db == NULL) {
+        *sqlstate = "3D000";
+        snprintf(err, errlen, "no such database: %s", dbname);
+        return NULL;
+    }
+    backend_user = db->user ? db->user : user;
+    dp = dpool_find(d, dbname, backend_user);
+    if (dp == NULL)
+        dp = dpool_new(d, db, dbname, backend_user, user);
+    if (dp == NULL) {
+        *sqlstate = "08P01";
+        snprintf(err, errlen, "pooler error: cannot create pool for %s/%s", dbname, backend_user);
+    }
+    return dp;
+}
+
+void pooler_learn_welcome(struct dpool *dp, const struct server *s)
+{
+    if (dp->welcome_known)
+        return;
+    for (size_t i = 0; i < sizeof(welcome_params) / sizeof(welcome_params[0]); i++) {
+        const char *v = PQparameterStatus(s->pg, welcome_params[i]);
+        if (v == NULL)
+            continue;
+        dp->welcome_names[dp->nwelcome] = strdup(welcome_params[i]);
+        dp->welcome_values[dp->nwelcome] = strdup(v);
+        if (dp->welcome_names[dp->nwelcome] == NULL || dp->welcome_values[dp->nwelcome] == NULL) {
+            free(dp->welcome_names[dp->nwelcome]);
+            free(dp->welcome_values[dp->nwelcome]);
+            continue;
+        }
+        dp->nwelcome++;
+    }
+    dp->welcome_known = 1;
+}
+
+int pooler_wait_ms(const struct dpool *dp)
+{
+    int64_t us = dp->d->cfg->query_wait_timeout_us;
+    return us > 0 ? ms(us) : -1;
+}
+
+void pooler_apply_config(struct daemon *d)
+{
+    for (struct dpool *dp = d->pools; dp; dp = dp->next) {
+        const struct db_config *db = config_find_db(d->cfg, dp->dbname);
+        char *conninfo;
+        weir_pool_config pc;
+
+        if (dp->removed)
+            continue;
+        conninfo = db ? build_conninfo(d, db, dp->dbname, db->user ? db->user : dp->user) : NULL;
+        if (db == NULL || conninfo == NULL || strcmp(conninfo, dp->conninfo) != 0) {
+            /* Gone or pointing elsewhere: let it drain; new clients get a new pool. */
+            log_at(&d->log, LG_LOG, "pool %s/%s: %s, draining", dp->dbname, dp->user,
+                   db ? "connection settings changed" : "database removed from config");
+            dp->removed = 1;
+            weir_pool_drain(dp->pool);
+            free(conninfo);
+            continue;
+        }
+        free(conninfo);
+        dp->mode = effective_mode(d, db, dp->user);
+        weir_pool_config_init(&pc);
+        fill_pool_config(d, db, &pc);
+        if (weir_pool_reconfigure(dp->pool, &pc) != 0)
+            log_at(&d->log, LG_WARNING, "pool %s/%s: new sizes rejected", dp->dbname, dp->user);
+    }
+}
+
+void pooler_collect(struct daemon *d)
+{
+    struct dpool **pp = &d->pools;
+
+    while (*pp) {
+        struct dpool *dp = *pp;
+        weir_pool_stats st;
+
+        if (dp->removed && dp->nclients == 0) {
+            weir_pool_get_stats(dp->pool, &st);
+            if (st.total == 0) {
+                *pp = dp->next;
+                dpool_free(dp);
+                continue;
+            }
+        }
+        pp = &dp->next;
+    }
+}
+
+void pooler_free_all(struct daemon *d)
+{
+    while (d->pools) {
+        struct dpool *dp = d->pools;
+        d->pools = dp->next;
+        dpool_free(dp);
+    }
+}

@@ -1,0 +1,624 @@
+/*
+ * Backend connections on the daemon's side (see server.h): taking over the
+ * socket libpq connected, re-applying a client's session parameters, moving
+ * messages between client and server without copying their bodies, noticing
+ * ReadyForQuery (the end of a transaction, when a pooled server can go
+ * back), tracking ParameterStatus, resetting a server before it returns,
+ * and cancelling through libpq on a worker thread.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "client.h"
+#include "config.h"
+#include "pooler.h"
+#include "server.h"
+
+/* Stop reading a server while its client has this much unsent output. */
+#define CLIENT_OUT_HIGH (256 * 1024)
+/* How much of a buffer one scan looks at before moving bytes. */
+#define RELAY_WINDOW (64 * 1024)
+
+static const char *const state_names[] = {"idle", "linked", "setup", "resetting"};
+
+static const unsigned char server_transitions[4][4] = {
+    [SV_IDLE] = {[SV_LINKED] = 1},
+    [SV_LINKED] = {[SV_IDLE] = 1, [SV_SETUP] = 1, [SV_RESETTING] = 1},
+    [SV_SETUP] = {[SV_LINKED] = 1, [SV_IDLE] = 1, [SV_RESETTING] = 1},
+    [SV_RESETTING] = {[SV_IDLE] = 1},
+};
+
+static void server_set_state(struct server *s, enum server_state to)
+{
+    if (!server_transitions[s->state][to])
+        log_at(&s->d->log, LG_ERROR, "S-0x%llx: invalid server transition %s -> %s", (unsigned long long)s->id,
+               state_names[s->state], state_names[to]);
+    s->state = to;
+}
+
+static uint32_t be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void server_log(struct server *s, int level, const char *fmt, const char *arg)
+{
+    log_at(&s->d->log, level, "S-0x%llx: %s/%s@pid %d %s%s", (unsigned long long)s->id, s->dp->dbname,
+           s->dp->user, s->backend_pid, fmt, arg ? arg : "");
+}
+
+/* ---- life cycle ---- */
+
+static void server_free_later(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *s = arg;
+    (void)fd;
+    (void)what;
+    param_set_clear(&s->params);
+    free(s);
+}
+
+/* The pool closes the backend connection: our events go now, memory after
+ * this loop iteration (a callback up the stack may still hold s). */
+static void server_detach(void *data)
+{
+    struct server *s = data;
+
+    stream_release(&s->io);
+    s->pooled = NULL;
+    s->pg = NULL;
+    event_base_once(s->d->base, -1, EV_TIMEOUT, server_free_later, s, NULL);
+}
+
+static void server_on_read(struct stream *io, void *arg);
+static void server_on_drain(struct stream *io, void *arg);
+
+struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled)
+{
+    struct server *s = weir_pooled_get_data(pooled);
+
+    if (s != NULL) {
+        s->dp = dp;
+        return s;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->d = d;
+    s->dp = dp;
+    s->pooled = pooled;
+    s->pg = weir_pooled_driver_handle(pooled);
+    s->id = ++d->next_id;
+    s->txn = 'I';
+    s->backend_pid = PQbackendPID(s->pg);
+    if (stream_init(&s->io, d->base, PQsocket(s->pg), server_on_read, server_on_drain, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    for (int i = 0; i < TP_COUNT; i++)
+        if (tracked_param_reported(i))
+            param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
+    weir_pooled_set_data(pooled, s, server_detach);
+    server_log(s, LG_DEBUG, "new server connection", NULL);
+    return s;
+}
+
+void server_copy_params(const struct server *s, struct param_set *p)
+{
+    static const char *const welcome[] = {"server_version", "server_encoding", "client_encoding", "DateStyle",
+                                          "TimeZone", "IntervalStyle", "integer_datetimes", "is_superuser",
+                                          "session_authorization", "standard_conforming_strings",
+                                          "application_name", "default_transaction_read_only", "in_hot_standby"};
+    (void)welcome;
+    for (int i = 0; i < TP_COUNT; i++)
+        param_set_put(p, i, s->params.v[i]);
+}
+
+/* ---- going back to the pool ---- */
+
+static void server_checkin(struct server *s, int clean)
+{
+    weir_pooled *pooled = s->pooled;
+    struct dpool *dp = s->dp;
+
+    stream_set_reading(&s->io, 0);
+    s->client = NULL;
+    if (s->state != SV_IDLE)
+        server_set_state(s, SV_IDLE);
+    if (clean && (evbuffer_get_length(s->io.in) > 0 || evbuffer_get_length(s->io.out) > 0 || s->pending))
+        clean = 0; /* bytes in flight: not at a boundary after all */
+    if (!clean)
+        server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
+    weir_pool_checkin(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN : WEIR_CHECKIN_BROKEN);
+}
+
+/* Run server_reset_query before the next user; checked in when it answers. */
+static void server_start_reset(struct server *s)
+{
+    const char *q = s->d->cfg->server_reset_query;
+
+    server_set_state(s, SV_RESETTING);
+    s->client = NULL;
+    if (weir_proto_build_query(s->io.out, q) != 0 || stream_flush(&s->io) != 0) {
+        server_checkin(s, 0);
+        return;
+    }
+    s->pending++;
+    s->swallow++;
+}
+
+void server_release(struct server *s, int clean)
+{
+    struct dpool *dp = s->dp;
+    const struct weir_config *cfg = s->d->cfg;
+    int reset;
+
+    if (s->client && s->client->server == s)
+        s->client->server = NULL;
+    s->client = NULL;
+    if (s->cancels_inflight > 0) {
+        /* A cancel may still hit this backend: keep it until that is over. */
+        s->deferred_release = clean ? 1 : 2;
+        stream_set_reading(&s->io, 0);
+        return;
+    }
+    clean = clean && s->pending == 0 && s->txn == 'I';
+    reset = clean && cfg->server_reset_query && cfg->server_reset_query[0] &&
+            (dp->mode == POOL_MODE_SESSION || cfg->server_reset_query_always);
+    if (reset)
+        server_start_reset(s);
+    else
+        server_checkin(s, clean);
+}
+
+/* ---- parameters ---- */
+
+/* SETs for every parameter where the client's value differs from the server's. */
+static int build_param_sets(struct server *s, struct client *c, struct evbuffer *sql)
+{
+    int n = 0;
+
+    for (int i = 0; i < TP_COUNT; i++) {
+        const char *want = c->params.v[i];
+        char *lit;
+        if (want == NULL || (s->params.v[i] && strcmp(s->params.v[i], want) == 0))
+            continue;
+        lit = weir_dialect_quote_literal(weir_dialect_find("postgresql"), want);
+        if (lit == NULL)
+            return -1;
+        evbuffer_add_printf(sql, "SET %s = %s;", tracked_param_name(i), lit);
+        free(lit);
+        if (!tracked_param_reported(i)) /* no ParameterStatus will tell us */
+            param_set_put(&s->params, i, want);
+        n++;
+    }
+    return n;
+}
+
+static int send_param_sets(struct server *s, struct client *c)
+{
+    struct evbuffer *sql = evbuffer_new();
+    int n, rc = 0;
+
+    if (sql == NULL)
+        return -1;
+    n = build_param_sets(s, c, sql);
+    if (n > 0) {
+        evbuffer_add(sql, "", 1);
+        rc = weir_proto_build_query(s->io.out, (const char *)evbuffer_pullup(sql, -1));
+        if (rc == 0) {
+            s->pending++;
+            s->swallow++;
+            server_set_state(s, SV_SETUP);
+        }
+    }
+    evbuffer_free(sql);
+    return n < 0 || rc != 0 ? -1 : 0;
+}
+
+int server_link(struct server *s, struct client *c)
+{
+    server_set_state(s, SV_LINKED);
+    s->client = c;
+    c->server = s;
+    s->link_start_us = weir__now_us();
+    s->fwd_remaining = 0;
+    stream_set_reading(&s->io, 1);
+    if (send_param_sets(s, c) != 0)
+        return -1;
+    return server_forward_from_client(s);
+}
+
+/* ---- client -> server ---- */
+
+/* Move n bytes from in to out (or discard them when out is NULL). */
+static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+    if (n == 0)
+        return;
+    if (out)
+        evbuffer_remove_buffer(in, out, n);
+    else
+        evbuffer_drain(in, n);
+}
+
+/* What the pooler must know about a client message type. */
+static void note_client_message(struct server *s, struct client *c, char type)
+{
+    switch (type) {
+    case 'Q':
+    case 'F':
+        s->pending++;
+        s->query_start_us = weir__now_us();
+        s->dp->query_count++;
+        break;
+    case 'S':
+        s->pending++;
+        c->unsynced = 0;
+        break;
+    case 'P':
+    case 'B':
+    case 'D':
+    case 'E':
+    case 'C':
+    case 'H':
+        if (!c->unsynced)
+            s->query_start_us = weir__now_us();
+        c->unsynced = 1;
+        if (type == 'E')
+            s->dp->query_count++;
+        break;
+    default:
+        break;
+    }
+}
+
+/*
+ * Scan complete client messages from the head of the buffer; returns the
+ * number of bytes to forward, sets *stop when a Terminate is at the head
+ * and *bad for a protocol violation.
+ */
+static size_t scan_client(struct server *s, struct client *c, int *stop, const char **bad)
+{
+    struct evbuffer *in = c->io.in;
+    size_t avail = evbuffer_get_length(in);
+    size_t window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
+    const unsigned char *p = evbuffer_pullup(in, (ssize_t)window);
+    size_t off = 0;
+    uint32_t max = (uint32_t)s->d->cfg->max_packet_size;
+
+    while (off + 5 <= window) {
+        char type = (char)p[off];
+        uint32_t len = be32(p + off + 1);
+        size_t total = 1 + (size_t)len;
+
+        if (len < 4) {
+            *bad = "invalid packet length";
+            return off;
+        }
+        if (max > 0 && len > max) {
+            *bad = "max_packet_size exceeded";
+            return off;
+        }
+        if (type == 'X') {
+            *stop = 1;
+            return off;
+        }
+        note_client_message(s, c, type);
+        if (off + total > avail) {
+            c->fwd_remaining = (uint32_t)(off + total - avail);
+            return avail;
+        }
+        off += total;
+    }
+    return off;
+}
+
+int server_forward_from_client(struct server *s)
+{
+    struct client *c = s->client;
+
+    for (;;) {
+        size_t avail = evbuffer_get_length(c->io.in), n;
+        int stop = 0;
+        const char *bad = NULL;
+
+        if (avail == 0)
+            break;
+        if (c->fwd_remaining > 0) {
+            n = avail < c->fwd_remaining ? avail : c->fwd_remaining;
+            c->fwd_remaining -= (uint32_t)n;
+        } else {
+            n = scan_client(s, c, &stop, &bad);
+        }
+        s->dp->bytes_in += n;
+        move_bytes(c->io.in, s->io.out, n);
+        if (bad != NULL) {
+            stream_flush(&s->io);
+            client_disconnect(c, "08P01", "%s", bad);
+            return -1;
+        }
+        if (stop || n == 0)
+            break;
+    }
+    if (stream_flush(&s->io) != 0) {
+        client_disconnect(c, "08P01", "server conn crashed?");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- server -> client ---- */
+
+static void server_lost(struct server *s, const char *why)
+{
+    struct client *c = s->client;
+
+    server_log(s, LG_LOG, "closing because: ", why);
+    if (c != NULL) {
+        client_disconnect(c, "08P01", "server conn crashed?");
+        return; /* the client released us as broken */
+    }
+    if (s->state != SV_IDLE) {
+        s->pending = 1; /* never clean */
+        server_checkin(s, 0);
+    }
+}
+
+/* A ReadyForQuery just went by: maybe the transaction is over. Returns 1 if
+ * the server left the client (or was closed), so the caller must stop. */
+static int server_at_ready(struct server *s)
+{
+    struct client *c = s->client;
+
+    if (s->state == SV_SETUP && s->swallow == 0)
+        server_set_state(s, SV_LINKED);
+    if (s->state == SV_RESETTING) {
+        if (s->pending == 0)
+            server_checkin(s, s->txn == 'I');
+        return s->pending == 0;
+    }
+    if (c == NULL || s->pending > 0 || c->unsynced || c->fwd_remaining > 0)
+        return 0;
+    if (s->txn == 'I')
+        s->dp->xact_count++;
+    if (s->dp->mode == POOL_MODE_SESSION)
+        return 0;
+    if (s->dp->mode == POOL_MODE_STATEMENT && s->txn != 'I') {
+        client_disconnect(c, "08P01", "transaction blocks not allowed in statement pooling mode");
+        return 1;
+    }
+    if (s->txn != 'I')
+        return 0;
+    s->dp->xact_us += (uint64_t)(weir__now_us() - s->link_start_us);
+    server_release(s, 1);
+    client_server_released(c);
+    return 1;
+}
+
+/* Act on a whole message at the head of in that the pooler must read. */
+static int server_special(struct server *s, char type, size_t total)
+{
+    const unsigned char *body = evbuffer_pullup(s->io.in, (ssize_t)total) + 5;
+    size_t blen = total - 5;
+    int drop = s->swallow > 0 || s->client == NULL;
+    const char *name, *value;
+    char status;
+    weir_error_fields ef;
+
+    if (type == 'Z') {
+        if (weir_proto_parse_ready(body, blen, &status) != 0)
+            return -1;
+        s->txn = status;
+        if (s->pending > 0)
+            s->pending--;
+        if (s->swallow > 0)
+            s->swallow--;
+    } else if (type == 'S') {
+        if (weir_proto_parse_parameter_status(body, blen, &name, &value) != 0)
+            return -1;
+        int i = tracked_param_index(name);
+        if (i >= 0) {
+            param_set_put(&s->params, i, value);
+            if (!drop && s->client)
+                param_set_put(&s->client->params, i, value);
+        }
+    } else if (type == 'E' && drop) {
+        if (weir_proto_parse_error(body, blen, &ef) == 0)
+            server_log(s, LG_WARNING, "error from weir's own query: ", ef.message);
+    }
+    if (!drop)
+        s->dp->bytes_out += total;
+    move_bytes(s->io.in, drop ? NULL : s->client->io.out, total);
+    return type == 'Z' ? 1 : 0;
+}
+
+static int is_special(const struct server *s, char type)
+{
+    return type == 'Z' || type == 'S' || (type == 'E' && s->swallow > 0);
+}
+
+/* Forward or drop the run of ordinary messages at the head; stop before a
+ * special one. Returns bytes handled; *special gets its type, or 0. */
+static size_t server_run(struct server *s, char *special, size_t *special_len, int *bad)
+{
+    struct evbuffer *in = s->io.in;
+    size_t avail = evbuffer_get_length(in);
+    size_t window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
+    const unsigned char *p = evbuffer_pullup(in, (ssize_t)window);
+    size_t off = 0;
+
+    *special = 0;
+    while (off + 5 <= window) {
+        char type = (char)p[off];
+        uint32_t len = be32(p + off + 1);
+        size_t total = 1 + (size_t)len;
+
+        if (len < 4) {
+            *bad = 1;
+            break;
+        }
+        if (is_special(s, type)) {
+            if (total <= avail) {
+                *special = type;
+                *special_len = total;
+            }
+            break;
+        }
+        if (off + total > avail) {
+            s->fwd_remaining = (uint32_t)(off + total - avail);
+            off = avail;
+            break;
+        }
+        off += total;
+    }
+    return off;
+}
+
+static void relay_to_client(struct server *s)
+{
+    for (;;) {
+        struct evbuffer *in = s->io.in;
+        size_t avail = evbuffer_get_length(in), n;
+        int drop = s->swallow > 0 || s->client == NULL, bad = 0;
+        char special = 0;
+        size_t special_len = 0;
+
+        if (avail == 0)
+            return;
+        if (s->fwd_remaining > 0) {
+            n = avail < s->fwd_remaining ? avail : s->fwd_remaining;
+            s->fwd_remaining -= (uint32_t)n;
+        } else {
+            n = server_run(s, &special, &special_len, &bad);
+        }
+        if (!drop)
+            s->dp->bytes_out += n;
+        move_bytes(in, drop ? NULL : s->client->io.out, n);
+        if (bad) {
+            server_lost(s, "invalid packet from server");
+            return;
+        }
+        if (special) {
+            int rc = server_special(s, special, special_len);
+            if (rc < 0) {
+                server_lost(s, "invalid packet from server");
+                return;
+            }
+            if (rc == 1) {
+                struct client *c = s->client;
+                if (c && client_flush(c) != 0)
+                    return;
+                if (server_at_ready(s))
+                    return;
+            }
+            continue;
+        }
+        if (n == 0)
+            return; /* need more bytes */
+    }
+}
+
+static void server_on_read(struct stream *io, void *arg)
+{
+    struct server *s = arg;
+    struct client *c;
+
+    if (io->eof || io->failed) {
+        server_lost(s, io->eof ? "server closed the connection" : "server read failed");
+        return;
+    }
+    relay_to_client(s);
+    c = s->client;
+    if (c == NULL || s->state == SV_IDLE)
+        return;
+    if (client_flush(c) != 0)
+        return;
+    if (evbuffer_get_length(c->io.out) > CLIENT_OUT_HIGH)
+        stream_set_reading(&s->io, 0); /* resumes when the client drains */
+}
+
+void server_client_drained(struct server *s)
+{
+    if (s->state != SV_IDLE && !s->io.reading) {
+        stream_set_reading(&s->io, 1);
+        if (evbuffer_get_length(s->io.in) > 0)
+            server_on_read(&s->io, s);
+    }
+}
+
+/* The server took what we had for it: the client may send more. */
+static void server_on_drain(struct stream *io, void *arg)
+{
+    struct server *s = arg;
+    (void)io;
+    if (s->client && !s->client->io.reading && s->client->state == CL_ACTIVE)
+        stream_set_reading(&s->client->io, 1);
+}
+
+/* ---- cancel ---- */
+
+struct cancel_job {
+    struct server *s;
+    PGcancel *cancel;
+    struct event *done;
+};
+
+static void cancel_done(evutil_socket_t fd, short what, void *arg)
+{
+    struct cancel_job *job = arg;
+    struct server *s = job->s;
+
+    (void)fd;
+    (void)what;
+    event_free(job->done);
+    free(job);
+    if (--s->cancels_inflight == 0 && s->deferred_release) {
+        int clean = s->deferred_release == 1;
+        s->deferred_release = 0;
+        server_release(s, clean);
+    }
+}
+
+static void *cancel_main(void *arg)
+{
+    struct cancel_job *job = arg;
+    char err[256];
+
+    PQcancel(job->cancel, err, sizeof(err));
+    PQfreeCancel(job->cancel);
+    event_active(job->done, EV_TIMEOUT, 1); /* back to the loop's thread */
+    return NULL;
+}
+
+void server_cancel(struct server *s)
+{
+    struct cancel_job *job = calloc(1, sizeof(*job));
+    pthread_t t;
+    pthread_attr_t attr;
+
+    if (job == NULL)
+        return;
+    job->s = s;
+    job->cancel = PQgetCancel(s->pg);
+    job->done = event_new(s->d->base, -1, 0, cancel_done, job);
+    if (job->cancel == NULL || job->done == NULL) {
+        PQfreeCancel(job->cancel);
+        if (job->done)
+            event_free(job->done);
+        free(job);
+        return;
+    }
+    s->cancels_inflight++;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, cancel_main, job) != 0) {
+        PQfreeCancel(job->cancel);
+        event_active(job->done, EV_TIMEOUT, 1);
+    }
+    pthread_attr_destroy(&attr);
+}

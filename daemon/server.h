@@ -1,0 +1,65 @@
+/*
+ * A server is the daemon's side of one backend connection made by libweir's
+ * pool: libpq connected it and keeps owning the socket, and from then on weir
+ * reads and writes the socket itself. The struct lives as long as the
+ * backend connection (attached to the pooled connection), across clients.
+ */
+#ifndef WEIR_DAEMON_SERVER_H
+#define WEIR_DAEMON_SERVER_H
+
+#include <stdint.h>
+#include <libpq-fe.h>
+
+#include "daemon.h"
+#include "stream.h"
+
+/*
+ *   (pool) --checkout--> LINKED <--------------------.
+ *      ^                  |  \ params differ          | SET answered
+ *      |                  |   `--> SETUP -------------'
+ *      |  clean           | client done (session) / reset_query_always
+ *      +--------------- RESETTING
+ *      |                  |
+ *      +-- idle at RFQ ---' (transaction, statement mode: no reset)
+ *   any state --error--> closed by the pool (checkin BROKEN)
+ */
+enum server_state { SV_IDLE, SV_LINKED, SV_SETUP, SV_RESETTING };
+
+struct server {
+    struct daemon *d;
+    struct dpool *dp;
+    weir_pooled *pooled;
+    PGconn *pg;
+    uint64_t id;
+    enum server_state state;
+    struct stream io;
+    struct client *client;   /* while linked */
+    struct param_set params; /* the backend's current values */
+    PGcancel *cancel;
+    int backend_pid;
+    int pending;             /* ReadyForQuery messages still owed */
+    int swallow;             /* of those, answers to weir's own queries */
+    int cancels_inflight;    /* hold on to the server until they finish */
+    int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
+    char txn;                /* last ReadyForQuery status: I, T or E */
+    uint32_t fwd_remaining;  /* rest of a message being streamed to the client */
+    int64_t link_start_us, query_start_us;
+};
+
+/* The server for a freshly checked-out connection (created on first use). */
+struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled);
+/* Start serving client c: apply its parameters, then forward. 0 or -1. */
+int server_link(struct server *s, struct client *c);
+/* Client finished with it (transaction done, or disconnect). clean = the
+ * client left it at an idle boundary. */
+void server_release(struct server *s, int clean);
+/* Forward the client's complete messages (and stream a partial one). */
+int server_forward_from_client(struct server *s);
+/* The client's output drained: resume reading from the server. */
+void server_client_drained(struct server *s);
+/* Ask PostgreSQL to cancel what this server runs now (worker thread). */
+void server_cancel(struct server *s);
+/* Send a welcome snapshot of the server's parameters into p. */
+void server_copy_params(const struct server *s, struct param_set *p);
+
+#endif

@@ -1,0 +1,145 @@
+/*
+ * Stream I/O for the daemon's sockets (see stream.h): the read callback
+ * fills the input buffer and hands over; writes are attempted immediately
+ * and fall back to a write event only when the socket buffer is full.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/uio.h>
+
+#include "stream.h"
+
+#define STREAM_READ_CHUNK 16384
+
+static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (stream_fill(s) != 0 || s->eof || s->failed)
+        s->on_read(s, s->arg);
+}
+
+static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (stream_flush(s) < 0) {
+        s->on_read(s, s->arg); /* report the failure through the reader */
+        return;
+    }
+    if (evbuffer_get_length(s->out) == 0 && s->on_drain)
+        s->on_drain(s, s->arg);
+}
+
+int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, stream_cb on_read,
+                stream_cb on_drain, void *arg)
+{
+    memset(s, 0, sizeof(*s));
+    s->fd = fd;
+    s->in = evbuffer_new();
+    s->out = evbuffer_new();
+    if (s->in == NULL || s->out == NULL) {
+        stream_release(s);
+        return -1;
+    }
+    event_assign(&s->rd, base, fd, EV_READ | EV_PERSIST, stream_read_cb, s);
+    event_assign(&s->wr, base, fd, EV_WRITE | EV_PERSIST, stream_write_cb, s);
+    s->on_read = on_read;
+    s->on_drain = on_drain;
+    s->arg = arg;
+    s->ready = 1;
+    return 0;
+}
+
+void stream_release(struct stream *s)
+{
+    if (s->ready) {
+        event_del(&s->rd);
+        event_del(&s->wr);
+    }
+    if (s->in)
+        evbuffer_free(s->in);
+    if (s->out)
+        evbuffer_free(s->out);
+    s->in = s->out = NULL;
+    s->ready = s->reading = s->writing = 0;
+}
+
+void stream_set_reading(struct stream *s, int on)
+{
+    if (!s->ready || s->reading == (unsigned)!!on)
+        return;
+    s->reading = !!on;
+    if (on)
+        event_add(&s->rd, NULL);
+    else
+        event_del(&s->rd);
+}
+
+int stream_fill(struct stream *s)
+{
+    struct evbuffer_iovec vec[2];
+    int nvec = evbuffer_reserve_space(s->in, STREAM_READ_CHUNK, vec, 2);
+    struct iovec iov[2];
+    ssize_t n;
+
+    if (nvec <= 0) {
+        s->failed = 1;
+        return -1;
+    }
+    for (int i = 0; i < nvec; i++) {
+        iov[i].iov_base = vec[i].iov_base;
+        iov[i].iov_len = vec[i].iov_len;
+    }
+    n = readv(s->fd, iov, nvec);
+    if (n < 0) {
+        evbuffer_commit_space(s->in, vec, 0);
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return 0;
+        s->failed = 1;
+        return -1;
+    }
+    if (n == 0) {
+        evbuffer_commit_space(s->in, vec, 0);
+        s->eof = 1;
+        return -1;
+    }
+    int used = 0;
+    for (int i = 0; i < nvec && n > 0; i++, used++) {
+        size_t take = (size_t)n < vec[i].iov_len ? (size_t)n : vec[i].iov_len;
+        vec[i].iov_len = take;
+        n -= (ssize_t)take;
+    }
+    evbuffer_commit_space(s->in, vec, used);
+    return 1;
+}
+
+int stream_flush(struct stream *s)
+{
+    while (evbuffer_get_length(s->out) > 0) {
+        int n = evbuffer_write(s->out, s->fd);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            s->failed = 1;
+            return -1;
+        }
+        if (n == 0)
+            break;
+    }
+    if (evbuffer_get_length(s->out) > 0) {
+        if (!s->writing) {
+            s->writing = 1;
+            event_add(&s->wr, NULL);
+        }
+    } else if (s->writing) {
+        s->writing = 0;
+        event_del(&s->wr);
+    }
+    return 0;
+}
