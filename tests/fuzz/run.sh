@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer target tests/fuzz/fuzz_*.c with ASan and UBSan into
+# .build/fuzz/, seeds each one's corpus (.build/fuzz/corpus-NAME) with a few
+# valid messages, runs each for FUZZ_SECONDS (default 30) and prints one
+# summary line. Exits non-zero if a target fails to build or finds a crash;
+# the reproducer is left as .build/fuzz/crash-NAME-*, the log as NAME.log.
+
+# Seeds are printf formats on purpose (octal escapes for bytes):
+# shellcheck disable=SC2059
+set -u
+cd "$(dirname "$0")/../.." || exit 1
+
+SECONDS_EACH=${FUZZ_SECONDS:-30}
+OUT=.build/fuzz
+CC=${FUZZ_CC:-clang}
+PKGS=(libevent libevent_pthreads libpq)
+CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror -Wshadow
+        -Wstrict-prototypes -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+        -Ilib/include -Ilib/src $(pkg-config --cflags "${PKGS[@]}" 2>/dev/null)"
+LIBS="$(pkg-config --libs "${PKGS[@]}" 2>/dev/null || echo -levent_pthreads -levent -lpq) -lpthread -lm"
+# The fuzzers need only Proto; the whole library is tried first so they also
+# catch link-time surprises, and the minimal set keeps them usable while
+# other modules are mid-change.
+FULL_SRCS=(lib/src/*.c)
+MIN_SRCS=(lib/src/proto_*.c lib/src/util.c)
+
+mkdir -p "$OUT"
+command -v "$CC" >/dev/null || { echo "fuzz: FAIL: $CC not found"; exit 1; }
+
+# ---- seeds: printf formats, always \NNN octal so a NUL never eats a digit ----
+
+be32() {
+    printf '\\%03o\\%03o\\%03o\\%03o' $(($1 >> 24 & 255)) $(($1 >> 16 & 255)) \
+        $(($1 >> 8 & 255)) $(($1 & 255))
+}
+
+# typed TYPE BODY-FORMAT: one typed message on stdout.
+typed() {
+    local len
+    len=$(printf "$2" | wc -c)
+    printf '%s' "$1"
+    printf "$(be32 $((len + 4)))"
+    printf "$2"
+}
+
+# untyped BODY-FORMAT: one startup-style packet on stdout.
+untyped() {
+    local len
+    len=$(printf "$1" | wc -c)
+    printf "$(be32 $((len + 4)))"
+    printf "$1"
+}
+
+V3='\000\003\000\000'
+STARTUP_BODY="${V3}user\\000alice\\000database\\000shop\\000application_name\\000psql\\000\\000"
+ERROR_BODY='SERROR\000VERROR\000C42P01\000Mrelation "t" does not exist\000Hcheck\000\000'
+BIND_BODY='\000s1\000\000\001\000\000\000\002\000\000\000\00242\377\377\377\377\000\001\000\001'
+
+seed_proto() {
+    local d=$OUT/corpus-fuzz_proto
+    # The selector byte is the mode index in fuzz_proto.c's parser table.
+    { printf '\000'; printf "$STARTUP_BODY"; } >"$d/seed-startup"
+    { printf '\001'; printf "$ERROR_BODY"; } >"$d/seed-error"
+    printf '\002server_version\00016.2\000' >"$d/seed-parameter-status"
+    printf '\003T' >"$d/seed-ready"
+    printf '\004\000\000\020\222\336\255\276\357' >"$d/seed-backend-key"
+    printf '\005\000\000\000\012SCRAM-SHA-256\000SCRAM-SHA-256-PLUS\000\000' >"$d/seed-auth-sasl"
+    printf '\005\000\000\000\005\001\002\003\004' >"$d/seed-auth-md5"
+    printf '\006SELECT 1\000' >"$d/seed-string"
+    # shellcheck disable=SC2016 # $1 is SQL, not shell
+    printf '\007s1\000SELECT $1::int\000\000\001\000\000\000\027' >"$d/seed-parse"
+    { printf '\010'; printf "$BIND_BODY"; } >"$d/seed-bind"
+    printf '\011Ss1\000' >"$d/seed-target"
+    printf '\012p1\000\000\000\000\000' >"$d/seed-execute"
+    printf '\013SCRAM-SHA-256\000\000\000\000\005n,,n=' >"$d/seed-sasl-initial"
+    { printf '\014'; typed Q 'SELECT now()\000'; } >"$d/seed-peek"
+    { printf '\015'; untyped "$STARTUP_BODY"; } >"$d/seed-peek-startup"
+    { printf '\016'; typed P 's1\000SELECT 1\000\000\000'; typed B "$BIND_BODY"; typed E '\000\000\000\000\000';
+      typed S ''; typed Z 'I'; typed E "$ERROR_BODY"; } >"$d/seed-stream"
+    { printf '\017'; untyped "$STARTUP_BODY"; typed Q 'BEGIN\000'; typed X ''; } >"$d/seed-stream-startup"
+}
+
+seed_startup() {
+    local d=$OUT/corpus-fuzz_startup
+    untyped "$STARTUP_BODY" >"$d/seed-startup"
+    { untyped "$STARTUP_BODY"; typed Q 'SELECT 1\000'; typed X ''; } >"$d/seed-startup-query"
+    untyped "$(be32 80877103)" >"$d/seed-ssl"
+    untyped "$(be32 80877104)" >"$d/seed-gssenc"
+    untyped "$(be32 80877102)$(be32 4242)$(be32 3735928559)" >"$d/seed-cancel"
+}
+
+# ---- build ----
+
+build() {
+    local name=$1 log=$OUT/$1.build.log
+    # shellcheck disable=SC2086
+    if $CC $CFLAGS -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $LIBS >"$log" 2>&1; then
+        return 0
+    fi
+    return 1
+}
+
+# ---- run ----
+
+stat_of() {
+    sed -n "s/^stat::$1: *//p" "$2" | tail -n 1
+}
+
+summary=()
+failed=0
+for src in tests/fuzz/fuzz_*.c; do
+    name=$(basename "$src" .c)
+    SRCS=("${FULL_SRCS[@]}")
+    if ! build "$name"; then
+        SRCS=("${MIN_SRCS[@]}")
+        if ! build "$name"; then
+            echo "fuzz: $name does not build, see $OUT/$name.build.log" >&2
+            summary+=("$name BUILD-FAILED")
+            failed=1
+            continue
+        fi
+    fi
+    corpus=$OUT/corpus-$name
+    mkdir -p "$corpus"
+    case $name in
+        fuzz_proto) seed_proto ;;
+        fuzz_startup) seed_startup ;;
+    esac
+    log=$OUT/$name.log
+    if "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -print_final_stats=1 \
+        -artifact_prefix="$OUT/crash-$name-" "$corpus" >"$log" 2>&1; then
+        status=ok
+    else
+        status=CRASH
+        failed=1
+        echo "fuzz: $name found a crash, see $log and $OUT/crash-$name-*" >&2
+    fi
+    summary+=("$name $status, $(stat_of number_of_executed_units "$log") runs at" \
+              "$(stat_of average_exec_per_sec "$log")/s;")
+done
+
+verdict=PASS
+[ "$failed" -eq 0 ] || verdict=FAIL
+line="fuzz: $verdict (${SECONDS_EACH}s each): ${summary[*]}"
+echo "${line%;}"
+exit "$failed"
