@@ -572,13 +572,15 @@ static void client_read_startup(struct client *c)
     int rc;
 
     while ((rc = weir_proto_peek_startup(c->io.in, STARTUP_MAX, &f)) == 1) {
-        const unsigned char *pkt = evbuffer_pullup(c->io.in, (ssize_t)f.total);
+        unsigned char pkt[STARTUP_MAX];
+        /* A copy, so the parameters outlive the buffer, which must be
+         * empty of the packet before login may look for a first query. */
+        evbuffer_remove(c->io.in, pkt, f.total);
         if (weir_proto_parse_startup(pkt + f.body_off, f.body_len, &st) != 0) {
             client_disconnect(c, "08P01", "bad startup packet");
             return;
         }
         if (st.kind == WEIR_STARTUP_SSL || st.kind == WEIR_STARTUP_GSSENC) {
-            evbuffer_drain(c->io.in, f.total);
             evbuffer_add(c->io.out, "N", 1); /* no encryption on this listener */
             if (client_flush(c) != 0)
                 return;
@@ -589,9 +591,6 @@ static void client_read_startup(struct client *c)
             return;
         }
         client_startup(c, &st);
-        /* st points into the buffer: drain only when done with it. */
-        if (c->state != CL_CLOSING)
-            evbuffer_drain(c->io.in, f.total);
         return;
     }
     if (rc < 0)
@@ -610,13 +609,12 @@ static void client_read_auth(struct client *c)
         client_disconnect(c, "08P01", "expected a password packet");
         return;
     }
-    const unsigned char *body = evbuffer_pullup(c->io.in, (ssize_t)f.total) + f.body_off;
+    unsigned char msg[SCRAM_MAX_MESSAGE + 64];
+    evbuffer_remove(c->io.in, msg, f.total); /* consumed before login goes on */
     if (c->auth == CA_MD5 || c->auth == CA_CLEARTEXT)
-        handle_password(c, body, f.body_len);
+        handle_password(c, msg + f.body_off, f.body_len);
     else
-        handle_sasl(c, body, f.body_len);
-    if (c->state != CL_CLOSING)
-        evbuffer_drain(c->io.in, f.total);
+        handle_sasl(c, msg + f.body_off, f.body_len);
 }
 
 void client_start_auth_public(struct client *c)
