@@ -84,6 +84,14 @@ struct client *daemon_find_client(struct daemon *d, uint64_t id);
 
 /* Reload the config file (SIGHUP / RELOAD); returns 0 or -1 (old config kept). */
 int daemon_reload(struct daemon *d);
+/* systemd's notify protocol (READY=1, RELOADING=1...), when NOTIFY_SOCKET is set. */
+void daemon_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* config_report_fn that writes to the daemon log. */
+void daemon_report_to_log(void *arg, weir_log_level sev, const char *file, int line, const char *message);
+/* Load cfg's auth_file into *out (NULL when none is configured). 0 or -1, logged. */
+int daemon_load_userlist(struct daemon *d, const struct weir_config *cfg, struct userlist **out);
+/* SIGINT: stop accepting, exit once no transaction is in progress. */
+void daemon_begin_shutdown(struct daemon *d);
 /* Called when a client goes away: during shutdown, exit once none remain. */
 void daemon_client_gone(struct daemon *d);
 

@@ -1,0 +1,202 @@
+/*
+ * Services of the daemon context that every module may call: a cheap
+ * random source, the client registry behind CancelRequest lookups, systemd
+ * notification, loading auth_file, reload (SIGHUP / RELOAD), and the
+ * graceful shutdown that waits for transactions to finish.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "client.h"
+#include "config.h"
+#include "listener.h"
+#include "pooler.h"
+
+/* ---- small daemon services ---- */
+
+uint32_t daemon_random(struct daemon *d)
+{
+    uint32_t x = d->rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    d->rng = x;
+    return x;
+}
+
+static size_t id_slot(const struct daemon *d, uint64_t id)
+{
+    return (size_t)(id * 0x9E3779B97F4A7C15ULL >> 40) & (d->by_id_cap - 1);
+}
+
+int daemon_register_client(struct daemon *d, struct client *c)
+{
+    if (d->by_id == NULL) {
+        d->by_id_cap = 4096;
+        d->by_id = calloc(d->by_id_cap, sizeof(*d->by_id));
+        if (d->by_id == NULL)
+            return -1;
+    }
+    size_t slot = id_slot(d, c->id);
+    c->hnext = d->by_id[slot];
+    d->by_id[slot] = c;
+    c->next = d->clients;
+    c->prev = NULL;
+    if (d->clients)
+        d->clients->prev = c;
+    d->clients = c;
+    d->nclients++;
+    return 0;
+}
+
+void daemon_unregister_client(struct daemon *d, struct client *c)
+{
+    struct client **pp = &d->by_id[id_slot(d, c->id)];
+
+    while (*pp && *pp != c)
+        pp = &(*pp)->hnext;
+    if (*pp)
+        *pp = c->hnext;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        d->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    d->nclients--;
+}
+
+struct client *daemon_find_client(struct daemon *d, uint64_t id)
+{
+    struct client *c = d->by_id ? d->by_id[id_slot(d, id)] : NULL;
+
+    while (c && c->id != id)
+        c = c->hnext;
+    return c;
+}
+
+/* ---- systemd notification (sd_notify without libsystemd) ---- */
+
+void daemon_notify(const char *fmt, ...)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    struct sockaddr_un sun;
+    char msg[256];
+    va_list ap;
+    int fd;
+
+    if (path == NULL || (path[0] != '/' && path[0] != '@') || strlen(path) >= sizeof(sun.sun_path))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, strlen(path));
+    if (path[0] == '@')
+        sun.sun_path[0] = '\0';
+    fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    (void)sendto(fd, msg, strlen(msg), 0, (struct sockaddr *)&sun,
+                 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path)));
+    close(fd);
+}
+
+/* ---- configuration ---- */
+
+void daemon_report_to_log(void *arg, weir_log_level sev, const char *file, int line, const char *message)
+{
+    struct daemon *d = arg;
+    int level = sev == WEIR_LOG_ERROR ? LG_ERROR : LG_WARNING;
+
+    if (line > 0)
+        log_at(&d->log, level, "%s:%d: %s", file, line, message);
+    else if (file)
+        log_at(&d->log, level, "%s: %s", file, message);
+    else
+        log_at(&d->log, level, "%s", message);
+}
+
+int daemon_load_userlist(struct daemon *d, const struct weir_config *cfg, struct userlist **out)
+{
+    char err[512];
+    int rc;
+
+    *out = NULL;
+    if (cfg->auth_file[0] == '\0')
+        return 0;
+    rc = userlist_load(cfg->auth_file, out, err, sizeof(err));
+    if (rc < 0) {
+        log_at(&d->log, LG_ERROR, "could not load auth_file: %s", err);
+        return -1;
+    }
+    if (rc > 0)
+        log_at(&d->log, LG_WARNING, "auth_file: %d malformed line(s) skipped; first: %s", rc, err);
+    return 0;
+}
+
+int daemon_reload(struct daemon *d)
+{
+    struct weir_config *fresh = NULL, *old = d->cfg;
+    struct userlist *users = NULL;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    daemon_notify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading configuration",
+                   (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+    log_at(&d->log, LG_LOG, "reloading config file %s", d->config_path);
+    if (config_load(d->config_path, &fresh, daemon_report_to_log, d) != 0 || daemon_load_userlist(d, fresh, &users) != 0) {
+        log_at(&d->log, LG_ERROR, "config reload failed; keeping the old configuration");
+        config_free(fresh);
+        daemon_notify("READY=1\nSTATUS=reload failed; old configuration kept");
+        return -1;
+    }
+    config_diff(old, fresh, daemon_report_to_log, d);
+    d->cfg = fresh;
+    userlist_free(d->users);
+    d->users = users;
+    if (strcmp(old->logfile, fresh->logfile) != 0 || fresh->logfile[0])
+        (void)log_reopen(&d->log, fresh->logfile);
+    pooler_apply_config(d);
+    config_free(old);
+    daemon_notify("READY=1\nSTATUS=serving");
+    return 0;
+}
+
+/* ---- shutdown ---- */
+
+static int servers_busy(struct daemon *d)
+{
+    for (struct client *c = d->clients; c; c = c->next)
+        if (c->state == CL_ACTIVE || c->state == CL_WAITING)
+            return 1;
+    return 0;
+}
+
+void daemon_client_gone(struct daemon *d)
+{
+    if (d->shutting_down && !servers_busy(d))
+        event_base_loopbreak(d->base);
+}
+
+void daemon_begin_shutdown(struct daemon *d)
+{
+    if (d->shutting_down)
+        return;
+    d->shutting_down = 1;
+    daemon_notify("STOPPING=1\nSTATUS=shutting down, waiting for transactions");
+    log_at(&d->log, LG_LOG, "got SIGINT, shutting down: waiting for transactions to finish");
+    listeners_pause(d, 1);
+    daemon_client_gone(d);
+}
+
