@@ -84,9 +84,19 @@ $(B)/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(B)/libdaemon.a $(B)/libweir.a $(HE
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Idaemon -o $@ $< $(UNIT_HELPERS) $(B)/libdaemon.a $(B)/libweir.a $(DEPS_LIBS) $(DAEMON_LIBS) -lcmocka
 
-$(B)/asan/%: tests/unit/%.c $(UNIT_HELPERS) $(LIB_SRCS) $(DAEMON_MODS) $(HEADERS)
+# The same under AddressSanitizer + UndefinedBehaviorSanitizer: objects built once.
+ASAN_OBJS := $(patsubst %.c,$(B)/asanobj/%.o,$(LIB_SRCS) $(DAEMON_MODS) $(UNIT_HELPERS))
+$(B)/asanobj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -o $@ $< $(UNIT_HELPERS) $(DAEMON_MODS) $(LIB_SRCS) $(DEPS_LIBS) $(DAEMON_LIBS) -lcmocka
+	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -c $< -o $@
+
+$(B)/libasan-all.a: $(ASAN_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/asan/%: tests/unit/%.c $(B)/libasan-all.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -o $@ $< $(B)/libasan-all.a $(DEPS_LIBS) $(DAEMON_LIBS) -lcmocka
 
 $(B)/itest/%: tests/integration/%.c $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -56,7 +56,8 @@ static int parse_args(int argc, char **argv, struct options *o)
             usage(stdout);
             exit(0);
         } else if (strcmp(a, "-V") == 0 || strcmp(a, "--version") == 0) {
-            printf("weir %s (libweir %s)\n", WEIR_VERSION_STRING, weir_version());
+            printf("weir %s\nlibweir %s\nlibevent %s\nlibpq %d\n", WEIR_VERSION_STRING, weir_version(), event_get_version(),
+                   PQlibVersion());
             exit(0);
         } else if (strcmp(a, "-d") == 0 || strcmp(a, "--daemon") == 0) {
             o->daemonize = 1;

@@ -72,7 +72,7 @@ grep -q '^ExecStart=/usr/bin/weir /etc/weir/weir.ini$' "$P/lib/systemd/system/we
 
 # The installed daemon starts and knows its version.
 v=$("$P/bin/weir" --version 2>&1)
-[ "$v" = "weir $VERSION" ] && ok "weir --version: $v" || fail "weir --version printed '$v'"
+[ "$(printf "%s\n" "$v" | head -n1)" = "weir $VERSION" ] && ok "weir --version: $(printf "%s" "$v" | head -n1)" || fail "weir --version printed '$v'"
 
 # pkg-config against the stage. Its dependencies (libevent, libpq) come from
 # the system, so the system's .pc directories stay on the search path.
