@@ -55,8 +55,8 @@ static const char *const load_balance_words[] = {"round-robin", "disable", NULL}
 /*
  * Alphabetical, as PgBouncer's SHOW CONFIG. Defaults and reloadability are
  * those PgBouncer 1.18 reports in SHOW CONFIG, except verbose (its default
- * shows empty there; the man page says 0). The last five rows with a
- * weir_own comment are not PgBouncer 1.18's.
+ * shows empty there; the man page says 0). Rows marked weir_own are not
+ * PgBouncer 1.18's.
  */
 static const struct config_setting settings[] = {
     STR(admin_users, "", RELOAD),
@@ -184,8 +184,6 @@ union value {
 
 #define MAX_INCLUDE_DEPTH 16
 
-enum section { SEC_NONE, SEC_DATABASES, SEC_USERS, SEC_MAIN, SEC_UNKNOWN };
-
 struct include_frame {
     FILE *fp;
     const char *name; /* interned in cfg->sources */
@@ -294,7 +292,7 @@ static int parse_int(const struct config_setting *s, const char *text, union val
         return WEIR_EINVAL;
     }
     if (n < s->min || n > s->max) {
-        if (s->max == INT_MAX)
+        if (s->max == INT_MAX && n < s->min)
             snprintf(why, wl, "must be at least %lld", (long long)s->min);
         else
             snprintf(why, wl, "must be between %lld and %lld", (long long)s->min, (long long)s->max);
@@ -492,6 +490,14 @@ static void rtrim(char *s)
         s[--n] = '\0';
 }
 
+/* fopen() succeeds on a directory; reading it would fail without a clear reason. */
+static bool is_directory(FILE *fp)
+{
+    struct stat st;
+
+    return fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
 static bool push_file(struct load_ctx *ctx, const char *path)
 {
     struct include_frame *fr;
@@ -499,13 +505,17 @@ static bool push_file(struct load_ctx *ctx, const char *path)
     FILE *fp;
 
     if (ctx->depth == MAX_INCLUDE_DEPTH) {
-        report_here(ctx, WEIR_LOG_ERROR, "%%include of \"%s\" nested more than %d deep (does a file include itself?)",
-                    path, MAX_INCLUDE_DEPTH);
+        report_here(ctx, WEIR_LOG_ERROR,
+                    "%%include of \"%s\" nested more than %d deep (does a file include itself?)", path,
+                    MAX_INCLUDE_DEPTH);
         return false;
     }
     fp = fopen(path, "r");
-    if (fp == NULL) {
-        report_here(ctx, WEIR_LOG_ERROR, "cannot open config file \"%s\": %s", path, strerror(errno));
+    if (fp == NULL || is_directory(fp)) {
+        report_here(ctx, WEIR_LOG_ERROR, "cannot open config file \"%s\": %s", path,
+                    strerror(fp ? EISDIR : errno));
+        if (fp)
+            fclose(fp);
         return false;
     }
     name = intern_file(ctx, path);
@@ -828,7 +838,8 @@ static int db_set(struct load_ctx *ctx, struct db_config *db, char *key, char *v
     if (k == NULL) {
         if (is_libpq_keyword(ctx, key))
             return add_extra(db, key, val);
-        report_here(ctx, WEIR_LOG_ERROR, "database \"%s\": unknown connection parameter \"%s\"", db->name, key);
+        report_here(ctx, WEIR_LOG_ERROR, "database \"%s\": unknown connection parameter \"%s\"",
+                    db->name, key);
         bad = 1;
     } else if (k->kind == DBK_STR || k->kind == DBK_PORT) {
         if (k->kind == DBK_PORT && !valid_port_list(val)) {
@@ -842,12 +853,14 @@ static int db_set(struct load_ctx *ctx, struct db_config *db, char *key, char *v
         }
     } else if (k->kind == DBK_COUNT) {
         if (!parse_count(val, (int *)((char *)db + k->offset))) {
-            report_here(ctx, WEIR_LOG_ERROR, "database \"%s\": invalid value \"%.50s\" for %s: expected a non-negative integer",
+            report_here(ctx, WEIR_LOG_ERROR,
+                        "database \"%s\": invalid value \"%.50s\" for %s: expected a non-negative integer",
                         db->name, val, key);
             bad = 1;
         }
     } else if ((db->pool_mode = find_word(pool_mode_words, val)) < 0) {
-        report_here(ctx, WEIR_LOG_ERROR, "database \"%s\": invalid pool_mode \"%.50s\": expected session, transaction or statement",
+        report_here(ctx, WEIR_LOG_ERROR,
+                    "database \"%s\": invalid pool_mode \"%.50s\": expected session, transaction or statement",
                     db->name, val);
         bad = 1;
     }
@@ -949,21 +962,25 @@ static int user_set_cb(struct load_ctx *ctx, void *obj, char *key, char *val)
 
     if (strcmp(key, "pool_mode") == 0) {
         if ((u->pool_mode = find_word(pool_mode_words, val)) < 0) {
-            report_here(ctx, WEIR_LOG_ERROR, "user \"%s\": invalid pool_mode \"%.50s\": expected session, transaction or statement",
+            report_here(ctx, WEIR_LOG_ERROR,
+                        "user \"%s\": invalid pool_mode \"%.50s\": expected session, transaction or statement",
                         u->name, val);
             rc = WEIR_EINVAL;
         }
     } else if (strcmp(key, "max_user_connections") == 0) {
         if (!parse_integer(val, &n) || n < 0 || n > INT_MAX) {
-            report_here(ctx, WEIR_LOG_ERROR, "user \"%s\": invalid value \"%.50s\" for max_user_connections: expected a non-negative integer",
+            report_here(ctx, WEIR_LOG_ERROR,
+                        "user \"%s\": invalid value \"%.50s\" for max_user_connections: "
+                        "expected a non-negative integer",
                         u->name, val);
             rc = WEIR_EINVAL;
         } else {
             u->max_user_connections = (int)n;
         }
     } else {
-        report_here(ctx, WEIR_LOG_ERROR, "user \"%s\": unknown setting \"%s\" (allowed: pool_mode, max_user_connections)",
-                    u->name, key);
+        report_here(ctx, WEIR_LOG_ERROR,
+                    "user \"%s\": unknown setting \"%s\" (allowed: pool_mode, max_user_connections)", u->name,
+                    key);
         rc = WEIR_EINVAL;
     }
     free(key);
@@ -1049,9 +1066,12 @@ static int cmp_ref(const void *a, const void *b)
 static void sort_unique(struct load_ctx *ctx, const char *what, void *base, size_t *n, size_t size,
                         struct entry_ref *refs, void (*free_elem)(void *))
 {
-    char *sorted = malloc(*n * size + 1);
+    char *sorted;
     size_t out = 0;
 
+    if (*n == 0)
+        return;
+    sorted = malloc(*n * size);
     if (sorted == NULL) {
         report_oom(ctx);
         return;
@@ -1132,7 +1152,8 @@ static void check_readable(struct load_ctx *ctx, const char *name, const char *p
         return;
     }
     if (access(path, R_OK) != 0)
-        report_setting(ctx, WEIR_LOG_ERROR, name, "%s \"%s\" cannot be read: %s", name, path, strerror(errno));
+        report_setting(ctx, WEIR_LOG_ERROR, name, "%s \"%s\" cannot be read: %s", name, path,
+                       strerror(errno));
 }
 
 static bool any_auth_user(const struct weir_config *cfg)
@@ -1168,8 +1189,9 @@ static void check_tls(struct load_ctx *ctx)
     const struct weir_config *cfg = ctx->cfg;
 
     if (cfg->client_tls_sslmode != TLS_MODE_DISABLE) {
-        check_readable(ctx, "client_tls_key_file", cfg->client_tls_key_file, "client_tls_sslmode is not disable");
-        check_readable(ctx, "client_tls_cert_file", cfg->client_tls_cert_file, "client_tls_sslmode is not disable");
+        const char *why = "client_tls_sslmode is not disable";
+        check_readable(ctx, "client_tls_key_file", cfg->client_tls_key_file, why);
+        check_readable(ctx, "client_tls_cert_file", cfg->client_tls_cert_file, why);
         check_readable(ctx, "client_tls_ca_file", cfg->client_tls_ca_file, NULL);
     }
     if (cfg->server_tls_sslmode != TLS_MODE_DISABLE) {
@@ -1188,9 +1210,11 @@ static void check_socket_dir(struct load_ctx *ctx)
     if (dir[0] == '\0' || dir[0] == '@')
         return;
     if (stat(dir, &st) != 0)
-        report_setting(ctx, WEIR_LOG_ERROR, "unix_socket_dir", "unix_socket_dir \"%s\": %s", dir, strerror(errno));
+        report_setting(ctx, WEIR_LOG_ERROR, "unix_socket_dir", "unix_socket_dir \"%s\": %s", dir,
+                       strerror(errno));
     else if (!S_ISDIR(st.st_mode))
-        report_setting(ctx, WEIR_LOG_ERROR, "unix_socket_dir", "unix_socket_dir \"%s\" is not a directory", dir);
+        report_setting(ctx, WEIR_LOG_ERROR, "unix_socket_dir", "unix_socket_dir \"%s\" is not a directory",
+                       dir);
 }
 
 /* Only a warning: the daemon can still log to stderr. */
@@ -1203,7 +1227,8 @@ static void check_logfile(struct load_ctx *ctx)
         return;
     if (access(path, F_OK) == 0) {
         if (access(path, W_OK) != 0)
-            report_setting(ctx, WEIR_LOG_WARNING, "logfile", "logfile \"%s\" is not writable: %s", path, strerror(errno));
+            report_setting(ctx, WEIR_LOG_WARNING, "logfile", "logfile \"%s\" is not writable: %s", path,
+                           strerror(errno));
         return;
     }
     copy = strdup(path);
@@ -1212,8 +1237,8 @@ static void check_logfile(struct load_ctx *ctx)
         return;
     }
     if (access(dirname(copy), W_OK) != 0)
-        report_setting(ctx, WEIR_LOG_WARNING, "logfile", "logfile \"%s\" cannot be created in \"%s\": %s", path,
-                       copy, strerror(errno));
+        report_setting(ctx, WEIR_LOG_WARNING, "logfile", "logfile \"%s\" cannot be created in \"%s\": %s",
+                       path, copy, strerror(errno));
     free(copy);
 }
 
@@ -1240,7 +1265,7 @@ static bool apply_defaults(struct load_ctx *ctx)
             return false;
         }
         if (rc != 0) {
-            report_at(ctx, WEIR_LOG_ERROR, NULL, 0, "internal error: bad default for %s: %s",
+            report_at(ctx, WEIR_LOG_ERROR, ctx->file, 0, "internal error: bad default for %s: %s",
                       settings[i].name, why);
             return false;
         }
@@ -1462,8 +1487,8 @@ void config_diff(const struct weir_config *old, const struct weir_config *new_cf
         if (strcmp(a, b) == 0)
             continue;
         o = origin_of(new_cfg, s->name);
-        snprintf(msg, sizeof(msg), "%s changed from %s%s%s to %s%s%s; restart weir to apply", s->name, q, a, q,
-                 q, b, q);
+        snprintf(msg, sizeof(msg), "%s changed from %s%s%s to %s%s%s; restart weir to apply", s->name, q, a,
+                 q, q, b, q);
         report(arg, WEIR_LOG_WARNING, o.file, o.line, msg);
     }
 }

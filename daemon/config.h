@@ -55,8 +55,10 @@ struct config_kv {
 /*
  * One [databases] entry. Strings are NULL when the key was not given; ints
  * and pool_mode are CONFIG_UNSET, meaning "use the global setting". dbname
- * NULL means "the name the client asked for" (always so for the "*" entry).
- * port is libpq's form: one port or a comma-separated list matching host.
+ * NULL means "the name the client asked for", which is how the "*" entry
+ * usually serves every database. port is libpq's form: one port or a
+ * comma-separated list matching host. PgBouncer's keys never appear in
+ * extra, not even those libpq also knows (host, user, client_encoding...).
  */
 struct db_config {
     char *name;
