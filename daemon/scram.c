@@ -337,8 +337,8 @@ static bool read_attr(struct cursor *c, struct attr *a, char *err, size_t errlen
         return false;
     }
     if (c->end - c->p < 2 || c->p[1] != '=') {
-        set_err(err, errlen, "malformed SCRAM message: expected character \"=\" for attribute \"%c\"",
-                a->name);
+        set_err(err, errlen,
+                "malformed SCRAM message: expected character \"=\" for attribute \"%c\"", a->name);
         return false;
     }
     a->val = c->p + 2;
