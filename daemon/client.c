@@ -671,14 +671,14 @@ static void client_request_server(struct client *c)
         client_disconnect(c, "57P01", "pgbouncer is shutting down");
         return;
     }
+    c->wait_start_us = weir__now_us();
+    if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+        client_got_server(c, pooled); /* the common case: no event changes */
+        return;
+    }
     client_set_state(c, CL_WAITING);
     stream_set_reading(&c->io, 0);
     client_arm_timer(c, 0);
-    c->wait_start_us = weir__now_us();
-    if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
-        client_got_server(c, pooled);
-        return;
-    }
     if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
         client_disconnect(c, "08P01", "pooler error: cannot queue for a server");
 }

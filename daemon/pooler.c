@@ -113,10 +113,12 @@ static void fill_pool_config(struct daemon *d, const struct db_config *db, weir_
     pc->recycle_ms = ms(cfg->server_lifetime_us);
     pc->recycle_jitter_ms = 0;
     pc->idle_timeout_ms = ms(cfg->server_idle_timeout_us);
-    pc->pre_ping_ms = cfg->server_check_query[0] && cfg->server_check_delay_us >= 0 ? ms(cfg->server_check_delay_us) : -1;
-    pc->reset_on_return = 0; /* the daemon resets servers itself, over its own protocol code */
+    /* The daemon speaks to its servers itself after login: it resets them and
+     * watches idle ones over its own protocol code, not through libpq. */
+    pc->pre_ping_ms = -1;
+    pc->reset_on_return = 0;
+    pc->watch_idle = 0;
     pc->lifo = !cfg->server_round_robin;
-    pc->watch_idle = 1;
     pc->retry_min_ms = 250;
     pc->retry_max_ms = ms(cfg->server_login_retry_us) > 250 ? ms(cfg->server_login_retry_us) : 250;
     pc->fail_waiters_on_connect_error = 1;

@@ -103,6 +103,9 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
         if (tracked_param_reported(i))
             param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
     weir_pooled_set_data(pooled, s, server_detach);
+    /* Registered for reading for the server's whole life: no epoll_ctl per
+     * transaction, and an idle server that goes away is noticed at once. */
+    stream_set_reading(&s->io, 1);
     server_log(s, LG_DEBUG, "new server connection", NULL);
     return s;
 }
@@ -125,7 +128,7 @@ static void server_checkin(struct server *s, int clean)
     weir_pooled *pooled = s->pooled;
     struct dpool *dp = s->dp;
 
-    stream_set_reading(&s->io, 0);
+    stream_set_reading(&s->io, 1);
     s->client = NULL;
     if (s->state != SV_IDLE)
         server_set_state(s, SV_IDLE);
@@ -523,11 +526,26 @@ static void relay_to_client(struct server *s)
     }
 }
 
+/* Bytes from a server sitting in the pool: a notice, or its goodbye. */
+static void server_idle_input(struct server *s)
+{
+    evbuffer_drain(s->io.in, evbuffer_get_length(s->io.in));
+    if (s->io.eof || s->io.failed) {
+        server_log(s, LG_LOG, "closing because: ", "server closed the connection while idle");
+        stream_set_reading(&s->io, 0);
+        weir_pool_invalidate(s->dp->pool, s->pooled);
+    }
+}
+
 static void server_on_read(struct stream *io, void *arg)
 {
     struct server *s = arg;
     struct client *c;
 
+    if (s->state == SV_IDLE && s->client == NULL) {
+        server_idle_input(s);
+        return;
+    }
     if (io->eof || io->failed) {
         server_lost(s, io->eof ? "server closed the connection" : "server read failed");
         return;

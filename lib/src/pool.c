@@ -123,7 +123,7 @@ static int pool_total(const weir_pool *pool)
 /* Should this connection be closed rather than used again? */
 static int item_retired(weir_pool *pool, weir_pooled *item, int64_t now)
 {
-    if (pool->closed || pool->draining || item->generation != pool->generation)
+    if (pool->closed || pool->draining || item->invalid || item->generation != pool->generation)
         return 1;
     return item->expires_us != 0 && now >= item->expires_us;
 }
@@ -824,6 +824,16 @@ void weir_pool_free(weir_pool *pool)
 }
 
 /* ---- public: control ---- */
+
+void weir_pool_invalidate(weir_pool *pool, weir_pooled *conn)
+{
+    pthread_mutex_lock(&pool->lock);
+    conn->invalid = 1;
+    pool->st.invalidated++;
+    if (conn->state == ITEM_IDLE && !pool->closed)
+        pool_kick(pool); /* the pool thread owns its events: it closes it */
+    pthread_mutex_unlock(&pool->lock);
+}
 
 uint64_t weir_pool_invalidate_all(weir_pool *pool)
 {

@@ -33,6 +33,7 @@ struct weir_pooled {
     int64_t created_us, expires_us, idle_since_us, out_since_us, op_start_us;
     struct event *watch_ev;  /* idle: server closed it? (pool base) */
     struct event *op_ev;     /* connect/ping/reset progress (pool base) */
+    int invalid;             /* weir_pool_invalidate(): close, never reuse */
     void *data;              /* caller's attachment */
     void (*data_free)(void *data);
     struct weir_link all_link;

@@ -525,6 +525,25 @@ static void test_invalidate_one_and_generation(void **state)
     weir_pool_checkin(f->pool, c, WEIR_CHECKIN_CLEAN);
 }
 
+static void test_invalidate_idle_and_out(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *a, *b;
+
+    f->cfg.watch_idle = 0;
+    start(f);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &b), 0);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
+    weir_pool_invalidate(f->pool, a); /* idle: the pool thread closes it */
+    WAIT_FOR(stats(f).total == 1, 1000);
+    weir_pool_invalidate(f->pool, b); /* out: closed when it comes back */
+    assert_int_equal(stats(f).total, 1);
+    weir_pool_checkin(f->pool, b, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(stats(f).total, 0);
+    assert_int_equal(stats(f).invalidated, 2);
+}
+
 static void test_connect_backoff_then_success(void **state)
 {
     struct fixture *f = *state;
@@ -762,6 +781,7 @@ int main(void)
         T(test_lifo),
         T(test_fifo),
         T(test_invalidate_one_and_generation),
+        T(test_invalidate_idle_and_out),
         T(test_connect_backoff_then_success),
         T(test_connect_error_fails_waiters),
         T(test_connect_timeout),

@@ -126,6 +126,11 @@ WEIR_API void *weir_pooled_get_data(const weir_pooled *conn);
 /* Generation the connection belongs to (see weir_pool_invalidate_all). */
 WEIR_API uint64_t weir_pooled_generation(const weir_pooled *conn);
 
+/* Mark one connection for closing: an idle one is closed by the pool thread
+ * soon, a checked-out one when it comes back. For owners who watch the
+ * connection themselves (watch_idle = 0) and see the server go away. */
+WEIR_API void weir_pool_invalidate(weir_pool *pool, weir_pooled *conn);
+
 /* Every connection made before now is closed: idle ones at once, checked-out
  * ones when returned (e.g. after a failover). Returns the new generation. */
 WEIR_API uint64_t weir_pool_invalidate_all(weir_pool *pool);
