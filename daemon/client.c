@@ -163,15 +163,24 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
         client_disconnect(c, "08P01", "client_idle_timeout");
         break;
     case CL_ACTIVE:
-        if (c->server && c->server->txn != 'I' && c->server->pending == 0)
+        if (c->server == NULL)
+            break;
+        if (c->server->pending > 0) {
+            /* Cancel first: closing alone would leave the query running. */
+            server_cancel(c->server);
+            client_disconnect(c, "08P01", "query timeout");
+        } else if (c->server->txn != 'I') {
             client_disconnect(c, "08P01", "idle transaction timeout");
+        } else {
+            client_disconnect(c, "08P01", "client_idle_timeout");
+        }
         break;
     default:
         break;
     }
 }
 
-static void client_arm_timer(struct client *c, int64_t us)
+void client_arm_timer(struct client *c, int64_t us)
 {
     struct timeval tv;
 

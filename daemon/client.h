@@ -76,6 +76,8 @@ void client_resume(struct client *c);
 void client_start_auth_public(struct client *c);
 /* The admin console finished its welcome: the client is idle. */
 void client_admin_ready(struct client *c);
+/* (Re)start the client's one timer; 0 stops it. Its meaning follows the state. */
+void client_arm_timer(struct client *c, int64_t us);
 /* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Flush output; on failure the client is disconnected. 0 or -1. */

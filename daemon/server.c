@@ -352,7 +352,20 @@ int server_forward_from_client(struct server *s)
         client_disconnect(c, "08P01", "server conn crashed?");
         return -1;
     }
+    if (s->pending > 0) /* a query runs: only query_timeout applies (0 = none) */
+        client_arm_timer(c, s->d->cfg->query_timeout_us);
     return 0;
+}
+
+/* Between queries on a linked server: which timeout watches the client now. */
+static void arm_between_queries(struct server *s, struct client *c)
+{
+    const struct weir_config *cfg = s->d->cfg;
+
+    if (s->txn != 'I')
+        client_arm_timer(c, cfg->idle_transaction_timeout_us);
+    else
+        client_arm_timer(c, cfg->client_idle_timeout_us);
 }
 
 /* ---- server -> client ---- */
@@ -389,6 +402,8 @@ static int server_at_ready(struct server *s)
         return 0;
     if (s->txn == 'I')
         s->dp->xact_count++;
+    if (s->dp->mode == POOL_MODE_SESSION || s->txn != 'I')
+        arm_between_queries(s, c);
     if (s->dp->mode == POOL_MODE_SESSION)
         return 0;
     if (s->dp->mode == POOL_MODE_STATEMENT && s->txn != 'I') {
