@@ -21,6 +21,7 @@ struct scram_cache;
 struct client;
 struct dpool;
 struct listener;
+struct limit_group;
 
 /* Session parameters re-applied when a client gets a server whose values
  * differ; the first six are reported by the server (ParameterStatus). */
@@ -66,6 +67,7 @@ struct daemon {
     uint64_t next_id;
 
     struct dpool *pools;         /* (database, user) pools (list) */
+    struct limit_group *limit_groups; /* max_db_connections / max_user_connections */
     struct event *sigint_ev, *sigterm_ev, *sighup_ev, *sigusr1_ev, *sigusr2_ev;
     struct event *shutdown_timer;
     int shutting_down;           /* SIGINT: no new clients, exit when idle */

@@ -124,6 +124,65 @@ static void fill_pool_config(struct daemon *d, const struct db_config *db, weir_
     pc->fail_waiters_on_connect_error = 1;
 }
 
+/* The shared limit for one database or one user (kind 'd' or 'u'). */
+struct limit_group {
+    struct limit_group *next;
+    char kind;
+    char *name;
+    weir_pool_group *group;
+};
+
+static int db_limit(struct daemon *d, const char *dbname)
+{
+    const struct db_config *db = config_find_db(d->cfg, dbname);
+    return db && db->max_db_connections != CONFIG_UNSET ? db->max_db_connections : d->cfg->max_db_connections;
+}
+
+static int user_limit(struct daemon *d, const char *user)
+{
+    const struct user_config *u = config_find_user(d->cfg, user);
+    return u && u->max_user_connections != CONFIG_UNSET ? u->max_user_connections
+                                                        : d->cfg->max_user_connections;
+}
+
+static weir_pool_group *limit_group_get(struct daemon *d, char kind, const char *name)
+{
+    struct limit_group *lg;
+    int max = kind == 'd' ? db_limit(d, name) : user_limit(d, name);
+
+    for (lg = d->limit_groups; lg; lg = lg->next)
+        if (lg->kind == kind && strcmp(lg->name, name) == 0)
+            return lg->group;
+    lg = calloc(1, sizeof(*lg));
+    if (lg == NULL || (lg->name = strdup(name)) == NULL || weir_pool_group_new(max, &lg->group) != 0) {
+        if (lg)
+            free(lg->name);
+        free(lg);
+        return NULL;
+    }
+    lg->kind = kind;
+    lg->next = d->limit_groups;
+    d->limit_groups = lg;
+    return lg->group;
+}
+
+static void limit_groups_apply(struct daemon *d)
+{
+    for (struct limit_group *lg = d->limit_groups; lg; lg = lg->next)
+        weir_pool_group_set_max(lg->group, lg->kind == 'd' ? db_limit(d, lg->name) : user_limit(d, lg->name));
+}
+
+static void limit_groups_free(struct daemon *d)
+{
+    while (d->limit_groups) {
+        struct limit_group *lg = d->limit_groups;
+        d->limit_groups = lg->next;
+        weir_pool_group_free(lg->group);
+        free(lg->name);
+        free(lg);
+    }
+}
+
 static struct dpool *dpool_find(struct daemon *d, const char *dbname, const char *user)
 {
     for (struct dpool *dp = d->pools; dp; dp = dp->next)
@@ -181,6 +240,8 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     pc.name = name;
     pc.log_fn = daemon_pool_log;
     pc.log_arg = d;
+    pc.groups[0] = limit_group_get(d, 'd', dbname);
+    pc.groups[1] = limit_group_get(d, 'u', user);
     if (dp->dbname == NULL || dp->user == NULL || dp->conninfo == NULL || weir_pool_new(&pc, &dp->pool) != 0) {
         dpool_free(dp);
         return NULL;
@@ -241,6 +302,7 @@ int pooler_wait_ms(const struct dpool *dp)
 
 void pooler_apply_config(struct daemon *d)
 {
+    limit_groups_apply(d);
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         const struct db_config *db = config_find_db(d->cfg, dp->dbname);
         char *conninfo;
@@ -294,4 +356,5 @@ void pooler_free_all(struct daemon *d)
         d->pools = dp->next;
         dpool_free(dp);
     }
+    limit_groups_free(d);
 }

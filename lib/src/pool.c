@@ -145,6 +145,11 @@ static void item_retire(weir_pooled *item, const char *reason)
 /* Free a detached item: its events, its driver connection, itself. */
 static void item_destroy(weir_pooled *item)
 {
+    weir_pool *pool = item->pool;
+
+    for (int i = 0; i < WEIR_POOL_MAX_GROUPS && item->reserved; i++)
+        if (pool->cfg.groups[i])
+            group_release(pool->cfg.groups[i]);
     if (item->watch_ev)
         event_free(item->watch_ev);
     if (item->op_ev)
@@ -484,6 +489,40 @@ static int overflow_allowed(weir_pool *pool, int64_t now)
     return 0;
 }
 
+/* Cap want by the groups' free slots; a full group with our waiters asks
+ * the other members for an idle slot. */
+static int groups_limit(weir_pool *pool, int want)
+{
+    for (int i = 0; i < WEIR_POOL_MAX_GROUPS && want > 0; i++) {
+        weir_pool_group *g = pool->cfg.groups[i];
+        int room;
+        if (g == NULL)
+            continue;
+        room = group_room(g);
+        if (room == 0 && pool->nwaiters > 0)
+            group_request_evict(g, pool);
+        if (want > room)
+            want = room;
+    }
+    return want;
+}
+
+/* Take a slot in every group, or none. */
+static int groups_reserve(weir_pool *pool)
+{
+    int i;
+
+    for (i = 0; i < WEIR_POOL_MAX_GROUPS; i++)
+        if (pool->cfg.groups[i] && !group_reserve(pool->cfg.groups[i]))
+            break;
+    if (i == WEIR_POOL_MAX_GROUPS)
+        return 1;
+    while (i-- > 0)
+        if (pool->cfg.groups[i])
+            group_release(pool->cfg.groups[i]);
+    return 0;
+}
+
 /* How many new connections should start now? Under lock. */
 static int connects_wanted(weir_pool *pool, int64_t now)
 {
@@ -499,13 +538,22 @@ static int connects_wanted(weir_pool *pool, int64_t now)
     /* After a failure, probe with one connection before opening many. */
     if (pool->backoff_ms > pool->cfg.retry_min_ms && want > 1)
         want = pool->count[ITEM_CONNECTING] ? 0 : 1;
-    return want < room ? want : room;
+    if (want > room)
+        want = room;
+    return groups_limit(pool, want);
 }
 
 /* Idle connections to close now (retired, idle too long beyond min_size). */
 static void collect_idle_to_close(weir_pool *pool, int64_t now, struct weir_link *grave)
 {
     struct weir_link *l, *next;
+
+    /* A group member needs a slot: give up our oldest idle connection. */
+    if (atomic_exchange(&pool->evict_wanted, 0) && pool->nwaiters == 0 && !weir_list_empty(&pool->idle)) {
+        weir_pooled *oldest = weir_container_of(pool->idle.prev, weir_pooled, idle_link);
+        item_retire(oldest, "evicted for another pool of its group");
+        weir_list_push_back(grave, &oldest->idle_link);
+    }
 
     for (l = pool->idle.next; l != &pool->idle; l = next) {
         weir_pooled *item = weir_container_of(l, weir_pooled, idle_link);
@@ -566,9 +614,17 @@ static void pool_work(weir_pool *pool)
     }
     nconnect = connects_wanted(pool, now);
     for (i = 0; i < nconnect; i++) {
-        weir_pooled *item = item_new(pool, ITEM_CONNECTING);
-        if (item == NULL)
+        weir_pooled *item;
+        if (!groups_reserve(pool))
             break;
+        item = item_new(pool, ITEM_CONNECTING);
+        if (item == NULL) {
+            for (int g = 0; g < WEIR_POOL_MAX_GROUPS; g++)
+                if (pool->cfg.groups[g])
+                    group_release(pool->cfg.groups[g]);
+            break;
+        }
+        item->reserved = 1;
         weir_list_push_back(&todo, &item->idle_link);
     }
     if (pool->next_connect_us > now && connects_wanted(pool, pool->next_connect_us) > 0) {
@@ -780,6 +836,11 @@ int weir_pool_new(const weir_pool_config *cfg, weir_pool **out)
     weir_list_init(&pool->idle);
     weir_list_init(&pool->waiters);
     weir_list_init(&pool->todo);
+    for (int i = 0; i < WEIR_POOL_MAX_GROUPS; i++) {
+        pool->membership[i].pool = pool;
+        if (cfg->groups[i])
+            group_join(cfg->groups[i], &pool->membership[i]);
+    }
     pool_arm_tick(pool);
     pool_kick(pool);
     *out = pool;
@@ -809,6 +870,9 @@ void weir_pool_free(weir_pool *pool)
         item_retire(item, "pool closed");
         weir_list_push_back(&grave, &item->idle_link);
     }
+    for (int i = 0; i < WEIR_POOL_MAX_GROUPS; i++)
+        if (pool->cfg.groups[i])
+            group_leave(pool->cfg.groups[i], &pool->membership[i]);
     event_free(pool->kick_ev);
     event_free(pool->tick_ev);
     pool->kick_ev = pool->tick_ev = NULL;

@@ -6,6 +6,7 @@
 #define WEIR_POOL_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -34,6 +35,7 @@ struct weir_pooled {
     struct event *watch_ev;  /* idle: server closed it? (pool base) */
     struct event *op_ev;     /* connect/ping/reset progress (pool base) */
     int invalid;             /* weir_pool_invalidate(): close, never reuse */
+    int reserved;            /* holds a slot in each of the pool's groups */
     void *data;              /* caller's attachment */
     void (*data_free)(void *data);
     struct weir_link all_link;
@@ -50,6 +52,12 @@ struct weir_pool_waiter {
     struct event *ev;        /* async front: on the caller's base */
     weir_pool_cb cb;
     void *arg;
+};
+
+/* A pool's place in one of its groups' member lists. */
+struct pool_membership {
+    struct weir_link link;
+    weir_pool *pool;
 };
 
 struct weir_pool {
@@ -71,6 +79,8 @@ struct weir_pool {
     uint64_t rng;
     char last_error[256];
     weir_pool_stats st;      /* counters; sizes are filled in on snapshot */
+    struct pool_membership membership[WEIR_POOL_MAX_GROUPS];
+    atomic_int evict_wanted; /* a group member needs one of our idle slots */
 };
 
 WEIR_INTERNAL weir_pooled *pool_take_idle(weir_pool *pool, int *kick);
@@ -84,6 +94,14 @@ WEIR_INTERNAL void pool_destroy(weir_pool *pool);
 WEIR_INTERNAL void pool_waiter_enqueue(weir_pool *pool, weir_pool_waiter *w);
 WEIR_INTERNAL void pool_waiter_expire(weir_pool *pool, weir_pool_waiter *w);
 WEIR_INTERNAL void pool_waiter_withdraw(weir_pool *pool, weir_pool_waiter *w);
+/* Groups (pool_group.c). */
+WEIR_INTERNAL void group_join(weir_pool_group *g, struct pool_membership *m);
+WEIR_INTERNAL void group_leave(weir_pool_group *g, struct pool_membership *m);
+WEIR_INTERNAL int group_room(weir_pool_group *g);
+WEIR_INTERNAL int group_reserve(weir_pool_group *g);
+WEIR_INTERNAL void group_release(weir_pool_group *g);
+WEIR_INTERNAL void group_kick_members(weir_pool_group *g, weir_pool *except);
+WEIR_INTERNAL void group_request_evict(weir_pool_group *g, weir_pool *requester);
 WEIR_INTERNAL void pool_watch_cb(evutil_socket_t fd, short what, void *arg);
 
 #endif

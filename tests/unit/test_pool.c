@@ -544,6 +544,41 @@ static void test_invalidate_idle_and_out(void **state)
     assert_int_equal(stats(f).invalidated, 2);
 }
 
+static void test_group_limit_and_eviction(void **state)
+{
+    struct fixture *f = *state;
+    weir_pool_group *g;
+    weir_pool *other;
+    weir_pooled *a1, *a2, *b;
+
+    assert_int_equal(weir_pool_group_new(2, &g), 0);
+    f->cfg.groups[0] = g;
+    start(f);
+    assert_int_equal(weir_pool_new(&f->cfg, &other), 0);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a1), 0);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a2), 0);
+    assert_int_equal(weir_pool_group_count(g), 2);
+    /* Both slots are in use: the other pool cannot connect. */
+    assert_int_equal(weir_pool_checkout(other, 100, &b), WEIR_ETIMEDOUT);
+    /* Returned to idle, one is evicted for the other pool's waiter. */
+    weir_pool_checkin(f->pool, a1, WEIR_CHECKIN_CLEAN);
+    weir_pool_checkin(f->pool, a2, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(weir_pool_checkout(other, 2000, &b), 0);
+    assert_int_equal(weir_pool_group_count(g), 2);
+    weir_pool_stats st;
+    weir_pool_get_stats(f->pool, &st);
+    assert_int_equal(st.total, 1);
+    weir_pool_checkin(other, b, WEIR_CHECKIN_CLEAN);
+    event_base_once(f->base, -1, EV_TIMEOUT, free_pool_cb, f, NULL);
+    pthread_join(f->thread, NULL);
+    f->pool = other; /* teardown frees the second pool on a fresh loop */
+    pthread_create(&f->thread, NULL, loop_main, f);
+    event_base_once(f->base, -1, EV_TIMEOUT, free_pool_cb, f, NULL);
+    pthread_join(f->thread, NULL);
+    weir_pool_group_free(g);
+    pthread_create(&f->thread, NULL, loop_main, f);
+}
+
 static void test_connect_backoff_then_success(void **state)
 {
     struct fixture *f = *state;
@@ -782,6 +817,7 @@ int main(void)
         T(test_fifo),
         T(test_invalidate_one_and_generation),
         T(test_invalidate_idle_and_out),
+        T(test_group_limit_and_eviction),
         T(test_connect_backoff_then_success),
         T(test_connect_error_fails_waiters),
         T(test_connect_timeout),

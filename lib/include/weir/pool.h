@@ -28,6 +28,9 @@ struct event_base;
 typedef struct weir_pool weir_pool;
 typedef struct weir_pooled weir_pooled;       /* one checked-out connection */
 typedef struct weir_pool_waiter weir_pool_waiter;
+typedef struct weir_pool_group weir_pool_group; /* a limit shared by pools */
+
+#define WEIR_POOL_MAX_GROUPS 2
 
 typedef struct weir_pool_config {
     const weir_dialect *dialect;   /* borrowed; must outlive the pool */
@@ -55,9 +58,24 @@ typedef struct weir_pool_config {
     int fail_waiters_on_connect_error; /* 1: waiters get WEIR_ECONNECT at once;
                                           0: they keep waiting while we retry (1) */
 
+    /* Limits shared with other pools (e.g. per database, per user); NULL
+     * entries are ignored. Borrowed: a group must outlive its pools. */
+    weir_pool_group *groups[WEIR_POOL_MAX_GROUPS];
+
     weir_log_fn log_fn;            /* may be NULL */
     void *log_arg;
 } weir_pool_config;
+
+/*
+ * A group caps the connections (open or opening) of all pools that name it,
+ * like PgBouncer's max_db_connections. 0 means no limit. When a member with
+ * waiters finds the group full, other members close an idle connection to
+ * make room. Free a group only after every pool in it.
+ */
+WEIR_API WEIR_MUST_CHECK int weir_pool_group_new(int max_connections, weir_pool_group **out);
+WEIR_API void weir_pool_group_free(weir_pool_group *group);
+WEIR_API void weir_pool_group_set_max(weir_pool_group *group, int max_connections);
+WEIR_API int weir_pool_group_count(weir_pool_group *group);
 
 /* Fill cfg with the defaults shown in parentheses above. */
 WEIR_API void weir_pool_config_init(weir_pool_config *cfg);
