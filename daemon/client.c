@@ -153,6 +153,7 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
     struct client *c = arg;
     (void)fd;
     (void)what;
+    c->timer_armed = 0;
     switch (c->state) {
     case CL_STARTUP:
     case CL_AUTH:
@@ -184,9 +185,10 @@ void client_arm_timer(struct client *c, int64_t us)
 {
     struct timeval tv;
 
-    if (!c->timer_ready)
-        return;
+    if (!c->timer_ready || (us <= 0 && !c->timer_armed))
+        return; /* the common case: no timeouts configured, nothing to do */
     event_del(&c->timer);
+    c->timer_armed = us > 0;
     if (us <= 0)
         return;
     tv.tv_sec = us / 1000000;

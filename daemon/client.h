@@ -57,7 +57,7 @@ struct client {
     int unsynced;                 /* extended-protocol messages since the last Sync */
     int64_t connect_us, request_us, wait_start_us;
     struct event timer;           /* login timeout, idle timeouts */
-    int timer_ready;
+    int timer_ready, timer_armed;
     int deferred_free;
 };
 

@@ -202,12 +202,24 @@ static int build_param_sets(struct server *s, struct client *c, struct evbuffer 
     return n;
 }
 
+static int params_differ(const struct server *s, const struct client *c)
+{
+    for (int i = 0; i < TP_COUNT; i++) {
+        const char *want = c->params.v[i];
+        if (want != NULL && (s->params.v[i] == NULL || strcmp(s->params.v[i], want) != 0))
+            return 1;
+    }
+    return 0;
+}
+
 static int send_param_sets(struct server *s, struct client *c)
 {
-    struct evbuffer *sql = evbuffer_new();
+    struct evbuffer *sql;
     int n, rc = 0;
 
-    if (sql == NULL)
+    if (!params_differ(s, c))
+        return 0; /* the usual case: same application, same settings */
+    if ((sql = evbuffer_new()) == NULL)
         return -1;
     n = build_param_sets(s, c, sql);
     if (n > 0) {

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "stream.h"
@@ -96,7 +97,8 @@ int stream_fill(struct stream *s)
         iov[i].iov_base = vec[i].iov_base;
         iov[i].iov_len = vec[i].iov_len;
     }
-    n = readv(s->fd, iov, nvec);
+    /* recv() on the common single-extent case: cheaper in the kernel than readv(). */
+    n = nvec == 1 ? recv(s->fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(s->fd, iov, nvec);
     if (n < 0) {
         evbuffer_commit_space(s->in, vec, 0);
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -119,10 +121,25 @@ int stream_fill(struct stream *s)
     return 1;
 }
 
+/* One send(2) for data in one extent (the usual small reply), writev(2)
+ * through evbuffer_write otherwise. MSG_NOSIGNAL: a peer gone is an error, not SIGPIPE. */
+static int stream_send(struct stream *s)
+{
+    struct evbuffer_iovec v[2];
+    ssize_t n;
+
+    if (evbuffer_peek(s->out, -1, NULL, v, 2) != 1)
+        return evbuffer_write(s->out, s->fd);
+    n = send(s->fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
+    if (n > 0)
+        evbuffer_drain(s->out, (size_t)n);
+    return (int)n;
+}
+
 int stream_flush(struct stream *s)
 {
     while (evbuffer_get_length(s->out) > 0) {
-        int n = evbuffer_write(s->out, s->fd);
+        int n = stream_send(s);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
                 break;
