@@ -45,7 +45,7 @@ SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recove
 .PHONY: all lib daemon check unit asan itest install uninstall clean bench fuzz run deps tests-build
 all: lib daemon
 
-lib: $(LIBFILE) lib/$(SONAME) lib/libweir.so lib/weir.pc
+lib: $(LIBFILE) lib/$(SONAME) lib/libweir.so lib/weir.pc $(B)/libweir.a
 daemon: daemon/weir
 
 $(B)/pic/%.o: %.c

@@ -9,10 +9,9 @@
 #include <weir/dialect.h>
 
 #include "internal.h"
+#include "pg_internal.h"
 
 /* Defined in dialect_pg.c. */
-WEIR_INTERNAL extern const weir_dialect weir__dialect_postgresql;
-WEIR_INTERNAL extern const weir_dialect weir__dialect_postgresql_nodiscard;
 
 static const weir_dialect *const builtin_dialects[] = {
     &weir__dialect_postgresql,

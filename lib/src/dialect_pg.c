@@ -15,6 +15,7 @@
 #include <weir/dialect.h>
 
 #include "internal.h"
+#include "pg_internal.h"
 
 #define PG_MAX_COMMANDS 5
 
@@ -35,7 +36,6 @@ typedef struct pg_dconn {
  * texts are single lines, so continuations join with a space and separate
  * messages (FATAL, then "server closed the connection") with "; ".
  */
-WEIR_INTERNAL void weir__pg_one_line(char *buf, size_t len, const char *text);
 
 void weir__pg_one_line(char *buf, size_t len, const char *text)
 {
@@ -433,8 +433,6 @@ static void pg_close(void *dconn)
         .close = pg_close,                                                                         \
     }
 
-WEIR_INTERNAL extern const weir_dialect weir__dialect_postgresql;
-WEIR_INTERNAL extern const weir_dialect weir__dialect_postgresql_nodiscard;
 
 const weir_dialect weir__dialect_postgresql = PG_DIALECT_TABLE("postgresql", pg_reset_discard);
 const weir_dialect weir__dialect_postgresql_nodiscard =

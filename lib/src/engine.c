@@ -21,6 +21,7 @@
 
 #include "engine_url.h"
 #include "internal.h"
+#include "pg_internal.h"
 
 struct weir_engine {
     struct event_base *base;
@@ -41,9 +42,7 @@ struct weir_conn {
 };
 
 /* Defined in result.c: take ownership of res (cleared on ENOMEM). */
-WEIR_INTERNAL weir_result *weir__result_wrap(PGresult *res, int failed);
 /* Defined in dialect_pg.c: a libpq message as one line. */
-WEIR_INTERNAL void weir__pg_one_line(char *buf, size_t len, const char *text);
 
 static void set_text(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

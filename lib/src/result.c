@@ -11,14 +11,12 @@
 #include <weir/engine.h>
 
 #include "internal.h"
+#include "pg_internal.h"
 
 struct weir_result {
     PGresult *res;
     int failed; /* an error result: sqlstate and message apply */
 };
-
-/* Declared where used, in engine.c: take ownership of res (cleared on ENOMEM). */
-WEIR_INTERNAL weir_result *weir__result_wrap(PGresult *res, int failed);
 
 weir_result *weir__result_wrap(PGresult *res, int failed)
 {

@@ -43,7 +43,7 @@ struct weir_dialect {
 
     /* Begin connecting. conninfo is borrowed (a libpq key=value string or URI
      * for "postgresql"). On success *dconn is owned by the caller; on failure
-     * an error text is written to errbuf (always NUL-terminated). */
+     * nothing is left to free and an error text is in errbuf (NUL-terminated). */
     int (*connect_start)(const char *conninfo, void **dconn, char *errbuf, size_t errlen);
     /* Advance a connect. OK means ready for use at a transaction boundary. */
     weir_poll (*connect_poll)(void *dconn);
@@ -51,7 +51,8 @@ struct weir_dialect {
     int (*socket)(void *dconn);
 
     /* Begin a liveness check / a reset for the next user (roll back an open
-     * transaction, drop session state). Both are then driven by command_poll. */
+     * transaction, drop session state). Both are then driven by command_poll,
+     * which the pool calls once at once, then on each readiness it asked for. */
     int (*ping_start)(void *dconn);
     int (*reset_start)(void *dconn);
     weir_poll (*command_poll)(void *dconn);

@@ -36,7 +36,8 @@ typedef struct weir_engine_options {
     weir_log_fn log_fn;   /* may be NULL */
     void *log_arg;
     /* Overrides applied after the URL's pool_* keys; NULL = none. Only its
-     * sizing, timeout and flag fields are used. */
+     * sizing, timeout and flag fields are used, and of those only the ones
+     * that differ from weir_pool_config_init()'s defaults. */
     const weir_pool_config *pool;
 } weir_engine_options;
 
