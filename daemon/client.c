@@ -272,7 +272,11 @@ static void start_scram(struct client *c, const char *secret)
     struct scram_keys keys;
     int rc;
 
-    if (secret == NULL)
+    enum secret_kind kind = secret ? secret_kind_of(secret) : SECRET_NONE;
+
+    /* An unknown user, or one with an empty password, sees the same exchange
+     * as a wrong password: nothing tells which users exist. */
+    if (kind == SECRET_NONE)
         rc = scram_keys_mock(c->user, c->d->mock_secret, &keys);
     else
         rc = scram_cache_get(c->d->scram, c->user, secret, &keys);
