@@ -724,6 +724,10 @@ void client_server_released(struct client *c)
 {
     c->server = NULL;
     client_enter_idle(c);
+    if (c->d->shutting_down) {
+        daemon_client_gone(c->d); /* maybe that was the last transaction */
+        return;
+    }
     client_resume(c);
 }
 
