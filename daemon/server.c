@@ -28,7 +28,7 @@ static const char *const state_names[] = {"idle", "linked", "setup", "resetting"
 static const unsigned char server_transitions[4][4] = {
     [SV_IDLE] = {[SV_LINKED] = 1},
     [SV_LINKED] = {[SV_IDLE] = 1, [SV_SETUP] = 1, [SV_RESETTING] = 1},
-    [SV_SETUP] = {[SV_LINKED] = 1, [SV_IDLE] = 1, [SV_RESETTING] = 1},
+    [SV_SETUP] = {[SV_SETUP] = 1, [SV_LINKED] = 1, [SV_IDLE] = 1, [SV_RESETTING] = 1},
     [SV_RESETTING] = {[SV_IDLE] = 1},
 };
 
@@ -94,6 +94,7 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
     s->pg = weir_pooled_driver_handle(pooled);
     s->id = ++d->next_id;
     s->txn = 'I';
+    s->fresh = 1;
     s->backend_pid = PQbackendPID(s->pg);
     if (stream_init(&s->io, d->base, PQsocket(s->pg), server_on_read, server_on_drain, s) != 0) {
         free(s);
@@ -235,6 +236,20 @@ static int send_param_sets(struct server *s, struct client *c)
     return n < 0 || rc != 0 ? -1 : 0;
 }
 
+/* connect_query of the database entry, once per new server, before its first client. */
+static int send_connect_query(struct server *s)
+{
+    s->fresh = 0;
+    if (s->dp->connect_query == NULL || s->dp->connect_query[0] == '\0')
+        return 0;
+    if (weir_proto_build_query(s->io.out, s->dp->connect_query) != 0)
+        return -1;
+    s->pending++;
+    s->swallow++;
+    server_set_state(s, SV_SETUP);
+    return 0;
+}
+
 int server_link(struct server *s, struct client *c)
 {
     server_set_state(s, SV_LINKED);
@@ -243,7 +258,7 @@ int server_link(struct server *s, struct client *c)
     s->link_start_us = weir__now_us();
     s->fwd_remaining = 0;
     stream_set_reading(&s->io, 1);
-    if (send_param_sets(s, c) != 0)
+    if ((s->fresh && send_connect_query(s) != 0) || send_param_sets(s, c) != 0)
         return -1;
     return server_forward_from_client(s);
 }

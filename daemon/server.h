@@ -40,6 +40,7 @@ struct server {
     int pending;             /* ReadyForQuery messages still owed */
     int swallow;             /* of those, answers to weir's own queries */
     int cancels_inflight;    /* hold on to the server until they finish */
+    int fresh;               /* never linked yet: connect_query still due */
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
     char txn;                /* last ReadyForQuery status: I, T or E */
     uint32_t fwd_remaining;  /* rest of a message being streamed to the client */
