@@ -49,6 +49,7 @@ void param_set_clear(struct param_set *p);
 
 struct daemon_stats {
     uint64_t clients_total, clients_refused, logins_failed;
+    uint64_t reloads, reload_failures;
 };
 
 struct daemon {
@@ -67,6 +68,7 @@ struct daemon {
     uint64_t next_id;
 
     struct dpool *pools;         /* (database, user) pools (list) */
+    struct server *servers;      /* every backend connection taken over from libpq (list) */
     struct limit_group *limit_groups; /* max_db_connections / max_user_connections */
     struct event *sigint_ev, *sigterm_ev, *sighup_ev, *sigusr1_ev, *sigusr2_ev;
     struct event *shutdown_timer;

@@ -62,12 +62,34 @@ static void server_free_later(evutil_socket_t fd, short what, void *arg)
     free(s);
 }
 
+/* The daemon's list of servers, for SHOW SERVERS and WAIT_CLOSE. */
+static void server_register(struct server *s)
+{
+    s->prev = NULL;
+    s->next = s->d->servers;
+    if (s->next)
+        s->next->prev = s;
+    s->d->servers = s;
+}
+
+static void server_unregister(struct server *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (s->d->servers == s)
+        s->d->servers = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
 /* The pool closes the backend connection: our events go now, memory after
  * this loop iteration (a callback up the stack may still hold s). */
 static void server_detach(void *data)
 {
     struct server *s = data;
 
+    server_unregister(s);
     stream_release(&s->io);
     s->pooled = NULL;
     s->pg = NULL;
@@ -104,6 +126,7 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
         if (tracked_param_reported(i))
             param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
     weir_pooled_set_data(pooled, s, server_detach);
+    server_register(s);
     /* Registered for reading for the server's whole life: no epoll_ctl per
      * transaction, and an idle server that goes away is noticed at once. */
     stream_set_reading(&s->io, 1);
@@ -276,12 +299,21 @@ static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
         evbuffer_drain(in, n);
 }
 
+/* A client query on a server idle outside a transaction starts one (SHOW
+ * STATS' xact_time); replies weir still owes itself (swallow) don't count. */
+static void note_xact_start(struct server *s, struct client *c)
+{
+    if (s->txn == 'I' && s->pending == s->swallow && !c->unsynced)
+        s->xact_start_us = weir__now_us();
+}
+
 /* What the pooler must know about a client message type. */
 static void note_client_message(struct server *s, struct client *c, char type)
 {
     switch (type) {
     case 'Q':
     case 'F':
+        note_xact_start(s, c);
         s->pending++;
         s->query_start_us = weir__now_us();
         s->dp->query_count++;
@@ -296,8 +328,10 @@ static void note_client_message(struct server *s, struct client *c, char type)
     case 'E':
     case 'C':
     case 'H':
-        if (!c->unsynced)
+        if (!c->unsynced) {
+            note_xact_start(s, c);
             s->query_start_us = weir__now_us();
+        }
         c->unsynced = 1;
         if (type == 'E')
             s->dp->query_count++;
@@ -412,6 +446,18 @@ static void server_lost(struct server *s, const char *why)
     }
 }
 
+/* Every client query has its answer: add to SHOW STATS' times and counts. */
+static void server_count_times(struct server *s)
+{
+    int64_t now = weir__now_us();
+
+    s->dp->query_us += (uint64_t)(now - s->query_start_us);
+    if (s->txn == 'I') {
+        s->dp->xact_count++;
+        s->dp->xact_us += (uint64_t)(now - s->xact_start_us);
+    }
+}
+
 /* A ReadyForQuery just went by: maybe the transaction is over. Returns 1 if
  * the server left the client (or was closed), so the caller must stop. */
 static int server_at_ready(struct server *s)
@@ -427,8 +473,7 @@ static int server_at_ready(struct server *s)
     }
     if (c == NULL || s->pending > 0 || c->unsynced || c->fwd_remaining > 0)
         return 0;
-    if (s->txn == 'I')
-        s->dp->xact_count++;
+    server_count_times(s);
     if (s->dp->mode == POOL_MODE_SESSION || s->txn != 'I')
         arm_between_queries(s, c);
     if (s->dp->mode == POOL_MODE_SESSION)
@@ -439,7 +484,6 @@ static int server_at_ready(struct server *s)
     }
     if (s->txn != 'I')
         return 0;
-    s->dp->xact_us += (uint64_t)(weir__now_us() - s->link_start_us);
     server_release(s, 1);
     client_server_released(c);
     return 1;

@@ -44,7 +44,8 @@ struct server {
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
     char txn;                /* last ReadyForQuery status: I, T or E */
     uint32_t fwd_remaining;  /* rest of a message being streamed to the client */
-    int64_t link_start_us, query_start_us;
+    int64_t link_start_us, query_start_us, xact_start_us;
+    struct server *prev, *next; /* daemon's list (SHOW SERVERS) */
 };
 
 /* The server for a freshly checked-out connection (created on first use). */
