@@ -559,6 +559,10 @@ static void client_startup(struct client *c, const weir_startup *st)
         admin_login(c);
         return;
     }
+    if (admin_db_disabled(c->d, c->dbname)) {
+        client_disconnect(c, "08P01", "database \"%s\" is disabled", c->dbname);
+        return;
+    }
     c->dp = pooler_get(c->d, c->dbname, c->user, &sqlstate, err, sizeof(err));
     if (c->dp == NULL) {
         client_disconnect(c, sqlstate, "%s", err);

@@ -157,10 +157,12 @@ int daemon_reload(struct daemon *d)
     log_at(&d->log, LG_LOG, "reloading config file %s", d->config_path);
     if (config_load(d->config_path, &fresh, daemon_report_to_log, d) != 0 || daemon_load_userlist(d, fresh, &users) != 0) {
         log_at(&d->log, LG_ERROR, "config reload failed; keeping the old configuration");
+        d->stats.reload_failures++;
         config_free(fresh);
         daemon_notify("READY=1\nSTATUS=reload failed; old configuration kept");
         return -1;
     }
+    d->stats.reloads++;
     config_diff(old, fresh, daemon_report_to_log, d);
     d->cfg = fresh;
     userlist_free(d->users);

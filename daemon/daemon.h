@@ -22,6 +22,10 @@ struct client;
 struct dpool;
 struct listener;
 struct limit_group;
+struct server;
+struct admin;
+struct stats_ctx;
+struct metrics;
 
 /* Session parameters re-applied when a client gets a server whose values
  * differ; the first six are reported by the server (ParameterStatus). */
@@ -72,6 +76,11 @@ struct daemon {
     struct limit_group *limit_groups; /* max_db_connections / max_user_connections */
     struct event *sigint_ev, *sigterm_ev, *sighup_ev, *sigusr1_ev, *sigusr2_ev;
     struct event *shutdown_timer;
+    struct admin *admin;         /* admin.c: PAUSE/DISABLE state, console commands in progress */
+    struct stats_ctx *stats_ctx; /* stats.c: per-database totals and averages, log_stats */
+    struct metrics *metrics;     /* metrics.c: the HTTP endpoint, or NULL */
+    int64_t start_us;            /* monotonic clock at start, for uptime */
+    int64_t start_wall;          /* time(NULL) at start */
     int shutting_down;           /* SIGINT: no new clients, exit when idle */
     int paused;
     uint32_t rng;

@@ -23,12 +23,15 @@
 #include <event2/thread.h>
 #include <openssl/rand.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "client.h"
 #include "config.h"
 #include "listener.h"
+#include "metrics.h"
 #include "pooler.h"
 #include "server.h"
+#include "stats.h"
 
 struct options {
     int daemonize, quiet, verbose, check_only;
@@ -105,15 +108,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         log_at(&d->log, LG_LOG, "got SIGTERM, fast exit");
         event_base_loopbreak(d->base);
         break;
-    case SIGUSR1:
+    case SIGUSR1: /* the console's PAUSE */
         log_at(&d->log, LG_LOG, "got SIGUSR1, pausing all activity");
-        for (struct dpool *dp = d->pools; dp; dp = dp->next)
-            weir_pool_pause(dp->pool);
+        admin_pause_all(d);
         break;
-    case SIGUSR2:
+    case SIGUSR2: /* the console's RESUME */
         log_at(&d->log, LG_LOG, "got SIGUSR2, resuming all activity");
-        for (struct dpool *dp = d->pools; dp; dp = dp->next)
-            weir_pool_resume(dp->pool);
+        admin_resume_all(d);
         break;
     }
 }
@@ -253,6 +254,9 @@ static int daemon_start(struct daemon *d, const struct options *o)
 
 static void daemon_stop(struct daemon *d)
 {
+    metrics_stop(d);
+    admin_free(d);
+    stats_stop(d);
     while (d->clients)
         client_disconnect(d->clients, NULL, "shutting down");
     listeners_close(d);
@@ -284,6 +288,8 @@ int main(int argc, char **argv)
     evthread_use_pthreads();
     d.base = event_base_new();
     d.config_path = o.config;
+    d.start_us = weir__now_us();
+    d.start_wall = (int64_t)time(NULL);
     if (d.base == NULL || daemon_start(&d, &o) != 0) {
         fprintf(stderr, "weir: could not start; see the log above\n");
         daemon_stop(&d);
@@ -291,6 +297,8 @@ int main(int argc, char **argv)
     }
     for (int i = 0; i < 5; i++)
         sigs[i] = add_signal(&d, signals[i]);
+    (void)stats_start(&d);   /* logged; the pooler runs without them */
+    (void)metrics_start(&d);
     tick = event_new(d.base, -1, EV_PERSIST, tick_cb, &d);
     event_add(tick, &second);
     log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d", WEIR_VERSION_STRING, event_get_version(),

@@ -10,9 +10,11 @@
 
 #include <event2/buffer.h>
 
+#include "admin.h"
 #include "auth.h"
 #include "pooler.h"
 #include "server.h"
+#include "stats.h"
 
 static const char *const welcome_params[] = {
     "server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle",
@@ -246,6 +248,8 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
         dpool_free(dp);
         return NULL;
     }
+    if (admin_db_paused(d, dbname)) /* PAUSE, KILL or SIGUSR1 holds new pools too */
+        weir_pool_pause(dp->pool);
     dp->next = d->pools;
     d->pools = dp;
     return dp;
@@ -341,6 +345,7 @@ void pooler_collect(struct daemon *d)
             weir_pool_get_stats(dp->pool, &st);
             if (st.total == 0) {
                 *pp = dp->next;
+                stats_pool_gone(d, dp);
                 dpool_free(dp);
                 continue;
             }
