@@ -255,6 +255,8 @@ static int apply_setting(struct client *c, const struct config_setting *s)
         set_log_level(d);
     else if (strcmp(s->name, "logfile") == 0)
         (void)log_reopen(&d->log, d->cfg->logfile);
+    else if (strncmp(s->name, "syslog", 6) == 0)
+        (void)log_set_syslog(&d->log, d->cfg->syslog, d->cfg->syslog_ident, d->cfg->syslog_facility);
     else if (strcmp(s->name, "auth_file") == 0) {
         struct userlist *users = NULL;
         if (daemon_load_userlist(d, d->cfg, &users) != 0)

@@ -169,6 +169,8 @@ int daemon_reload(struct daemon *d)
     d->users = users;
     if (strcmp(old->logfile, fresh->logfile) != 0 || fresh->logfile[0])
         (void)log_reopen(&d->log, fresh->logfile);
+    if (log_set_syslog(&d->log, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility) != 0)
+        log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", fresh->syslog_facility);
     pooler_apply_config(d);
     config_free(old);
     daemon_notify("READY=1\nSTATUS=serving");

@@ -1,9 +1,11 @@
 /*
  * Listeners (see listener.h), on libevent's evconnlistener. Running out of
  * file descriptors pauses accepting for a moment instead of spinning on a
- * socket that stays readable.
+ * socket that stays readable. Under systemd socket activation (weir.socket)
+ * the sockets systemd passes (LISTEN_FDS) are used instead of opening any.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,11 +159,65 @@ static int open_unix(struct daemon *d)
     return 1;
 }
 
+/* sd_listen_fds(3)'s protocol, without libsystemd: LISTEN_PID is this
+ * process, LISTEN_FDS sockets start at fd 3. The variables are removed so
+ * child processes do not take the sockets for theirs. */
+static int inherited_count(void)
+{
+    const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+    int n = 0;
+
+    if (pid && fds && strtol(pid, NULL, 10) == (long)getpid())
+        n = (int)strtol(fds, NULL, 10);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return n > 0 && n < 1024 ? n : 0;
+}
+
+/* Listen on one socket systemd passed; 1 if it is a listening stream socket. */
+static int adopt_socket(struct daemon *d, int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss), tl = sizeof(int);
+    struct evconnlistener *evl;
+    int type = 0;
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 || getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 ||
+        type != SOCK_STREAM) {
+        log_at(&d->log, LG_WARNING, "systemd passed fd %d, which is not a stream socket; ignored", fd);
+        return 0;
+    }
+    fcntl(fd, F_SETFD, FD_CLOEXEC);
+    evutil_make_socket_nonblocking(fd);
+    /* backlog 0: systemd already called listen() */
+    evl = evconnlistener_new(d->base, accept_cb, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (evl == NULL || add_listener(d, evl, ss.ss_family == AF_UNIX, NULL) != 0)
+        return 0; /* the socket file stays systemd's: never unlinked */
+    evconnlistener_set_cb(evl, accept_cb, d->listeners);
+    log_at(&d->log, LG_LOG, "listening on socket fd %d from systemd (%s)", fd,
+           ss.ss_family == AF_UNIX ? "unix" : "tcp");
+    return 1;
+}
+
+static int open_inherited(struct daemon *d)
+{
+    int n = inherited_count(), opened = 0;
+
+    for (int i = 0; i < n; i++)
+        opened += adopt_socket(d, 3 + i);
+    if (opened)
+        log_at(&d->log, LG_LOG, "socket activation: listen_addr and unix_socket_dir are not used");
+    return opened;
+}
+
 int listeners_open(struct daemon *d)
 {
     const char *addrs = d->cfg->listen_addr;
-    int opened = 0;
+    int opened = open_inherited(d);
 
+    if (opened > 0)
+        return 0;
     for (const char *p = addrs; p && *p;) {
         char host[256];
         size_t n;

@@ -1,12 +1,15 @@
 /*
  * The daemon's log writer (see log.h): one timestamped line per event, with
- * PgBouncer's level words and prefix layout, to stderr and/or a log file.
+ * PgBouncer's level words and prefix layout, to stderr and/or a log file,
+ * and to syslog with the level as its priority.
  */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +49,45 @@ void log_close(struct daemon_log *log)
     free(log->path);
     log->file = NULL;
     log->path = NULL;
+    (void)log_set_syslog(log, 0, NULL, NULL);
+}
+
+static const struct {
+    const char *name;
+    int facility;
+} facilities[] = {
+    {"auth", LOG_AUTH},     {"authpriv", LOG_AUTHPRIV}, {"daemon", LOG_DAEMON}, {"user", LOG_USER},
+    {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1},     {"local2", LOG_LOCAL2}, {"local3", LOG_LOCAL3},
+    {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},     {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+};
+
+int log_set_syslog(struct daemon_log *log, int on, const char *ident, const char *facility)
+{
+    int fac = LOG_DAEMON, rc = facility ? -1 : 0;
+
+    if (log->to_syslog)
+        closelog();
+    free(log->syslog_ident);
+    log->syslog_ident = NULL;
+    log->to_syslog = 0;
+    for (size_t i = 0; facility && i < sizeof(facilities) / sizeof(facilities[0]); i++)
+        if (strcasecmp(facility, facilities[i].name) == 0) {
+            fac = facilities[i].facility;
+            rc = 0;
+        }
+    if (!on)
+        return rc;
+    log->syslog_ident = strdup(ident && ident[0] ? ident : "weir");
+    openlog(log->syslog_ident, LOG_PID | LOG_NDELAY, fac);
+    log->to_syslog = 1;
+    return rc;
+}
+
+static int syslog_priority(int level)
+{
+    static const int prio[] = {LOG_DEBUG, LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT};
+
+    return prio[level < 0 ? 0 : level > LG_FATAL ? LG_FATAL : level];
 }
 
 static size_t format_stamp(char *buf, size_t len)
@@ -64,15 +106,17 @@ static size_t format_stamp(char *buf, size_t len)
 
 void log_line(struct daemon_log *log, int level, const char *prefix, const char *fmt, ...)
 {
+    const char *word = level_words[level < 0 ? 0 : level > LG_FATAL ? LG_FATAL : level];
     char line[2048];
-    size_t n;
+    size_t n, body;
     va_list ap;
 
     if (level < log->min_level)
         return;
     n = format_stamp(line, sizeof(line));
-    n += (size_t)snprintf(line + n, sizeof(line) - n, " [%d] %s %s", (int)getpid(),
-                          level_words[level < 0 ? 0 : level > LG_FATAL ? LG_FATAL : level], prefix ? prefix : "");
+    n += (size_t)snprintf(line + n, sizeof(line) - n, " [%d] %s ", (int)getpid(), word);
+    body = n < sizeof(line) ? n : sizeof(line) - 1;
+    n += (size_t)snprintf(line + body, sizeof(line) - body, "%s", prefix ? prefix : "");
     if (n < sizeof(line)) {
         va_start(ap, fmt);
         vsnprintf(line + n, sizeof(line) - n, fmt, ap);
@@ -82,4 +126,6 @@ void log_line(struct daemon_log *log, int level, const char *prefix, const char 
         fprintf(stderr, "%s\n", line);
     if (log->file)
         fprintf(log->file, "%s\n", line);
+    if (log->to_syslog) /* syslog stamps the time and pid itself */
+        syslog(syslog_priority(level), "%s %s", word, line + body);
 }

@@ -230,6 +230,8 @@ static int daemon_start(struct daemon *d, const struct options *o)
         d->log.min_level = LG_LOG - (d->cfg->verbose > 2 ? 2 : d->cfg->verbose);
     if (log_reopen(&d->log, d->cfg->logfile) != 0)
         log_at(&d->log, LG_WARNING, "cannot open logfile %s", d->cfg->logfile);
+    if (log_set_syslog(&d->log, d->cfg->syslog, d->cfg->syslog_ident, d->cfg->syslog_facility) != 0)
+        log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", d->cfg->syslog_facility);
     if (daemon_load_userlist(d, d->cfg, &d->users) != 0)
         return -1;
     d->scram = scram_cache_new(0);
