@@ -141,13 +141,15 @@ install: all
 	install -m 644 conf/weir.ini $(DESTDIR)$(SYSCONFDIR)/weir/weir.ini.example
 	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' systemd/weir.service \
 	    > $(DESTDIR)$(UNITDIR)/weir.service
+	install -m 644 systemd/weir.socket $(DESTDIR)$(UNITDIR)/weir.socket
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR)$(INCLUDEDIR)/weir/,$(notdir $(HEADERS)))
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/weir
 	rm -f $(DESTDIR)$(LIBDIR)/libweir.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libweir.so
 	rm -f $(DESTDIR)$(LIBDIR)/pkgconfig/weir.pc $(DESTDIR)$(BINDIR)/weir
-	rm -f $(DESTDIR)$(SYSCONFDIR)/weir/weir.ini.example $(DESTDIR)$(UNITDIR)/weir.service
+	rm -f $(DESTDIR)$(SYSCONFDIR)/weir/weir.ini.example $(DESTDIR)$(UNITDIR)/weir.service \
+	    $(DESTDIR)$(UNITDIR)/weir.socket
 	-rmdir $(DESTDIR)$(SYSCONFDIR)/weir
 
 clean:

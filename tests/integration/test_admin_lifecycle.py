@@ -170,3 +170,22 @@ def test_syslog_gets_the_log_lines(pg, own_weir):
     finally:
         log.close()
         os.unlink("/dev/log")
+
+
+def test_systemd_units_verify_clean(tmp_path):
+    """weir.service (as `make install` writes it) and weir.socket pass systemd-analyze verify."""
+    import shutil
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    if not shutil.which("systemd-analyze"):
+        pytest.skip("no systemd-analyze")
+    with open(os.path.join(root, "systemd", "weir.service")) as f:
+        service = f.read().replace("@BINDIR@", os.path.dirname(DAEMON)).replace("@SYSCONFDIR@", "/etc")
+    (tmp_path / "weir.service").write_text(service)
+    shutil.copy(os.path.join(root, "systemd", "weir.socket"), tmp_path / "weir.socket")
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "weir.service"), str(tmp_path / "weir.socket")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    for key in ("Type=notify", "KillSignal=SIGINT", "ExecReload=", "ExecStartPre=", "NoNewPrivileges=yes",
+                "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "RuntimeDirectory=",
+                "ReadWritePaths=", "LimitNOFILE=", "User="):
+        assert key in service, key
