@@ -164,7 +164,9 @@ static void write_process(struct evbuffer *b, struct daemon *d)
            (uint64_t)d->paused);
 }
 
-/* ---- pools ---- */
+/* ---- pools ----
+ * A pool draining after a reload shares its database and user with its
+ * successor; only live pools are shown, so every series stays unique. */
 
 struct pool_gauge {
     const char *name, *help;
@@ -195,23 +197,28 @@ static void write_pools(struct evbuffer *b, struct daemon *d)
         return;
     i = 0;
     for (struct dpool *dp = d->pools; dp; dp = dp->next)
-        stats_pool_view(d, dp, &views[i++]);
+        if (!dp->removed)
+            stats_pool_view(d, dp, &views[i++]);
     for (size_t g = 0; g < n; g++) {
         header(b, pool_gauges[g].name, "gauge", pool_gauges[g].help);
         i = 0;
-        for (struct dpool *dp = d->pools; dp; dp = dp->next, i++) {
+        for (struct dpool *dp = d->pools; dp; dp = dp->next) {
+            if (dp->removed)
+                continue;
             evbuffer_add_printf(b, "%s", pool_gauges[g].name);
             labels_pool(b, dp);
-            evbuffer_add_printf(b, "} %d\n", *(const int *)((const char *)&views[i] + pool_gauges[g].offset));
+            evbuffer_add_printf(b, "} %d\n", *(const int *)((const char *)&views[i++] + pool_gauges[g].offset));
         }
     }
     header(b, "weir_pool_max_wait_seconds", "gauge", "How long the oldest waiting client has waited (maxwait).");
     i = 0;
-    for (struct dpool *dp = d->pools; dp; dp = dp->next, i++) {
+    for (struct dpool *dp = d->pools; dp; dp = dp->next) {
+        if (dp->removed)
+            continue;
         evbuffer_add(b, "weir_pool_max_wait_seconds", 26);
         labels_pool(b, dp);
         evbuffer_add(b, "} ", 2);
-        seconds(b, (uint64_t)views[i].maxwait_us);
+        seconds(b, (uint64_t)views[i++].maxwait_us);
         evbuffer_add(b, "\n", 1);
     }
     free(views);
@@ -228,6 +235,8 @@ static void write_pool_counters(struct evbuffer *b, struct daemon *d)
         header(b, names[k], "counter", helps[k]);
         for (struct dpool *dp = d->pools; dp; dp = dp->next) {
             weir_pool_stats st;
+            if (dp->removed)
+                continue;
             weir_pool_get_stats(dp->pool, &st);
             evbuffer_add_printf(b, "%s", names[k]);
             labels_pool(b, dp);

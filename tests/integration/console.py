@@ -105,7 +105,7 @@ def parse_prometheus(text):
     """Parse text exposition format 0.0.4 -> {family name: Family}. Raises
     AssertionError on anything a Prometheus server would reject or that breaks
     the conventions (HELP and TYPE before samples, one family in one block)."""
-    families, current, finished = {}, None, set()
+    families, current, finished, seen = {}, None, set(), set()
     assert text.endswith("\n"), "exposition must end with a newline"
     for n, line in enumerate(text.split("\n")[:-1], 1):
         assert line.strip() == line and line, "line %d: stray whitespace or empty line: %r" % (n, line)
@@ -134,6 +134,9 @@ def parse_prometheus(text):
         allowed = {base} if current.type != "histogram" else {base + "_bucket", base + "_sum", base + "_count"}
         assert sname in allowed, "line %d: %s outside its family block %s" % (n, sname, base)
         lab = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', labels))
+        key = (sname, tuple(sorted(lab.items())))
+        assert key not in seen, "line %d: duplicate series %r" % (n, line)
+        seen.add(key)
         current.samples.append((sname, lab, float(value)))
     for f in families.values():
         assert f.type and f.help, "family %s lacks TYPE or HELP" % f.name

@@ -96,6 +96,16 @@ def test_pool_gauges_show_a_server_in_use(mweir, pg):
     assert sample(fams, "weir_pool_server_idle", database=pg.db, user=pg.user) == 1
 
 
+def test_series_stay_unique_while_a_changed_pool_drains(mweir, pg):
+    t = mweir.connect(autocommit=False)
+    t.execute("SELECT 1")  # keeps the old pool alive, draining, after the reload
+    mweir.reload(databases={pg.db: pg.entry(application_name="after-reload")})
+    assert mweir.connect().execute("SELECT 1").fetchone() == (1,)  # a new pool, same database and user
+    fams = scrape(mweir)
+    assert sample(fams, "weir_pool_client_active", database=pg.db, user=pg.user) is not None
+    t.commit()
+
+
 def test_reloads_are_counted(mweir):
     before = sample(scrape(mweir), "weir_reloads_total")
     mweir.reload(settings={"default_pool_size": 6})
