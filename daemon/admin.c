@@ -497,6 +497,7 @@ static void handle_extended(struct client *c, char type)
     if (type == 'S') {
         if (s)
             s->skip_to_sync = 0;
+        sessions_prune(c->d); /* this one included, unless it waits */
         (void)weir_proto_build_ready(c->io.out, 'I');
         return;
     }
