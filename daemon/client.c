@@ -24,6 +24,7 @@
 #include "client.h"
 #include "config.h"
 #include "pooler.h"
+#include "prepared.h"
 #include "server.h"
 
 #define STARTUP_MAX 10000
@@ -137,6 +138,8 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     stream_release(&c->io);
     close(c->fd);
     client_wipe_auth(c);
+    client_stmts_free(c->stmts, d->pstmts);
+    c->stmts = NULL;
     param_set_clear(&c->params);
     free(c->user);
     free(c->dbname);

@@ -13,6 +13,7 @@
 
 struct server;
 struct scram_server;
+struct client_stmts;
 
 /*
  *  STARTUP --startup ok--> AUTH --password ok--> WELCOME --params--> IDLE
@@ -53,6 +54,7 @@ struct client {
     char *secret;                 /* for auth; wiped when done */
     int admin;                    /* connected to the admin console */
 
+    struct client_stmts *stmts;   /* prepared statement names (transaction mode) */
     uint32_t fwd_remaining;       /* rest of a message being streamed to the server */
     int unsynced;                 /* extended-protocol messages since the last Sync */
     int64_t connect_us, request_us, wait_start_us;

@@ -18,6 +18,7 @@
 struct weir_config;
 struct userlist;
 struct scram_cache;
+struct pstmt_registry;
 struct client;
 struct dpool;
 struct listener;
@@ -53,6 +54,7 @@ void param_set_clear(struct param_set *p);
 
 struct daemon_stats {
     uint64_t clients_total, clients_refused, logins_failed;
+    uint64_t prepared_prepares, prepared_evictions; /* statements prepared on servers / closed for room */
     uint64_t reloads, reload_failures;
 };
 
@@ -62,6 +64,7 @@ struct daemon {
     const char *config_path;
     struct userlist *users;      /* auth_file, or NULL */
     struct scram_cache *scram;
+    struct pstmt_registry *pstmts; /* prepared statements shared by clients */
     struct daemon_log log;
 
     struct listener *listeners;

@@ -30,6 +30,7 @@
 #include "listener.h"
 #include "metrics.h"
 #include "pooler.h"
+#include "prepared.h"
 #include "server.h"
 #include "stats.h"
 
@@ -235,6 +236,9 @@ static int daemon_start(struct daemon *d, const struct options *o)
     if (daemon_load_userlist(d, d->cfg, &d->users) != 0)
         return -1;
     d->scram = scram_cache_new(0);
+    d->pstmts = pstmt_registry_new();
+    if (d->pstmts == NULL)
+        return -1;
     if (d->scram == NULL || RAND_bytes(d->mock_secret, sizeof(d->mock_secret)) != 1 ||
         RAND_bytes((unsigned char *)&d->rng, sizeof(d->rng)) != 1)
         return -1;
@@ -263,6 +267,7 @@ static void daemon_stop(struct daemon *d)
         client_disconnect(d->clients, NULL, "shutting down");
     listeners_close(d);
     pooler_free_all(d);
+    pstmt_registry_free(d->pstmts); /* after every server and client that referenced it */
     if (d->cfg && d->cfg->pidfile[0])
         unlink(d->cfg->pidfile);
     userlist_free(d->users);

@@ -16,6 +16,8 @@
 #include "client.h"
 #include "config.h"
 #include "pooler.h"
+#include "prepared.h"
+#include "prepared_relay.h"
 #include "server.h"
 
 /* Stop reading a server while its client has this much unsent output. */
@@ -91,6 +93,7 @@ static void server_detach(void *data)
 
     server_unregister(s);
     stream_release(&s->io);
+    prep_server_free(s);
     s->pooled = NULL;
     s->pg = NULL;
     event_base_once(s->d->base, -1, EV_TIMEOUT, server_free_later, s, NULL);
@@ -152,6 +155,10 @@ static void server_checkin(struct server *s, int clean)
     weir_pooled *pooled = s->pooled;
     struct dpool *dp = s->dp;
 
+    if (!prep_idle(s))
+        clean = 0; /* answers still owed: not at a boundary */
+    prep_server_reset(s);
+
     stream_set_reading(&s->io, 1);
     s->client = NULL;
     if (s->state != SV_IDLE)
@@ -170,6 +177,9 @@ static void server_start_reset(struct server *s)
 
     server_set_state(s, SV_RESETTING);
     s->client = NULL;
+    s->reset_failed = 0;
+    if (s->stmts && (strcasestr(q, "discard") || strcasestr(q, "deallocate")))
+        server_stmts_clear(s->stmts, s->d->pstmts);
     if (weir_proto_build_query(s->io.out, q) != 0 || stream_flush(&s->io) != 0) {
         server_checkin(s, 0);
         return;
@@ -275,6 +285,7 @@ static int send_connect_query(struct server *s)
 
 int server_link(struct server *s, struct client *c)
 {
+    s->track = s->dp->mode != POOL_MODE_SESSION && s->d->cfg->max_prepared_statements > 0;
     server_set_state(s, SV_LINKED);
     s->client = c;
     c->server = s;
@@ -287,6 +298,8 @@ int server_link(struct server *s, struct client *c)
 }
 
 /* ---- client -> server ---- */
+
+static int server_at_ready(struct server *s);
 
 /* Move n bytes from in to out (or discard them when out is NULL). */
 static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
@@ -346,7 +359,8 @@ static void note_client_message(struct server *s, struct client *c, char type)
  * number of bytes to forward, sets *stop when a Terminate is at the head
  * and *bad for a protocol violation.
  */
-static size_t scan_client(struct server *s, struct client *c, int *stop, const char **bad)
+static size_t scan_client(struct server *s, struct client *c, int *stop, const char **bad, char *special,
+                          size_t *special_total)
 {
     struct evbuffer *in = c->io.in;
     size_t avail = evbuffer_get_length(in);
@@ -372,6 +386,17 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
             *stop = 1;
             return off;
         }
+        if (s->track) {
+            if (type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q') {
+                *special = type; /* rewritten or answered by prepared_relay.c */
+                *special_total = total;
+                return off;
+            }
+            if (prep_expect_forwarded(s, type) != 0) {
+                *bad = "out of memory";
+                return off;
+            }
+        }
         note_client_message(s, c, type);
         if (off + total > avail) {
             c->fwd_remaining = (uint32_t)(off + total - avail);
@@ -387,9 +412,10 @@ int server_forward_from_client(struct server *s)
     struct client *c = s->client;
 
     for (;;) {
-        size_t avail = evbuffer_get_length(c->io.in), n;
+        size_t avail = evbuffer_get_length(c->io.in), n, special_total = 0;
         int stop = 0;
         const char *bad = NULL;
+        char special = 0;
 
         if (avail == 0)
             break;
@@ -397,10 +423,26 @@ int server_forward_from_client(struct server *s)
             n = avail < c->fwd_remaining ? avail : c->fwd_remaining;
             c->fwd_remaining -= (uint32_t)n;
         } else {
-            n = scan_client(s, c, &stop, &bad);
+            n = scan_client(s, c, &stop, &bad, &special, &special_total);
         }
         s->dp->bytes_in += n;
         move_bytes(c->io.in, s->io.out, n);
+        if (special && bad == NULL) {
+            int rc = prep_client_message(s, c, special, special_total);
+            if (rc < 0)
+                bad = "invalid extended-protocol message";
+            else if (rc == 0)
+                break; /* the rest of it has not arrived yet */
+            else {
+                s->dp->bytes_in += special_total;
+                if (special != 'Q') {
+                    if (!c->unsynced)
+                        s->query_start_us = weir__now_us();
+                    c->unsynced = 1;
+                }
+                continue;
+            }
+        }
         if (bad != NULL) {
             stream_flush(&s->io);
             client_disconnect(c, "08P01", "%s", bad);
@@ -415,6 +457,8 @@ int server_forward_from_client(struct server *s)
     }
     if (s->pending > 0) /* a query runs: only query_timeout applies (0 = none) */
         client_arm_timer(c, s->d->cfg->query_timeout_us);
+    else if (s->track && s->state == SV_LINKED && prep_idle(s))
+        (void)server_at_ready(s); /* answered by weir alone (DEALLOCATE, Close) */
     return 0;
 }
 
@@ -468,10 +512,10 @@ static int server_at_ready(struct server *s)
         server_set_state(s, SV_LINKED);
     if (s->state == SV_RESETTING) {
         if (s->pending == 0)
-            server_checkin(s, s->txn == 'I');
+            server_checkin(s, s->txn == 'I' && !s->reset_failed);
         return s->pending == 0;
     }
-    if (c == NULL || s->pending > 0 || c->unsynced || c->fwd_remaining > 0)
+    if (c == NULL || s->pending > 0 || c->unsynced || c->fwd_remaining > 0 || !prep_idle(s))
         return 0;
     server_count_times(s);
     if (s->dp->mode == POOL_MODE_SESSION || s->txn != 'I')
@@ -499,6 +543,11 @@ static int server_special(struct server *s, char type, size_t total)
     char status;
     weir_error_fields ef;
 
+    if (s->track && prep_server_message(s, type, body, blen))
+        drop = 1;
+    if (type == 'E' && s->swallow > 0 && s->state == SV_RESETTING)
+        s->reset_failed = 1;
+
     if (type == 'Z') {
         if (weir_proto_parse_ready(body, blen, &status) != 0)
             return -1;
@@ -523,12 +572,14 @@ static int server_special(struct server *s, char type, size_t total)
     if (!drop)
         s->dp->bytes_out += total;
     move_bytes(s->io.in, drop ? NULL : s->client->io.out, total);
+    if (s->track)
+        prep_after_message(s);
     return type == 'Z' ? 1 : 0;
 }
 
-static int is_special(const struct server *s, char type)
+static int is_special(struct server *s, char type)
 {
-    return type == 'Z' || type == 'S' || (type == 'E' && s->swallow > 0);
+    return type == 'Z' || type == 'S' || (type == 'E' && s->swallow > 0) || (s->track && prep_is_special(s, type));
 }
 
 /* Forward or drop the run of ordinary messages at the head; stop before a

@@ -13,6 +13,9 @@
 #include "daemon.h"
 #include "stream.h"
 
+struct expect;
+struct server_stmts;
+
 /*
  *   (pool) --checkout--> LINKED <--------------------.
  *      ^                  |  \ params differ          | SET answered
@@ -41,6 +44,11 @@ struct server {
     int swallow;             /* of those, answers to weir's own queries */
     int cancels_inflight;    /* hold on to the server until they finish */
     int fresh;               /* never linked yet: connect_query still due */
+    int track;               /* prepared statements handled by weir (transaction/statement mode) */
+    struct server_stmts *stmts;  /* statements prepared on this backend */
+    struct expect *expect;   /* responses still owed, in order (prepared_relay.c) */
+    unsigned expect_head, expect_count, expect_cap;
+    int reset_failed;        /* the reset query reported an error */
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
     char txn;                /* last ReadyForQuery status: I, T or E */
     uint32_t fwd_remaining;  /* rest of a message being streamed to the client */

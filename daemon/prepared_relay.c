@@ -1,0 +1,556 @@
+/*
+ * Prepared statements in transaction and statement mode: the protocol side.
+ * A client's named statements are prepared on whichever server it gets,
+ * under server-wide names ("weir_N"): Parse is rewritten or answered from
+ * what the server already holds, Bind and Describe are rewritten, Close is
+ * answered by weir, and a Parse is slipped in before a Bind when the server
+ * lacks the statement. Because weir adds and removes messages, it keeps a
+ * queue of the responses it expects from the server, in order; each entry
+ * says whether its response goes to the client, is weir's own (dropped), or
+ * is one weir must write itself when its turn comes. An error makes the
+ * server skip to the next Sync, and the queue skips with it.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "client.h"
+#include "config.h"
+#include "pooler.h"
+#include "prepared.h"
+#include "prepared_relay.h"
+#include "server.h"
+
+enum expect_kind { K_PARSE, K_BIND, K_DESCRIBE, K_EXECUTE, K_CLOSE, K_SYNC, K_QUERY, K_FUNC, K_SYNTH };
+enum expect_action { A_FORWARD, A_SWALLOW, A_DUP_ERROR };
+enum synth_kind { SYN_PARSE_COMPLETE, SYN_CLOSE_COMPLETE, SYN_DEALLOCATE };
+
+#define F_CLIENT_PARSE 1 /* the client's own Parse: undo its name if it fails */
+#define F_ON_SERVER 2    /* p was recorded on the server: forget it if this fails */
+#define F_DISCARD 4      /* a simple query that may run DISCARD ALL */
+
+struct expect {
+    unsigned char kind, action, flags, synth;
+    struct pstmt *p;   /* referenced while queued */
+    char *text;        /* client's statement name, or a command tag */
+};
+
+static struct pstmt_registry *registry(const struct server *s)
+{
+    return s->d->pstmts;
+}
+
+/* ---- the queue ---- */
+
+static struct expect *q_at(struct server *s, unsigned i)
+{
+    return &s->expect[(s->expect_head + i) & (s->expect_cap - 1)];
+}
+
+static struct expect *q_head(struct server *s)
+{
+    return s->expect_count ? q_at(s, 0) : NULL;
+}
+
+static int q_push(struct server *s, unsigned char kind, unsigned char action, unsigned char flags,
+                  struct pstmt *p, const char *text)
+{
+    struct expect *e;
+
+    if (s->expect_count == s->expect_cap) {
+        unsigned cap = s->expect_cap ? s->expect_cap * 2 : 16;
+        struct expect *v = malloc(cap * sizeof(*v));
+        if (v == NULL)
+            return -1;
+        for (unsigned i = 0; i < s->expect_count; i++)
+            v[i] = *q_at(s, i);
+        free(s->expect);
+        s->expect = v;
+        s->expect_cap = cap;
+        s->expect_head = 0;
+    }
+    e = q_at(s, s->expect_count);
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    e->action = action;
+    e->flags = flags;
+    e->p = p;
+    if (p)
+        p->refs++;
+    if (text && (e->text = strdup(text)) == NULL)
+        return -1;
+    s->expect_count++;
+    return 0;
+}
+
+static void q_pop(struct server *s)
+{
+    struct expect *e = q_head(s);
+
+    pstmt_unref(registry(s), e->p);
+    free(e->text);
+    s->expect_head = (s->expect_head + 1) & (s->expect_cap - 1);
+    s->expect_count--;
+}
+
+void prep_server_reset(struct server *s)
+{
+    while (s->expect_count)
+        q_pop(s);
+}
+
+void prep_server_free(struct server *s)
+{
+    prep_server_reset(s);
+    free(s->expect);
+    s->expect = NULL;
+    server_stmts_free(s->stmts, registry(s));
+    s->stmts = NULL;
+}
+
+/* ---- messages weir writes ---- */
+
+static int emit_parse(struct evbuffer *out, const struct pstmt *p)
+{
+    size_t n = strlen(p->server_name) + 1 + strlen(p->query) + 1 + 2 + (size_t)p->ntypes * 4;
+    unsigned char hdr[5] = {'P', (unsigned char)((n + 4) >> 24), (unsigned char)((n + 4) >> 16),
+                            (unsigned char)((n + 4) >> 8), (unsigned char)(n + 4)};
+    unsigned char cnt[2] = {(unsigned char)(p->ntypes >> 8), (unsigned char)p->ntypes};
+
+    if (evbuffer_add(out, hdr, 5) || evbuffer_add(out, p->server_name, strlen(p->server_name) + 1) ||
+        evbuffer_add(out, p->query, strlen(p->query) + 1) || evbuffer_add(out, cnt, 2) ||
+        (p->ntypes && evbuffer_add(out, p->types, (size_t)p->ntypes * 4)))
+        return -1;
+    return 0;
+}
+
+static int emit_target(struct evbuffer *out, char type, char kind, const char *name)
+{
+    size_t n = 1 + strlen(name) + 1;
+    unsigned char hdr[6] = {(unsigned char)type, (unsigned char)((n + 4) >> 24), (unsigned char)((n + 4) >> 16),
+                            (unsigned char)((n + 4) >> 8), (unsigned char)(n + 4), (unsigned char)kind};
+
+    return evbuffer_add(out, hdr, 6) || evbuffer_add(out, name, strlen(name) + 1) ? -1 : 0;
+}
+
+/* The synthesized response at the head of the queue goes to the client now. */
+static void emit_synth(struct server *s, const struct expect *e)
+{
+    struct evbuffer *out = s->client ? s->client->io.out : NULL;
+
+    if (out == NULL)
+        return;
+    if (e->synth == SYN_PARSE_COMPLETE)
+        (void)weir_proto_build_message(out, '1', NULL, 0);
+    else if (e->synth == SYN_CLOSE_COMPLETE)
+        (void)weir_proto_build_message(out, '3', NULL, 0);
+    else {
+        (void)weir_proto_build_command_complete(out, e->text);
+        (void)weir_proto_build_ready(out, s->txn);
+    }
+}
+
+static void flush_synth(struct server *s)
+{
+    struct expect *e;
+
+    while ((e = q_head(s)) != NULL && e->kind == K_SYNTH) {
+        emit_synth(s, e);
+        q_pop(s);
+    }
+}
+
+static int push_synth(struct server *s, unsigned char synth, const char *text)
+{
+    if (q_push(s, K_SYNTH, A_FORWARD, 0, NULL, text) != 0)
+        return -1;
+    q_at(s, s->expect_count - 1)->synth = synth;
+    flush_synth(s); /* nothing outstanding before it: answer at once */
+    return 0;
+}
+
+/* ---- making sure the server has a statement ---- */
+
+static int server_set(struct server *s)
+{
+    if (s->stmts == NULL)
+        s->stmts = server_stmts_new(s->d->cfg->max_prepared_statements);
+    return s->stmts ? 0 : -1;
+}
+
+/* Prepare p on the server under its server name, evicting the least used if
+ * over max_prepared_statements. action: the Parse's answer goes to the client
+ * (its own Parse) or is dropped (one weir slipped in before a Bind). */
+static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char action, unsigned char flags,
+                             const char *cname)
+{
+    struct pstmt *evicted = NULL;
+
+    if (server_set(s) != 0 || server_stmts_add(s->stmts, p, &evicted) != 0)
+        return -1;
+    if (evicted) {
+        int rc = emit_target(s->io.out, 'C', 'S', evicted->server_name) ||
+                 q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL);
+        pstmt_unref(registry(s), evicted);
+        s->d->stats.prepared_evictions++;
+        if (rc)
+            return -1;
+    }
+    s->d->stats.prepared_prepares++;
+    if (emit_parse(s->io.out, p) != 0)
+        return -1;
+    return q_push(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
+}
+
+static int ensure_prepared(struct server *s, struct pstmt *p)
+{
+    if (s->stmts && server_stmts_has(s->stmts, p))
+        return 0;
+    return prepare_on_server(s, p, A_SWALLOW, 0, NULL);
+}
+
+/* ---- client messages ---- */
+
+static struct client_stmts *client_names(struct client *c)
+{
+    if (c->stmts == NULL)
+        c->stmts = client_stmts_new();
+    return c->stmts;
+}
+
+static int on_parse(struct server *s, struct client *c, const unsigned char *msg, size_t total)
+{
+    weir_parse_msg pm;
+    struct pstmt *p;
+
+    if (weir_proto_parse_parse(msg + 5, total - 5, &pm) != 0)
+        return -1;
+    if (pm.name[0] == '\0') { /* unnamed: lives until the next Sync, pass it on */
+        evbuffer_add(s->io.out, msg, total);
+        return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
+    }
+    if (client_names(c) == NULL)
+        return -1;
+    if (client_stmts_get(c->stmts, pm.name)) {
+        /* PostgreSQL's error, in order: a Parse that fails makes the server
+         * skip to Sync as it would have; its error is replaced by ours. */
+        static const char bad[] = "SELECT weir_duplicate_statement(";
+        struct pstmt tmp = {.query = (char *)bad};
+        strcpy(tmp.server_name, "");
+        return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_DUP_ERROR, 0, NULL, pm.name) ? -1 : 0;
+    }
+    p = pstmt_intern(registry(s), pm.query, pm.param_types, pm.nparam_types);
+    if (p == NULL || client_stmts_put(c->stmts, registry(s), pm.name, p) != 0)
+        return -1;
+    if (s->stmts && server_stmts_has(s->stmts, p))
+        return push_synth(s, SYN_PARSE_COMPLETE, NULL);
+    return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
+}
+
+static int on_describe_or_close(struct server *s, struct client *c, char type, const unsigned char *msg,
+                                size_t total)
+{
+    char kind;
+    const char *name;
+    struct pstmt *p;
+
+    if (weir_proto_parse_target(msg + 5, total - 5, &kind, &name) != 0)
+        return -1;
+    p = kind == 'S' && name[0] && c->stmts ? client_stmts_get(c->stmts, name) : NULL;
+    if (type == 'C' && kind == 'S' && name[0]) {
+        /* The statement stays on servers for others; closing an unknown name
+         * is no error in PostgreSQL either. */
+        if (c->stmts)
+            client_stmts_del(c->stmts, registry(s), name);
+        return push_synth(s, SYN_CLOSE_COMPLETE, NULL);
+    }
+    if (p != NULL) {
+        if (ensure_prepared(s, p) != 0 || emit_target(s->io.out, type, kind, p->server_name) != 0)
+            return -1;
+    } else {
+        evbuffer_add(s->io.out, msg, total);
+    }
+    return q_push(s, type == 'D' ? K_DESCRIBE : K_CLOSE, A_FORWARD, 0, NULL, NULL);
+}
+
+/* Bind: rewrite the statement name, stream the (maybe large) rest. */
+static int on_bind(struct server *s, struct client *c, size_t total, const unsigned char *head, size_t headlen,
+                   size_t names_len)
+{
+    const char *portal = (const char *)head + 5;
+    const char *stmt = portal + strlen(portal) + 1;
+    struct pstmt *p = stmt[0] && c->stmts ? client_stmts_get(c->stmts, stmt) : NULL;
+    size_t rest = total - 5 - names_len;
+
+    if (p == NULL) { /* unnamed or unknown: the server answers as PostgreSQL would */
+        evbuffer_add(s->io.out, head, headlen);
+        evbuffer_drain(c->io.in, headlen);
+        c->fwd_remaining = (uint32_t)(total - headlen);
+        return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+    }
+    if (ensure_prepared(s, p) != 0)
+        return -1;
+    size_t nlen = strlen(portal) + 1 + strlen(p->server_name) + 1;
+    uint32_t len = (uint32_t)(4 + nlen + rest);
+    unsigned char hdr[5] = {'B', (unsigned char)(len >> 24), (unsigned char)(len >> 16), (unsigned char)(len >> 8),
+                            (unsigned char)len};
+    if (evbuffer_add(s->io.out, hdr, 5) || evbuffer_add(s->io.out, portal, strlen(portal) + 1) ||
+        evbuffer_add(s->io.out, p->server_name, strlen(p->server_name) + 1))
+        return -1;
+    evbuffer_drain(c->io.in, 5 + names_len);
+    c->fwd_remaining = (uint32_t)rest;
+    return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+}
+
+/* "DEALLOCATE [PREPARE] name|ALL" on its own: weir's names, weir's answer. */
+static int is_deallocate(const char *sql, char *name, size_t namelen)
+{
+    const char *p = sql;
+    size_t n = 0;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    if (strncasecmp(p, "deallocate", 10) != 0 || !isspace((unsigned char)p[10]))
+        return 0;
+    p += 10;
+    while (isspace((unsigned char)*p))
+        p++;
+    if (strncasecmp(p, "prepare", 7) == 0 && isspace((unsigned char)p[7])) {
+        p += 7;
+        while (isspace((unsigned char)*p))
+            p++;
+    }
+    if (*p == '"')
+        return 0; /* quoted names: leave them to the server */
+    while (p[n] && (isalnum((unsigned char)p[n]) || p[n] == '_') && n < namelen - 1)
+        n++;
+    if (n == 0)
+        return 0;
+    memcpy(name, p, n);
+    name[n] = '\0';
+    p += n;
+    while (isspace((unsigned char)*p) || *p == ';')
+        p++;
+    return *p == '\0';
+}
+
+static int is_discard_all(const char *sql)
+{
+    while (isspace((unsigned char)*sql))
+        sql++;
+    if (strncasecmp(sql, "discard", 7) != 0 || !isspace((unsigned char)sql[7]))
+        return 0;
+    sql += 7;
+    while (isspace((unsigned char)*sql))
+        sql++;
+    return strncasecmp(sql, "all", 3) == 0;
+}
+
+static int on_query(struct server *s, struct client *c, const unsigned char *msg, size_t total, int *consumed)
+{
+    const char *sql;
+    char name[128];
+
+    *consumed = 0;
+    if (weir_proto_parse_string(msg + 5, total - 5, &sql) != 0)
+        return -1;
+    if (is_deallocate(sql, name, sizeof(name))) {
+        if (strcasecmp(name, "all") == 0) {
+            if (c->stmts)
+                client_stmts_clear(c->stmts, registry(s));
+            *consumed = 1;
+            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE ALL");
+        }
+        if (c->stmts && client_stmts_del(c->stmts, registry(s), name)) {
+            *consumed = 1;
+            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE");
+        }
+        return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL); /* the server reports the unknown name */
+    }
+    if (is_discard_all(sql)) {
+        if (c->stmts)
+            client_stmts_clear(c->stmts, registry(s)); /* it drops the session's statements */
+        return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL);
+    }
+    return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
+}
+
+int prep_client_message(struct server *s, struct client *c, char type, size_t total)
+{
+    size_t avail = evbuffer_get_length(c->io.in);
+    const unsigned char *msg;
+    int consumed = 1, rc;
+
+    if (type == 'B') {
+        /* Only the two names are needed now; the parameters may be huge. */
+        size_t want = total < 5 + 2048 ? total : 5 + 2048;
+        size_t have = avail < want ? avail : want;
+        const unsigned char *head = evbuffer_pullup(c->io.in, (ssize_t)have);
+        const void *z1 = memchr(head + 5, 0, have - 5);
+        const void *z2 = z1 ? memchr((const char *)z1 + 1, 0, have - (size_t)((const unsigned char *)z1 + 1 - head)) : NULL;
+        if (z2 == NULL)
+            return have < want ? 0 : -1;
+        size_t names_len = (size_t)((const unsigned char *)z2 + 1 - (head + 5));
+        return on_bind(s, c, total, head, 5 + names_len, names_len) == 0 ? 1 : -1;
+    }
+    if (total > (size_t)1 << 24)
+        return -1; /* a Parse or Describe this large is not a real client */
+    if (avail < total)
+        return 0;
+    msg = evbuffer_pullup(c->io.in, (ssize_t)total);
+    switch (type) {
+    case 'P':
+        rc = on_parse(s, c, msg, total);
+        break;
+    case 'D':
+    case 'C':
+        rc = on_describe_or_close(s, c, type, msg, total);
+        break;
+    case 'Q':
+        rc = on_query(s, c, msg, total, &consumed);
+        if (rc == 0 && !consumed) {
+            evbuffer_add(s->io.out, msg, total);
+            s->pending++;
+        }
+        break;
+    default:
+        return -1;
+    }
+    evbuffer_drain(c->io.in, total);
+    return rc == 0 ? 1 : -1;
+}
+
+int prep_expect_forwarded(struct server *s, char type)
+{
+    switch (type) {
+    case 'E':
+        return q_push(s, K_EXECUTE, A_FORWARD, 0, NULL, NULL);
+    case 'S':
+        return q_push(s, K_SYNC, A_FORWARD, 0, NULL, NULL);
+    case 'F':
+        return q_push(s, K_FUNC, A_FORWARD, 0, NULL, NULL);
+    default:
+        return 0;
+    }
+}
+
+/* ---- server responses ---- */
+
+static int ends_with_ready(unsigned char kind)
+{
+    return kind == K_SYNC || kind == K_QUERY || kind == K_FUNC;
+}
+
+static int terminal_for(const struct expect *e, char type)
+{
+    switch (e->kind) {
+    case K_PARSE:
+        return type == '1';
+    case K_BIND:
+        return type == '2';
+    case K_DESCRIBE:
+        return type == 'T' || type == 'n';
+    case K_EXECUTE:
+        return type == 'C' || type == 'I' || type == 's';
+    case K_CLOSE:
+        return type == '3';
+    default:
+        return type == 'Z';
+    }
+}
+
+int prep_is_special(struct server *s, char type)
+{
+    struct expect *e = q_head(s);
+
+    if (e == NULL || s->swallow > 0)
+        return 0;
+    if (type == 'E' || type == 'Z')
+        return 1;
+    if (type == 'C' && (e->flags & F_DISCARD))
+        return 1;
+    return terminal_for(e, type);
+}
+
+/* An entry ended without its response (error, or skipped to Sync): undo. */
+static void entry_failed(struct server *s, struct expect *e)
+{
+    if (e->kind != K_PARSE)
+        return;
+    if ((e->flags & F_ON_SERVER) && s->stmts)
+        server_stmts_del(s->stmts, registry(s), e->p);
+    if ((e->flags & F_CLIENT_PARSE) && s->client && s->client->stmts && e->text)
+        client_stmts_del(s->client->stmts, registry(s), e->text);
+}
+
+static void send_dup_error(struct server *s, const char *name)
+{
+    char msg[256];
+
+    if (s->client == NULL)
+        return;
+    snprintf(msg, sizeof(msg), "prepared statement \"%s\" already exists", name);
+    (void)weir_proto_build_error(s->client->io.out, "ERROR", "42P05", msg, NULL, NULL);
+}
+
+/* The server reported an error for the head entry: it now skips to Sync. */
+static int on_error(struct server *s, struct expect *e)
+{
+    int drop = 0;
+
+    if (e->action == A_DUP_ERROR) {
+        send_dup_error(s, e->text);
+        drop = 1;
+    }
+    entry_failed(s, e);
+    q_pop(s);
+    while ((e = q_head(s)) != NULL && !ends_with_ready(e->kind)) {
+        entry_failed(s, e);
+        q_pop(s); /* skipped by the server, answers weir owed included */
+    }
+    return drop;
+}
+
+int prep_server_message(struct server *s, char type, const unsigned char *body, size_t blen)
+{
+    struct expect *e = q_head(s);
+    int drop = 0;
+
+    if (e == NULL || s->swallow > 0)
+        return 0;
+    if (type == 'E') {
+        if (ends_with_ready(e->kind))
+            return 0; /* a simple query's error; ReadyForQuery follows */
+        drop = on_error(s, e);
+    } else if (type == 'Z') {
+        while ((e = q_head(s)) != NULL && !ends_with_ready(e->kind)) {
+            entry_failed(s, e);
+            q_pop(s);
+        }
+        if (e)
+            q_pop(s);
+    } else if (type == 'C' && (e->flags & F_DISCARD) && e->kind == K_QUERY) {
+        const char *tag;
+        if (weir_proto_parse_string(body, blen, &tag) == 0 && strcmp(tag, "DISCARD ALL") == 0 && s->stmts)
+            server_stmts_clear(s->stmts, registry(s));
+        return 0;
+    } else if (terminal_for(e, type)) {
+        drop = e->action != A_FORWARD;
+        q_pop(s);
+    }
+    return drop;
+}
+
+void prep_after_message(struct server *s)
+{
+    if (s->swallow == 0)
+        flush_synth(s);
+}
+
+int prep_idle(const struct server *s)
+{
+    return s->expect_count == 0;
+}
