@@ -423,9 +423,21 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     return rc == 0 ? 1 : -1;
 }
 
+int prep_query_is_ours(const unsigned char *body, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len && isspace(body[i]))
+        i++;
+    return len - i >= 7 && (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
+                            strncasecmp((const char *)body + i, "discard", 7) == 0);
+}
+
 int prep_expect_forwarded(struct server *s, char type)
 {
     switch (type) {
+    case 'Q':
+        return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
     case 'E':
         return q_push(s, K_EXECUTE, A_FORWARD, 0, NULL, NULL);
     case 'S':

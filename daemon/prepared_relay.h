@@ -15,7 +15,9 @@ struct client;
  * 1 consumed (rewritten, answered or forwarded), 0 more bytes needed,
  * -1 malformed or out of memory (the caller disconnects). */
 int prep_client_message(struct server *s, struct client *c, char type, size_t total);
-/* Execute, Sync, FunctionCall forwarded unchanged: note their answer is due. -1 on ENOMEM. */
+/* Does this Query need weir (DEALLOCATE, DISCARD)? Others go straight through. */
+int prep_query_is_ours(const unsigned char *body, size_t len);
+/* Query, Execute, Sync, FunctionCall forwarded unchanged: note their answer is due. -1 on ENOMEM. */
 int prep_expect_forwarded(struct server *s, char type);
 /* Must this server message be looked at (whole) before it is forwarded? */
 int prep_is_special(struct server *s, char type);

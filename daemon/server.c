@@ -320,16 +320,22 @@ static void note_xact_start(struct server *s, struct client *c)
         s->xact_start_us = weir__now_us();
 }
 
+/* A simple query or function call starts: SHOW STATS' query count and times. */
+static void note_query_start(struct server *s, struct client *c)
+{
+    note_xact_start(s, c);
+    s->query_start_us = weir__now_us();
+    s->dp->query_count++;
+}
+
 /* What the pooler must know about a client message type. */
 static void note_client_message(struct server *s, struct client *c, char type)
 {
     switch (type) {
     case 'Q':
     case 'F':
-        note_xact_start(s, c);
+        note_query_start(s, c);
         s->pending++;
-        s->query_start_us = weir__now_us();
-        s->dp->query_count++;
         break;
     case 'S':
         s->pending++;
@@ -387,7 +393,8 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
             return off;
         }
         if (s->track) {
-            if (type == 'P' || type == 'B' || type == 'D' || type == 'C' || type == 'Q') {
+            if (type == 'P' || type == 'B' || type == 'D' || type == 'C' ||
+                (type == 'Q' && (off + total > window || prep_query_is_ours(p + off + 5, total - 5)))) {
                 *special = type; /* rewritten or answered by prepared_relay.c */
                 *special_total = total;
                 return off;
@@ -427,6 +434,8 @@ int server_forward_from_client(struct server *s)
         }
         s->dp->bytes_in += n;
         move_bytes(c->io.in, s->io.out, n);
+        if (special == 'Q' && bad == NULL && evbuffer_get_length(c->io.in) >= special_total)
+            note_query_start(s, c); /* the relay sends it on: count it once, whole */
         if (special && bad == NULL) {
             int rc = prep_client_message(s, c, special, special_total);
             if (rc < 0)
@@ -436,8 +445,10 @@ int server_forward_from_client(struct server *s)
             else {
                 s->dp->bytes_in += special_total;
                 if (special != 'Q') {
-                    if (!c->unsynced)
+                    if (!c->unsynced) {
+                        note_xact_start(s, c);
                         s->query_start_us = weir__now_us();
+                    }
                     c->unsynced = 1;
                 }
                 continue;

@@ -11,7 +11,11 @@
 
 #include "stream.h"
 
-#define STREAM_READ_CHUNK 16384
+/* Small reads ask for a chain that fits glibc's per-thread cache (1 KiB
+ * with libevent's header), so the usual small message costs no real malloc;
+ * once a read fills it, bulk data follows and reads go big. */
+#define STREAM_READ_SMALL 900
+#define STREAM_READ_BIG 16384
 
 static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -85,7 +89,8 @@ void stream_set_reading(struct stream *s, int on)
 int stream_fill(struct stream *s)
 {
     struct evbuffer_iovec vec[2];
-    int nvec = evbuffer_reserve_space(s->in, STREAM_READ_CHUNK, vec, 2);
+    size_t want = s->bulk ? STREAM_READ_BIG : STREAM_READ_SMALL;
+    int nvec = evbuffer_reserve_space(s->in, (ev_ssize_t)want, vec, 2);
     struct iovec iov[2];
     ssize_t n;
 
@@ -111,6 +116,7 @@ int stream_fill(struct stream *s)
         s->eof = 1;
         return -1;
     }
+    s->bulk = (size_t)n >= want; /* filled: more is probably waiting */
     int used = 0;
     for (int i = 0; i < nvec && n > 0; i++, used++) {
         size_t take = (size_t)n < vec[i].iov_len ? (size_t)n : vec[i].iov_len;

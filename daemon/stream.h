@@ -25,7 +25,7 @@ struct stream {
     struct evbuffer *in, *out;
     stream_cb on_read, on_drain;
     void *arg;
-    unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1;
+    unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1, bulk : 1;
 };
 
 /* Set up on fd (borrowed). Reading starts disabled. 0 or -1 (ENOMEM). */
