@@ -244,3 +244,79 @@ def test_many_bad_clients_at_once(weir, bystander):
     for s in socks:
         s.close()
     assert bystander.execute("SELECT 1").fetchone() == (1,)
+
+
+# ---- clients that vanish ----
+
+def _fresh_server_check(w):
+    """A new client gets a clean, working server: not inside someone's
+    transaction, no stray result waiting."""
+    with w.connect() as c:
+        assert c.execute("SELECT 'fresh', now() = statement_timestamp(), pg_current_xact_id_if_assigned()"
+                         ).fetchone() == ("fresh", True, None)
+        assert c.execute("SELECT 2").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_client_gone_mid_query(weir_factory, mode):
+    w = weir_factory(pool_mode=mode, settings={"default_pool_size": 1})
+    x = pgwire.Wire("127.0.0.1", w.port)
+    x.login_trust("weir_test", "weir_test")
+    x.send(pgwire.query_message("SELECT 'stale' FROM pg_sleep(1)"))
+    time.sleep(0.2)
+    x.close()
+    t0 = time.monotonic()
+    _fresh_server_check(w)
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_client_gone_inside_transaction(weir_factory, pg, mode):
+    w = weir_factory(pool_mode=mode, settings={"default_pool_size": 1})
+    table = "gone_tx_%d" % w.port
+    with pg.connect() as s:
+        s.execute("CREATE TABLE %s (i int)" % table)
+    try:
+        x = pgwire.Wire("127.0.0.1", w.port)
+        x.login_trust("weir_test", "weir_test")
+        assert x.simple_query("BEGIN; INSERT INTO %s VALUES (1)" % table)[-1] == (b"Z", b"T")
+        x.close()
+        _fresh_server_check(w)
+        with pg.connect() as s:
+            assert s.execute("SELECT count(*) FROM %s" % table).fetchone() == (0,)
+    finally:
+        with pg.connect() as s:
+            s.execute("DROP TABLE IF EXISTS %s" % table)
+
+
+def test_client_gone_mid_large_result(weir_factory):
+    w = weir_factory(settings={"default_pool_size": 1})
+    x = pgwire.Wire("127.0.0.1", w.port)
+    x.login_trust("weir_test", "weir_test")
+    x.send(pgwire.query_message("SELECT g, repeat('x', 1000) FROM generate_series(1, 200000) g"))
+    x.read_message()
+    time.sleep(0.3)  # weir is now holding back the server (client not reading)
+    x.close()
+    t0 = time.monotonic()
+    _fresh_server_check(w)
+    assert time.monotonic() - t0 < 5
+
+
+def test_client_gone_mid_copy_in(weir_factory, pg):
+    w = weir_factory(settings={"default_pool_size": 1})
+    table = "gone_copy_%d" % w.port
+    with pg.connect() as s:
+        s.execute("CREATE TABLE %s (i int)" % table)
+    try:
+        x = pgwire.Wire("127.0.0.1", w.port)
+        x.login_trust("weir_test", "weir_test")
+        x.send(pgwire.query_message("COPY %s FROM STDIN" % table))
+        assert x.read_message()[0] == b"G"  # CopyInResponse
+        x.send(pgwire.message(b"d", b"".join(b"%d\n" % i for i in range(1000))))
+        x.close()
+        _fresh_server_check(w)
+        with pg.connect() as s:
+            assert s.execute("SELECT count(*) FROM %s" % table).fetchone() == (0,)
+    finally:
+        with pg.connect() as s:
+            s.execute("DROP TABLE IF EXISTS %s" % table)

@@ -329,3 +329,34 @@ def test_terminate_message_closes_and_releases_server(weir_factory, mode):
         x.close()
     c = w.connect()
     assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("cut", [3, 7, 12])
+def test_message_split_across_packets(mweir, cut):
+    """A message that arrives in pieces (slow network, big query) is put
+    back together: cut inside the header, just after it, inside the body."""
+    w = pgwire.Wire("127.0.0.1", mweir.port)
+    try:
+        w.login_trust("weir_test", "weir_test")
+        for _ in range(2):
+            q = pgwire.query_message("SELECT 42 AS answer")
+            w.send(q[:cut])
+            time.sleep(0.2)
+            w.send(q[cut:])
+            msgs = []
+            while not msgs or msgs[-1][0] != b"Z":
+                msgs.append(w.read_message(5))
+            assert [t for t, _ in msgs] == [b"T", b"D", b"C", b"Z"]
+            assert msgs[1][1].endswith(b"42")
+    finally:
+        w.close()
+    assert mweir.alive()
+
+
+def test_large_query_text(mweir):
+    """A 4 MB query string (many TCP segments) through psycopg and asyncpg."""
+    c = mweir.connect()
+    big = "x" * (4 * MB)
+    assert c.execute("SELECT length('%s')" % big).fetchone() == (4 * MB,)
+    assert c.execute("SELECT length(%s)", [big]).fetchone() == (4 * MB,)
+    assert c.execute("SELECT 1").fetchone() == (1,)
