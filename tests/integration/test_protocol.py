@@ -360,3 +360,18 @@ def test_large_query_text(mweir):
     assert c.execute("SELECT length('%s')" % big).fetchone() == (4 * MB,)
     assert c.execute("SELECT length(%s)", [big]).fetchone() == (4 * MB,)
     assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_terminate_inside_transaction(weir_factory):
+    """Terminate while a transaction is open (the server is held): weir
+    closes the client, and the one server does not come back inside it."""
+    w = weir_factory(settings={"default_pool_size": 1})
+    x = pgwire.Wire("127.0.0.1", w.port)
+    x.login_trust("weir_test", "weir_test")
+    assert x.simple_query("BEGIN")[-1] == (b"Z", b"T")
+    x.send(pgwire.message(b"X"))
+    assert x.read_until_closed(5) == []
+    x.close()
+    c = w.connect()
+    assert c.execute("SELECT now() = statement_timestamp(), pg_current_xact_id_if_assigned()"
+                     ).fetchone() == (True, None)
