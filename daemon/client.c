@@ -475,7 +475,7 @@ static void client_finish_login(struct client *c)
             return;
         }
         if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), welcome_cb, c, &c->waiter) != 0)
-            client_disconnect(c, "08P01", "pooler error: cannot queue for a server");
+            client_disconnect(c, "08P01", "cannot queue for a server");
         return;
     }
     if (c->d->cfg->log_connections)
@@ -684,10 +684,33 @@ static void server_cb(int status, weir_pooled *pooled, void *arg)
     client_got_server(c, pooled);
 }
 
+/* The client's pool was replaced by a reload (new settings): move to the new one. */
+static int client_follow_pool(struct client *c)
+{
+    const char *sqlstate = "08P01";
+    char err[256];
+    struct dpool *dp;
+
+    if (!c->dp->removed)
+        return 0;
+    dp = pooler_get(c->d, c->dbname, c->user, &sqlstate, err, sizeof(err));
+    if (dp == NULL) {
+        client_disconnect(c, sqlstate, "%s", err);
+        return -1;
+    }
+    c->dp->nclients--;
+    c->dp = dp;
+    dp->nclients++;
+    return 0;
+}
+
 /* A query arrived while no server is linked: get one. */
 static void client_request_server(struct client *c)
 {
     weir_pooled *pooled;
+
+    if (client_follow_pool(c) != 0)
+        return;
 
     if (c->d->shutting_down) {
         client_disconnect(c, "57P01", "pgbouncer is shutting down");
@@ -702,7 +725,7 @@ static void client_request_server(struct client *c)
     stream_set_reading(&c->io, 0);
     client_arm_timer(c, 0);
     if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
-        client_disconnect(c, "08P01", "pooler error: cannot queue for a server");
+        client_disconnect(c, "08P01", "cannot queue for a server");
 }
 
 /* IDLE with input: a Terminate ends the session; anything else needs a server. */

@@ -315,6 +315,9 @@ int main(int argc, char **argv)
         rc = 1;
     log_at(&d.log, LG_LOG, "shutting down");
     daemon_stop(&d);
+    /* Clients and servers closed above are freed by callbacks parked for the
+     * next loop iteration: run it once so nothing is left behind. */
+    event_base_loop(d.base, EVLOOP_NONBLOCK);
     event_free(tick);
     for (int i = 0; i < 5; i++)
         if (sigs[i])

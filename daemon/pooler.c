@@ -304,6 +304,41 @@ int pooler_wait_ms(const struct dpool *dp)
     return us > 0 ? ms(us) : -1;
 }
 
+/* Everything but the password: what decides which server a connection reaches. */
+static int same_target(const char *a, const char *b)
+{
+    const char *pa = strstr(a, " password='"), *pb = strstr(b, " password='");
+    const char *ea, *eb;
+
+    if (pa == NULL || pb == NULL)
+        return pa == pb && strcmp(a, b) == 0;
+    /* password values are quoted with backslash escapes by add_kv */
+    for (ea = pa + 11; *ea && *ea != '\''; ea += (*ea == '\\' && ea[1]) ? 2 : 1)
+        ;
+    for (eb = pb + 11; *eb && *eb != '\''; eb += (*eb == '\\' && eb[1]) ? 2 : 1)
+        ;
+    return pa - a == pb - b && strncmp(a, b, (size_t)(pa - a)) == 0 && strcmp(ea, eb) == 0;
+}
+
+/* The entry changed: new connections use the new settings. Connections to a
+ * different server are closed when they come back, as PgBouncer does; a
+ * changed password alone keeps the logged-in connections. */
+static void pooler_retarget(struct daemon *d, struct dpool *dp, char *conninfo)
+{
+    int moved = !same_target(conninfo, dp->conninfo);
+
+    if (weir_pool_set_conninfo(dp->pool, conninfo) != 0) {
+        free(conninfo);
+        return;
+    }
+    if (moved)
+        weir_pool_invalidate_all(dp->pool);
+    log_at(&d->log, LG_LOG, "pool %s/%s: connection settings changed%s", dp->dbname, dp->user,
+           moved ? "; reconnecting servers as they are released" : " (password only)");
+    free(dp->conninfo);
+    dp->conninfo = conninfo;
+}
+
 void pooler_apply_config(struct daemon *d)
 {
     limit_groups_apply(d);
@@ -315,16 +350,18 @@ void pooler_apply_config(struct daemon *d)
         if (dp->removed)
             continue;
         conninfo = db ? build_conninfo(d, db, dp->dbname, db->user ? db->user : dp->user) : NULL;
-        if (db == NULL || conninfo == NULL || strcmp(conninfo, dp->conninfo) != 0) {
-            /* Gone or pointing elsewhere: let it drain; new clients get a new pool. */
-            log_at(&d->log, LG_LOG, "pool %s/%s: %s, draining", dp->dbname, dp->user,
-                   db ? "connection settings changed" : "database removed from config");
+        if (db == NULL || conninfo == NULL || (db->user && strcmp(db->user, dp->user) != 0)) {
+            /* Gone: let it drain; its clients move to a new pool at their next query. */
+            log_at(&d->log, LG_LOG, "pool %s/%s: database removed from config, draining", dp->dbname, dp->user);
             dp->removed = 1;
             weir_pool_drain(dp->pool);
             free(conninfo);
             continue;
         }
-        free(conninfo);
+        if (strcmp(conninfo, dp->conninfo) != 0)
+            pooler_retarget(d, dp, conninfo); /* takes conninfo */
+        else
+            free(conninfo);
         dp->mode = effective_mode(d, db, dp->user);
         weir_pool_config_init(&pc);
         fill_pool_config(d, db, &pc);

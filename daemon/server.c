@@ -137,17 +137,6 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
     return s;
 }
 
-void server_copy_params(const struct server *s, struct param_set *p)
-{
-    static const char *const welcome[] = {"server_version", "server_encoding", "client_encoding", "DateStyle",
-                                          "TimeZone", "IntervalStyle", "integer_datetimes", "is_superuser",
-                                          "session_authorization", "standard_conforming_strings",
-                                          "application_name", "default_transaction_read_only", "in_hot_standby"};
-    (void)welcome;
-    for (int i = 0; i < TP_COUNT; i++)
-        param_set_put(p, i, s->params.v[i]);
-}
-
 /* ---- going back to the pool ---- */
 
 static void server_checkin(struct server *s, int clean)
@@ -394,7 +383,7 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
         }
         if (s->track) {
             if (type == 'P' || type == 'B' || type == 'D' || type == 'C' ||
-                (type == 'Q' && (off + total > window || prep_query_is_ours(p + off + 5, total - 5)))) {
+                (type == 'Q' && prep_query_is_ours(p + off + 5, (off + total > window ? window : off + total) - off - 5))) {
                 *special = type; /* rewritten or answered by prepared_relay.c */
                 *special_total = total;
                 return off;
@@ -459,7 +448,14 @@ int server_forward_from_client(struct server *s)
             client_disconnect(c, "08P01", "%s", bad);
             return -1;
         }
-        if (stop || n == 0)
+        if (stop) {
+            /* Terminate: the client is done; the server goes back (or is
+             * closed if the client left a transaction open). */
+            stream_flush(&s->io);
+            client_disconnect(c, NULL, "client close request");
+            return -1;
+        }
+        if (n == 0)
             break;
     }
     if (stream_flush(&s->io) != 0) {
@@ -468,7 +464,7 @@ int server_forward_from_client(struct server *s)
     }
     if (s->pending > 0) /* a query runs: only query_timeout applies (0 = none) */
         client_arm_timer(c, s->d->cfg->query_timeout_us);
-    else if (s->track && s->state == SV_LINKED && prep_idle(s))
+    else if (s->track && s->state == SV_LINKED && prep_idle(s) && evbuffer_get_length(c->io.in) == 0)
         (void)server_at_ready(s); /* answered by weir alone (DEALLOCATE, Close) */
     return 0;
 }
@@ -562,6 +558,13 @@ static int server_special(struct server *s, char type, size_t total)
     if (type == 'Z') {
         if (weir_proto_parse_ready(body, blen, &status) != 0)
             return -1;
+        if (status != 'I' && !drop && s->dp->mode == POOL_MODE_STATEMENT && s->pending <= 1 && s->swallow == 0) {
+            /* Refuse before the client sees a transaction start, as PgBouncer does. */
+            s->txn = status;
+            evbuffer_drain(s->io.in, total);
+            client_disconnect(s->client, "08P01", "transaction blocks not allowed in statement pooling mode");
+            return 2;
+        }
         s->txn = status;
         if (s->pending > 0)
             s->pending--;
@@ -660,6 +663,8 @@ static void relay_to_client(struct server *s)
                 server_lost(s, "invalid packet from server");
                 return;
             }
+            if (rc == 2)
+                return; /* the client was refused and is gone */
             if (rc == 1) {
                 struct client *c = s->client;
                 if (c && client_flush(c) != 0)

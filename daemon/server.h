@@ -69,7 +69,5 @@ int server_forward_from_client(struct server *s);
 void server_client_drained(struct server *s);
 /* Ask PostgreSQL to cancel what this server runs now (worker thread). */
 void server_cancel(struct server *s);
-/* Send a welcome snapshot of the server's parameters into p. */
-void server_copy_params(const struct server *s, struct param_set *p);
 
 #endif

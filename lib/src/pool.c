@@ -112,6 +112,7 @@ static void item_set_state(weir_pooled *item, enum item_state to)
     pool->count[from]--;
     pool->count[to]++;
     item->state = to;
+    atomic_store(&pool->idle_hint, pool->count[ITEM_IDLE]);
 }
 
 static int pool_total(const weir_pool *pool)
@@ -235,6 +236,9 @@ static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
     item->idle_since_us = now;
     if (pool->cfg.watch_idle && item->watch_ev != NULL)
         event_add(item->watch_ev, NULL);
+    for (int i = 0; i < WEIR_POOL_MAX_GROUPS; i++)
+        if (pool->cfg.groups[i])
+            group_idle_available(pool->cfg.groups[i], pool);
 }
 
 /*
@@ -399,10 +403,17 @@ static void item_drive(weir_pooled *item)
 
 static void item_start_connect(weir_pool *pool, weir_pooled *item)
 {
-    char err[256] = "";
+    char err[256] = "", *conninfo;
+    int rc;
 
     item->op_start_us = weir__now_us();
-    if (pool->d->connect_start(pool->conninfo, &item->dconn, err, sizeof(err)) != 0) {
+    /* A copy: weir_pool_set_conninfo() may replace the string meanwhile. */
+    pthread_mutex_lock(&pool->lock);
+    conninfo = strdup(pool->conninfo);
+    pthread_mutex_unlock(&pool->lock);
+    rc = conninfo ? pool->d->connect_start(conninfo, &item->dconn, err, sizeof(err)) : WEIR_ENOMEM;
+    free(conninfo);
+    if (rc != 0) {
         item->dconn = NULL;
         item_op_done(item, 0, err[0] ? err : "could not start connection");
         return;
@@ -897,6 +908,20 @@ void weir_pool_invalidate(weir_pool *pool, weir_pooled *conn)
     if (conn->state == ITEM_IDLE && !pool->closed)
         pool_kick(pool); /* the pool thread owns its events: it closes it */
     pthread_mutex_unlock(&pool->lock);
+}
+
+int weir_pool_set_conninfo(weir_pool *pool, const char *conninfo)
+{
+    char *copy = conninfo ? strdup(conninfo) : NULL;
+
+    if (copy == NULL)
+        return conninfo ? WEIR_ENOMEM : WEIR_EINVAL;
+    pthread_mutex_lock(&pool->lock);
+    free(pool->conninfo);
+    pool->conninfo = copy;
+    pool->cfg.conninfo = copy;
+    pthread_mutex_unlock(&pool->lock);
+    return 0;
 }
 
 uint64_t weir_pool_invalidate_all(weir_pool *pool)

@@ -120,17 +120,28 @@ void group_kick_members(weir_pool_group *g, weir_pool *except)
     pthread_mutex_unlock(&g->lock);
 }
 
-/* Ask the other members to give up one idle connection each at most. */
+/* Ask one other member that has an idle connection to give it up. Members
+ * without idle connections are left alone: waking them would only make them
+ * ask back, and two pools with waiters would wake each other forever. */
 void group_request_evict(weir_pool_group *g, weir_pool *requester)
 {
     pthread_mutex_lock(&g->lock);
     for (struct weir_link *l = g->members.next; l != &g->members; l = l->next) {
         struct pool_membership *m = weir_container_of(l, struct pool_membership, link);
-        if (m->pool != requester) {
-            atomic_store(&m->pool->evict_wanted, 1);
+        if (m->pool != requester && atomic_load(&m->pool->idle_hint) > 0 &&
+            !atomic_exchange(&m->pool->evict_wanted, 1)) {
             if (m->pool->kick_ev)
                 event_active(m->pool->kick_ev, EV_TIMEOUT, 1);
+            break;
         }
     }
     pthread_mutex_unlock(&g->lock);
+}
+
+/* A member now has an idle connection: if the group is full, members with
+ * waiters may want it evicted. */
+void group_idle_available(weir_pool_group *g, weir_pool *owner)
+{
+    if (group_room(g) == 0)
+        group_kick_members(g, owner);
 }

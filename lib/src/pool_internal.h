@@ -81,6 +81,7 @@ struct weir_pool {
     weir_pool_stats st;      /* counters; sizes are filled in on snapshot */
     struct pool_membership membership[WEIR_POOL_MAX_GROUPS];
     atomic_int evict_wanted; /* a group member needs one of our idle slots */
+    atomic_int idle_hint;    /* count[ITEM_IDLE], readable without the lock */
 };
 
 WEIR_INTERNAL weir_pooled *pool_take_idle(weir_pool *pool, int *kick);
@@ -102,6 +103,7 @@ WEIR_INTERNAL int group_reserve(weir_pool_group *g);
 WEIR_INTERNAL void group_release(weir_pool_group *g);
 WEIR_INTERNAL void group_kick_members(weir_pool_group *g, weir_pool *except);
 WEIR_INTERNAL void group_request_evict(weir_pool_group *g, weir_pool *requester);
+WEIR_INTERNAL void group_idle_available(weir_pool_group *g, weir_pool *owner);
 WEIR_INTERNAL void pool_watch_cb(evutil_socket_t fd, short what, void *arg);
 
 #endif

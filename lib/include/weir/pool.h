@@ -149,6 +149,10 @@ WEIR_API uint64_t weir_pooled_generation(const weir_pooled *conn);
  * connection themselves (watch_idle = 0) and see the server go away. */
 WEIR_API void weir_pool_invalidate(weir_pool *pool, weir_pooled *conn);
 
+/* Connect with a new conninfo (copied) from now on; open connections stay.
+ * Pair with weir_pool_invalidate_all() when the target itself changed. */
+WEIR_API WEIR_MUST_CHECK int weir_pool_set_conninfo(weir_pool *pool, const char *conninfo);
+
 /* Every connection made before now is closed: idle ones at once, checked-out
  * ones when returned (e.g. after a failover). Returns the new generation. */
 WEIR_API uint64_t weir_pool_invalidate_all(weir_pool *pool);
