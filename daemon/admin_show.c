@@ -20,6 +20,7 @@
 #include "admin_internal.h"
 #include "config.h"
 #include "pooler.h"
+#include "prepared.h"
 #include "server.h"
 #include "stats.h"
 
@@ -231,6 +232,11 @@ static const char *const socket_names[] = {
     "recv_pos", "pkt_pos",   "pkt_remain", "send_pos",  "send_remain", "pkt_avail", "send_avail"};
 #define SOCKET_TYPES "sssssisissiiississ"
 #define SOCKET_EXTRA_TYPES "iiiiiii"
+/* SHOW CLIENTS / SERVERS: the socket columns, then PgBouncer 1.21's prepared_statements. */
+static const char *const conn_names[] = {
+    "type",    "user",       "database",   "state",     "addr",     "port",       "local_addr",
+    "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",
+    "link",    "remote_pid", "tls",        "application_name", "prepared_statements"};
 
 /* The state a client has in SHOW CLIENTS (NULL: not listed there). */
 static const char *client_state_name(const struct client *c, int sockets)
@@ -298,6 +304,8 @@ static void client_row(struct client *viewer, const struct client *c, const char
     row_str(&r, c->params.v[TP_APPLICATION_NAME] ? c->params.v[TP_APPLICATION_NAME] : "");
     if (sockets)
         socket_extra(&r, &c->io, c->fwd_remaining);
+    else
+        row_u64(&r, client_stmts_count(c->stmts));
     row_send(viewer, &r);
 }
 
@@ -361,12 +369,14 @@ static void server_row(struct client *viewer, const struct server *s, int socket
     row_str(&r, s->params.v[TP_APPLICATION_NAME] ? s->params.v[TP_APPLICATION_NAME] : "");
     if (sockets)
         socket_extra(&r, &s->io, s->fwd_remaining);
+    else
+        row_u64(&r, server_stmts_count(s->stmts));
     row_send(viewer, &r);
 }
 
 static void show_clients(struct client *c)
 {
-    admin_columns(c, SOCKET_TYPES, socket_names);
+    admin_columns(c, SOCKET_TYPES "i", conn_names);
     for (const struct client *x = c->d->clients; x; x = x->next) {
         const char *state = client_state_name(x, 0);
         if (state)
@@ -377,7 +387,7 @@ static void show_clients(struct client *c)
 
 static void show_servers(struct client *c)
 {
-    admin_columns(c, SOCKET_TYPES, socket_names);
+    admin_columns(c, SOCKET_TYPES "i", conn_names);
     for (const struct server *s = c->d->servers; s; s = s->next)
         server_row(c, s, 0);
     show_done(c);

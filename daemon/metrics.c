@@ -34,6 +34,7 @@
 #include "config.h"
 #include "metrics.h"
 #include "pooler.h"
+#include "prepared.h"
 #include "stats.h"
 
 #define HEALTH_TIMEOUT_MS 3000
@@ -162,6 +163,13 @@ static void write_process(struct evbuffer *b, struct daemon *d)
            d->stats.reload_failures);
     simple(b, "weir_paused", "gauge", "1 while PAUSE (or SIGUSR1) is in force for every database.",
            (uint64_t)d->paused);
+    simple(b, "weir_prepared_statements_prepared_total", "counter",
+           "Statements weir prepared on a server for a client (first use or re-prepare on another server).",
+           d->stats.prepared_prepares);
+    simple(b, "weir_prepared_statements_evicted_total", "counter",
+           "Statements closed on a server to stay within max_prepared_statements.", d->stats.prepared_evictions);
+    simple(b, "weir_prepared_statements", "gauge", "Distinct prepared statements known to weir.",
+           (uint64_t)pstmt_registry_count(d->pstmts));
 }
 
 /* ---- pools ----

@@ -39,8 +39,9 @@ PGBOUNCER_1_18_COLUMNS = {
     "STATS_TOTALS": STATS_ONE,
     "STATS_AVERAGES": STATS_ONE,
     "TOTALS": [("name", TEXT), ("value", NUMERIC)],
-    "CLIENTS": SOCKET_COLUMNS,
-    "SERVERS": SOCKET_COLUMNS,
+    # plus PgBouncer 1.21's trailing prepared_statements column (weir tracks them in transaction mode)
+    "CLIENTS": SOCKET_COLUMNS + [("prepared_statements", INT4)],
+    "SERVERS": SOCKET_COLUMNS + [("prepared_statements", INT4)],
     "SOCKETS": SOCKET_COLUMNS + SOCKET_EXTRA,
     "ACTIVE_SOCKETS": SOCKET_COLUMNS + SOCKET_EXTRA,
     "DATABASES": [("name", TEXT), ("host", TEXT), ("port", INT4), ("database", TEXT), ("force_user", TEXT),
