@@ -390,6 +390,40 @@ def test_asyncpg_transactions_cursors_errors(pg, weir_factory, prep_table):
     run_async(main(), 55)
 
 
+@pytest.mark.timeout(40)
+def test_asyncpg_executemany_error_in_middle(pg, weir_factory):
+    """executemany sends many Bind/Execute before one Sync; a row in the middle
+    violates a constraint: asyncpg raises, nothing is inserted, and the
+    connection (and the statements of the others) go on working."""
+    with pg.connect() as c:
+        c.execute("DROP TABLE IF EXISTS weir_prep_chk")
+        c.execute("CREATE TABLE weir_prep_chk (client int, n int CHECK (n <> 13))")
+    w = weir_factory(settings={"default_pool_size": 2, "max_prepared_statements": 3})
+
+    async def client(i):
+        conn = await asyncpg_connect(w.port, pg)
+        try:
+            for rnd in range(5):
+                with pytest.raises(asyncpg.CheckViolationError):
+                    async with conn.transaction():
+                        await conn.executemany("INSERT INTO weir_prep_chk VALUES ($1, $2)",
+                                               [(i, n) for n in range(10, 20)])
+                await conn.executemany("INSERT INTO weir_prep_chk VALUES ($1, $2)", [(i, n) for n in range(3)])
+                assert await conn.fetchval("SELECT count(*) FROM weir_prep_chk WHERE client = $1", i) == 3 * (rnd + 1)
+                assert await conn.fetchval("SELECT $1::int * %d" % (rnd + 2), i) == i * (rnd + 2)
+        finally:
+            await conn.close()
+
+    async def main():
+        await asyncio.gather(*(client(i) for i in range(8)))
+
+    try:
+        run_async(main(), 35)
+    finally:
+        with pg.connect() as c:
+            c.execute("DROP TABLE IF EXISTS weir_prep_chk")
+
+
 # ---------------------------------------------------------------------------
 # psycopg 3, prepare_threshold=0
 
@@ -929,6 +963,17 @@ CORNERS = [
      [S(Parse("s1", "SELECT 1"), Sync), S(Query("DEALLOCATE s1"), split=8), S(Parse("s1", "SELECT 2"), Sync)]),
     ("deallocate-all-split-across-reads",
      [S(Parse("s1", "SELECT 1"), Sync), S(Query("DEALLOCATE ALL"), split=8), S(Parse("s1", "SELECT 1"), Sync)]),
+    ("function-call",
+     [S(Parse("s", "SELECT 1"), Sync), S(pgwire.message(b"F", struct.pack("!IhhI", 1251, 0, 1, 2) + b"-5" +
+                                                       struct.pack("!h", 0))),
+      S(Bind("s"), Execute(), Sync)]),
+    ("copy-in-extended-protocol",
+     [S(Query("BEGIN")), S(Query("CREATE TEMP TABLE ct (a int) ON COMMIT DROP")),
+      S(Parse("c", "COPY ct FROM STDIN"), Bind("c"), Execute(), pgwire.message(b"d", b"1\n"),
+        pgwire.message(b"d", b"2\n"), pgwire.message(b"c"), Sync),
+      S(Parse("n", "SELECT count(*) FROM ct"), Bind("n"), Execute(), Sync), S(Query("COMMIT"))]),
+    ("simple-query-inside-extended-batch",
+     [S(Parse("s", "SELECT 1"), Bind("s"), Execute(), Query("SELECT 5"), Sync, ready=2)]),
     ("deallocate-all-in-multi-statement-query",
      [S(Parse("s1", "SELECT 1"), Sync), S(Query("DEALLOCATE ALL; SELECT 5")), S(Bind("s1"), Execute(), Sync),
       S(Parse("s1", "SELECT 1"), Bind("s1"), Execute(), Sync)]),
@@ -954,6 +999,26 @@ CORNERS_EVICTING = [
       S(Parse("c", "SELECT 13"), Bind("a"), Execute(), Sync), S(Query("ROLLBACK")),
       S(Bind("a"), Execute(), Bind("b"), Execute(), Sync), S(Parse("c", "SELECT 13"), Bind("c"), Execute(), Sync)]),
 ]
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("max_prepared", [0, 200])
+def test_simple_query_skipped_in_failed_batch_releases_server(pg, weir_factory, max_prepared):
+    """Parse (fails), Query, Sync: PostgreSQL skips the Query (it skips
+    everything up to the Sync) and answers one ReadyForQuery. The client is
+    then idle, so its server must go back to the pool for the next client."""
+    w = weir_factory(settings={"default_pool_size": 1, "max_prepared_statements": max_prepared})
+    c = wire(w.port, pg)
+    other = wire(w.port, pg)
+    try:
+        assert run_steps(c, [S(Parse("bad", "SELEC"), Query("SELECT 5"), Sync)]) == [["E:42601", "Z:I"]]
+        assert run_steps(other, [S(Query("SELECT 7"))]) == [["T:23", "D:7", "C:SELECT 1", "Z:I"]]
+        assert run_steps(c, [S(Parse("s", "SELECT 1"), Bind("s"), Execute(), Sync)]) == \
+            [["1", "2", "D:1", "C:SELECT 1", "Z:I"]]
+        assert run_steps(other, [S(Query("SELECT 8"))]) == [["T:23", "D:8", "C:SELECT 1", "Z:I"]]
+    finally:
+        c.close()
+        other.close()
 
 
 @pytest.mark.parametrize("steps,max_prepared", [(c[1], 10) for c in CORNERS] + [(c[1], 2) for c in CORNERS_EVICTING],
