@@ -20,7 +20,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
 #include <openssl/rand.h>
 
 #include "admin.h"
@@ -292,7 +291,9 @@ int main(int argc, char **argv)
         return check_config(o.config);
     memset(&d, 0, sizeof(d));
     signal(SIGPIPE, SIG_IGN);
-    evthread_use_pthreads();
+    /* One event loop and no other thread touching it (cancel workers report
+     * through pipes): libevent runs without its locks, which cost on every
+     * event operation of the data path. */
     d.base = event_base_new();
     d.config_path = o.config;
     d.start_us = weir__now_us();

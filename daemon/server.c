@@ -6,9 +6,11 @@
  * back), tracking ParameterStatus, resetting a server before it returns,
  * and cancelling through libpq on a worker thread.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -733,10 +735,13 @@ static void server_on_drain(struct stream *io, void *arg)
 
 /* ---- cancel ---- */
 
+/* The worker thread signals completion through a pipe of the job's own, so
+ * the loop needs no locking (libevent runs without thread support here). */
 struct cancel_job {
     struct server *s;
     PGcancel *cancel;
     struct event *done;
+    int pipe[2];
 };
 
 static void cancel_done(evutil_socket_t fd, short what, void *arg)
@@ -747,6 +752,8 @@ static void cancel_done(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     event_free(job->done);
+    close(job->pipe[0]);
+    close(job->pipe[1]);
     free(job);
     if (--s->cancels_inflight == 0 && s->deferred_release) {
         int clean = s->deferred_release == 1;
@@ -762,7 +769,9 @@ static void *cancel_main(void *arg)
 
     PQcancel(job->cancel, err, sizeof(err));
     PQfreeCancel(job->cancel);
-    event_active(job->done, EV_TIMEOUT, 1); /* back to the loop's thread */
+    if (write(job->pipe[1], "x", 1) != 1) { /* back to the loop's thread */
+        /* a pipe with room for one byte cannot refuse it */
+    }
     return NULL;
 }
 
@@ -775,12 +784,18 @@ void server_cancel(struct server *s)
     if (job == NULL)
         return;
     job->s = s;
+    if (pipe2(job->pipe, O_CLOEXEC) != 0) {
+        free(job);
+        return;
+    }
     job->cancel = PQgetCancel(s->pg);
-    job->done = event_new(s->d->base, -1, 0, cancel_done, job);
-    if (job->cancel == NULL || job->done == NULL) {
+    job->done = event_new(s->d->base, job->pipe[0], EV_READ, cancel_done, job);
+    if (job->cancel == NULL || job->done == NULL || event_add(job->done, NULL) != 0) {
         PQfreeCancel(job->cancel);
         if (job->done)
             event_free(job->done);
+        close(job->pipe[0]);
+        close(job->pipe[1]);
         free(job);
         return;
     }
@@ -789,7 +804,7 @@ void server_cancel(struct server *s)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, cancel_main, job) != 0) {
         PQfreeCancel(job->cancel);
-        event_active(job->done, EV_TIMEOUT, 1);
+        event_active(job->done, EV_READ, 1); /* same thread: finish at once */
     }
     pthread_attr_destroy(&attr);
 }
