@@ -18,6 +18,7 @@
 #include <event2/buffer.h>
 
 #include "admin_internal.h"
+#include "auth.h"
 #include "config.h"
 #include "pooler.h"
 #include "prepared.h"
@@ -498,7 +499,8 @@ static void show_databases(struct client *c)
 /* Users weir knows: [users], pool users, the console's; sorted, unique. */
 static int user_names(struct daemon *d, const char ***out)
 {
-    size_t cap = d->cfg->n_users + 1, n = 0, k = 0;
+    size_t nfile = d->users ? userlist_count(d->users) : 0;
+    size_t cap = d->cfg->n_users + nfile + 1, n = 0, k = 0;
     const char **v;
 
     for (struct dpool *dp = d->pools; dp; dp = dp->next)
@@ -507,6 +509,8 @@ static int user_names(struct daemon *d, const char ***out)
         return -1;
     for (size_t i = 0; i < d->cfg->n_users; i++)
         v[n++] = d->cfg->users[i].name;
+    for (size_t i = 0; i < nfile; i++) /* auth_file users, as PgBouncer lists them */
+        v[n++] = userlist_user_at(d->users, i);
     for (struct dpool *dp = d->pools; dp; dp = dp->next)
         v[n++] = dp->user;
     v[n++] = "pgbouncer";

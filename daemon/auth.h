@@ -67,6 +67,9 @@ int userlist_load(const char *path, struct userlist **out, char *err, size_t err
 /* The secret stored for user, or NULL. Borrowed; valid until userlist_free. O(log n). */
 const char *userlist_secret(const struct userlist *list, const char *user);
 
+/* The i-th user name (sorted), for listing; NULL past the end. Borrowed. */
+const char *userlist_user_at(const struct userlist *list, size_t i);
+
 /* Number of distinct users. */
 size_t userlist_count(const struct userlist *list);
 

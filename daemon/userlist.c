@@ -348,3 +348,8 @@ void userlist_free(struct userlist *list)
     free(list->v);
     free(list);
 }
+
+const char *userlist_user_at(const struct userlist *list, size_t i)
+{
+    return list && i < list->n ? list->v[i].user : NULL;
+}

@@ -262,3 +262,9 @@ def test_extended_protocol_is_refused_politely(console):
 def test_empty_query(console):
     cur = console.execute("")
     assert cur.pgresult.status == psycopg.pq.ExecStatus.EMPTY_QUERY
+
+
+def test_show_users_lists_auth_file_users(weir, console, pg):
+    """SHOW USERS knows the auth_file's users before any of them logged in, as PgBouncer does."""
+    names = {row["name"] for row in console.show("USERS")}
+    assert pg.scram_user in names and pg.md5_user in names
