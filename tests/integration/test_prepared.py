@@ -321,7 +321,7 @@ def test_asyncpg_many_clients(pg, weir_factory, prep_table, cache):
         conn = await asyncpg_connect(w.port, pg, statement_cache_size=cache)
         rnd = random.Random(i)
         try:
-            for n in range(80):
+            for n in range(150):
                 x = rnd.randrange(1000)
                 r = rnd.random()
                 if r < 0.5:
@@ -444,7 +444,7 @@ def test_psycopg_threads(pg, weir_factory, prep_table):
         rnd = random.Random(i)
         try:
             rows = 0
-            for n in range(40):
+            for n in range(100):
                 if conn.autocommit:
                     q, f = rnd.choice(PSYCOPG_QUERIES)
                     x = rnd.randrange(10000)
@@ -550,7 +550,7 @@ def test_psycopg_failed_parse(pg, weir_factory, target):
         conn.close()
 
 
-@pytest.mark.timeout(10)
+@pytest.mark.timeout(6)
 @pytest.mark.parametrize("target", ["postgres", "weir"])
 @pytest.mark.parametrize("how", ["simple-query", "psycopg-prepared"])
 @pytest.mark.parametrize("cmd", ["DEALLOCATE mine", "DEALLOCATE ALL", "DISCARD ALL"])
@@ -707,7 +707,7 @@ def test_same_name_different_queries_per_client(pg, weir_factory, pool):
             c.close()
 
 
-@pytest.mark.timeout(10)
+@pytest.mark.timeout(6)
 def test_same_name_same_query_one_client_deallocates(pg, weir_factory):
     """Two clients, same name, same query (one statement on the servers): one
     client's DEALLOCATE leaves the other's statement working."""
