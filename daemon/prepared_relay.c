@@ -562,6 +562,12 @@ void prep_after_message(struct server *s)
         flush_synth(s);
 }
 
+int prep_plain_ready(struct server *s)
+{
+    struct expect *e = q_head(s);
+    return s->expect_count == 1 && ends_with_ready(e->kind);
+}
+
 int prep_idle(const struct server *s)
 {
     return s->expect_count == 0;

@@ -26,6 +26,8 @@ int prep_is_special(struct server *s, char type);
 int prep_server_message(struct server *s, char type, const unsigned char *body, size_t blen);
 /* After a server message went to the client: write answers weir owes now. */
 void prep_after_message(struct server *s);
+/* Is a ReadyForQuery now simply the end of the one query or Sync owed? */
+int prep_plain_ready(struct server *s);
 /* Nothing outstanding? */
 int prep_idle(const struct server *s);
 /* Forget what was expected (server going back to the pool or closing). */

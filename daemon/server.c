@@ -600,7 +600,27 @@ static int is_special(struct server *s, char type)
 
 /* Forward or drop the run of ordinary messages at the head; stop before a
  * special one. Returns bytes handled; *special gets its type, or 0. */
-static size_t server_run(struct server *s, char *special, size_t *special_len, int *bad)
+/* The common ReadyForQuery, taken in stride with the messages before it so
+ * the whole answer moves and is sent in one piece. Returns 0 when it needs
+ * the careful path (weir's own query, statement mode in a transaction,
+ * prepared-statement answers still owed, a malformed status). */
+static int ready_inline(struct server *s, unsigned char status)
+{
+    if (s->swallow > 0 || s->client == NULL || (status != 'I' && status != 'T' && status != 'E'))
+        return 0;
+    if (status != 'I' && s->dp->mode == POOL_MODE_STATEMENT)
+        return 0;
+    if (s->track && !prep_plain_ready(s))
+        return 0;
+    if (s->track)
+        (void)prep_server_message(s, 'Z', NULL, 0);
+    s->txn = (char)status;
+    if (s->pending > 0)
+        s->pending--;
+    return 1;
+}
+
+static size_t server_run(struct server *s, char *special, size_t *special_len, int *bad, int *ready)
 {
     struct evbuffer *in = s->io.in;
     size_t avail = evbuffer_get_length(in);
@@ -616,6 +636,11 @@ static size_t server_run(struct server *s, char *special, size_t *special_len, i
 
         if (len < 4) {
             *bad = 1;
+            break;
+        }
+        if (type == 'Z' && len == 5 && off + total <= window && ready_inline(s, p[off + 5])) {
+            off += total;
+            *ready = 1;
             break;
         }
         if (is_special(s, type)) {
@@ -640,7 +665,7 @@ static void relay_to_client(struct server *s)
     for (;;) {
         struct evbuffer *in = s->io.in;
         size_t avail = evbuffer_get_length(in), n;
-        int drop = s->swallow > 0 || s->client == NULL, bad = 0;
+        int drop = s->swallow > 0 || s->client == NULL, bad = 0, ready = 0;
         char special = 0;
         size_t special_len = 0;
 
@@ -650,7 +675,7 @@ static void relay_to_client(struct server *s)
             n = avail < s->fwd_remaining ? avail : s->fwd_remaining;
             s->fwd_remaining -= (uint32_t)n;
         } else {
-            n = server_run(s, &special, &special_len, &bad);
+            n = server_run(s, &special, &special_len, &bad, &ready);
         }
         if (!drop)
             s->dp->bytes_out += n;
@@ -658,6 +683,12 @@ static void relay_to_client(struct server *s)
         if (bad) {
             server_lost(s, "invalid packet from server");
             return;
+        }
+        if (ready) {
+            struct client *c = s->client;
+            if (client_flush(c) != 0 || server_at_ready(s))
+                return;
+            continue;
         }
         if (special) {
             int rc = server_special(s, special, special_len);
