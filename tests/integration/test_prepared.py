@@ -38,8 +38,8 @@ import pytest
 from psycopg import pq
 
 import pgwire
-from console import Console
-from conftest import TEST_PASSWORD
+from console import Console, http_get, parse_prometheus, sample
+from conftest import TEST_PASSWORD, free_port
 
 BENCH_DB = "weir_prep_bench"
 
@@ -276,6 +276,8 @@ def test_pgbench_prepared_tpcb_like_with_eviction(pg, bench_db, weir_factory):
     p = pgbench(pg, "-M", "prepared", "-c", "20", "-j", "20", "-t", "100", "-b", "tpcb-like", bench_db,
                 port=w.port)
     check_pgbench_run(p, 20, 100)
+    servers = Console(w).show("SERVERS")
+    assert servers and all(r["prepared_statements"] <= 3 for r in servers), servers
     with pg.connect(dbname=bench_db) as c:
         a, b, t, h, n = c.execute(
             "SELECT (SELECT sum(abalance) FROM pgbench_accounts), (SELECT sum(bbalance) FROM pgbench_branches),"
@@ -347,6 +349,8 @@ def test_asyncpg_many_clients(pg, weir_factory, prep_table, cache):
         return await asyncio.gather(*(client(i) for i in range(30)))
 
     counts = run_async(main(), 65)
+    servers = [r for r in Console(w).show("SERVERS") if r["database"] == pg.db]
+    assert servers and all(r["prepared_statements"] <= 10 for r in servers), servers
     with pg.connect() as c:
         for i, n in enumerate(counts):
             assert c.execute("SELECT count(*) FROM weir_prep_t WHERE client = %s", [i]).fetchone()[0] == n
@@ -731,7 +735,7 @@ def test_same_name_same_query_one_client_deallocates(pg, weir_factory):
 def test_eviction_cycle(pg, weir_factory, pool):
     """max_prepared_statements=2; 3 clients each cycling through 5 statements,
     autocommit and inside transactions."""
-    w = weir_factory(settings={"default_pool_size": pool, "max_prepared_statements": 2})
+    w = weir_factory(settings={"default_pool_size": pool, "max_prepared_statements": 2, "metrics_port": free_port()})
     conns = [psycopg_connect(w.port, pg) for _ in range(3)]
     try:
         for i, c in enumerate(conns):
@@ -751,6 +755,14 @@ def test_eviction_cycle(pg, weir_factory, pool):
         assert servers and all(0 < r["prepared_statements"] <= 2 for r in servers), servers
         clients = [r for r in con.show("CLIENTS") if r["database"] == pg.db]
         assert sorted(r["prepared_statements"] for r in clients) == [5, 5, 5], clients
+        # /metrics: what was prepared minus what was evicted is what the servers hold
+        status, _, body = http_get("http://127.0.0.1:%d/metrics" % w.settings["metrics_port"])
+        assert status == 200
+        fams = parse_prometheus(body)
+        prepared = sample(fams, "weir_prepared_statements_prepared_total")
+        evicted = sample(fams, "weir_prepared_statements_evicted_total")
+        assert evicted > 0 and prepared - evicted == sum(r["prepared_statements"] for r in servers), \
+            (prepared, evicted, servers)
     finally:
         for c in conns:
             c.close()
@@ -800,9 +812,11 @@ def test_server_gone_statements_prepared_again(pg, weir_factory):
         with pg.connect() as admin:
             pids = [r[0] for r in admin.execute(
                 "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname = %s "
-                "AND pid <> pg_backend_pid() AND application_name = ''", [pg.db])]
+                "AND pid <> pg_backend_pid()", [pg.db])]
+            assert pids
             for pid in pids:
                 admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        time.sleep(0.2)
         for n in range(6):
             for i, c in enumerate(conns):
                 try:
