@@ -193,7 +193,7 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
         return -1;
     if (evicted) {
         int rc = emit_target(s->io.out, 'C', 'S', evicted->server_name) ||
-                 q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL);
+                 q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, evicted, NULL);
         pstmt_unref(registry(s), evicted);
         s->d->stats.prepared_evictions++;
         if (rc)
@@ -245,6 +245,13 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
     p = pstmt_intern(registry(s), pm.query, pm.param_types, pm.nparam_types);
     if (p == NULL || client_stmts_put(c->stmts, registry(s), pm.name, p) != 0)
         return -1;
+    if (s->txn == 'E') {
+        /* In a failed transaction PostgreSQL refuses the Parse (25P02): let
+         * the server say so, as an unnamed Parse that cannot clash. */
+        struct pstmt tmp = *p;
+        tmp.server_name[0] = '\0';
+        return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ? -1 : 0;
+    }
     if (s->stmts && server_stmts_has(s->stmts, p))
         return push_synth(s, SYN_PARSE_COMPLETE, NULL);
     return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
@@ -323,30 +330,31 @@ static int is_deallocate(const char *sql, char *name, size_t namelen)
         while (isspace((unsigned char)*p))
             p++;
     }
-    if (*p == '"')
-        return 0; /* quoted names: leave them to the server */
-    while (p[n] && (isalnum((unsigned char)p[n]) || p[n] == '_') && n < namelen - 1)
-        n++;
-    if (n == 0)
-        return 0;
-    memcpy(name, p, n);
+    if (*p == '"') { /* quoted: exact, "" stands for " */
+        p++;
+        while (*p && n < namelen - 1) {
+            if (*p == '"' && p[1] != '"')
+                break;
+            if (*p == '"')
+                p++;
+            name[n++] = *p++;
+        }
+        if (*p != '"' || n == 0)
+            return 0;
+        p++;
+    } else { /* unquoted: folded to lower case, as PostgreSQL does */
+        while (p[n] && (isalnum((unsigned char)p[n]) || p[n] == '_') && n < namelen - 1) {
+            name[n] = (char)tolower((unsigned char)p[n]);
+            n++;
+        }
+        if (n == 0)
+            return 0;
+        p += n;
+    }
     name[n] = '\0';
-    p += n;
     while (isspace((unsigned char)*p) || *p == ';')
         p++;
     return *p == '\0';
-}
-
-static int is_discard_all(const char *sql)
-{
-    while (isspace((unsigned char)*sql))
-        sql++;
-    if (strncasecmp(sql, "discard", 7) != 0 || !isspace((unsigned char)sql[7]))
-        return 0;
-    sql += 7;
-    while (isspace((unsigned char)*sql))
-        sql++;
-    return strncasecmp(sql, "all", 3) == 0;
 }
 
 static int on_query(struct server *s, struct client *c, const unsigned char *msg, size_t total, int *consumed)
@@ -357,7 +365,7 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
     *consumed = 0;
     if (weir_proto_parse_string(msg + 5, total - 5, &sql) != 0)
         return -1;
-    if (is_deallocate(sql, name, sizeof(name))) {
+    if (s->txn != 'E' && is_deallocate(sql, name, sizeof(name))) {
         if (strcasecmp(name, "all") == 0) {
             if (c->stmts)
                 client_stmts_clear(c->stmts, registry(s));
@@ -368,14 +376,11 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
             *consumed = 1;
             return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE");
         }
-        return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL); /* the server reports the unknown name */
+        return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL); /* the server reports the unknown name */
     }
-    if (is_discard_all(sql)) {
-        if (c->stmts)
-            client_stmts_clear(c->stmts, registry(s)); /* it drops the session's statements */
-        return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL);
-    }
-    return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
+    /* Anything else that mentions them: the server runs it, and its
+     * CommandComplete tags tell what it dropped. */
+    return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL);
 }
 
 int prep_client_message(struct server *s, struct client *c, char type, size_t total)
@@ -423,14 +428,23 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     return rc == 0 ? 1 : -1;
 }
 
+/* Case-insensitive search for a lower-case word within len bytes. */
+static int contains_ci(const unsigned char *body, size_t len, const char *word)
+{
+    size_t n = strlen(word);
+
+    for (size_t i = 0; i + n <= len; i++) {
+        if ((body[i] | 0x20) != word[0])
+            continue;
+        if (strncasecmp((const char *)body + i, word, n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int prep_query_is_ours(const unsigned char *body, size_t len)
 {
-    size_t i = 0;
-
-    while (i < len && isspace(body[i]))
-        i++;
-    return len - i >= 7 && (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
-                            strncasecmp((const char *)body + i, "discard", 7) == 0);
+    return contains_ci(body, len, "dealloc") || contains_ci(body, len, "discard");
 }
 
 int prep_expect_forwarded(struct server *s, char type)
@@ -490,6 +504,18 @@ int prep_is_special(struct server *s, char type)
 /* An entry ended without its response (error, or skipped to Sync): undo. */
 static void entry_failed(struct server *s, struct expect *e)
 {
+    if (e->kind == K_CLOSE && (e->flags & F_ON_SERVER) && e->p && s->stmts) {
+        /* An eviction the server skipped: the statement is still there. */
+        struct pstmt *again = NULL;
+        if (server_stmts_add(s->stmts, e->p, &again) == 0 && again)
+            pstmt_unref(registry(s), again); /* over capacity for now; the next eviction evens it */
+        return;
+    }
+    if (e->kind == K_QUERY || e->kind == K_FUNC) {
+        if (s->pending > 0)
+            s->pending--; /* skipped: its ReadyForQuery never comes */
+        return;
+    }
     if (e->kind != K_PARSE)
         return;
     if ((e->flags & F_ON_SERVER) && s->stmts)
@@ -519,7 +545,8 @@ static int on_error(struct server *s, struct expect *e)
     }
     entry_failed(s, e);
     q_pop(s);
-    while ((e = q_head(s)) != NULL && !ends_with_ready(e->kind)) {
+    /* PostgreSQL now ignores everything up to the next Sync, simple Queries included. */
+    while ((e = q_head(s)) != NULL && e->kind != K_SYNC) {
         entry_failed(s, e);
         q_pop(s); /* skipped by the server, answers weir owed included */
     }
@@ -544,11 +571,20 @@ int prep_server_message(struct server *s, char type, const unsigned char *body, 
         }
         if (e)
             q_pop(s);
-    } else if (type == 'C' && (e->flags & F_DISCARD) && e->kind == K_QUERY) {
+    } else if (type == 'C' && (e->kind == K_QUERY || e->kind == K_EXECUTE)) {
         const char *tag;
-        if (weir_proto_parse_string(body, blen, &tag) == 0 && strcmp(tag, "DISCARD ALL") == 0 && s->stmts)
-            server_stmts_clear(s->stmts, registry(s));
-        return 0;
+        if (weir_proto_parse_string(body, blen, &tag) == 0 &&
+            (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0)) {
+            /* The server dropped every statement: weir's, too. */
+            if (s->stmts)
+                server_stmts_clear(s->stmts, registry(s));
+            if (s->client && s->client->stmts)
+                client_stmts_clear(s->client->stmts, registry(s));
+        }
+        if (e->kind == K_EXECUTE) {
+            drop = e->action != A_FORWARD;
+            q_pop(s);
+        }
     } else if (terminal_for(e, type)) {
         drop = e->action != A_FORWARD;
         q_pop(s);

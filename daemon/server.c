@@ -385,7 +385,7 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
         }
         if (s->track) {
             if (type == 'P' || type == 'B' || type == 'D' || type == 'C' ||
-                (type == 'Q' && prep_query_is_ours(p + off + 5, (off + total > window ? window : off + total) - off - 5))) {
+                (type == 'Q' && (off + total > window || prep_query_is_ours(p + off + 5, total - 5)))) {
                 *special = type; /* rewritten or answered by prepared_relay.c */
                 *special_total = total;
                 return off;
@@ -464,6 +464,8 @@ int server_forward_from_client(struct server *s)
         client_disconnect(c, "08P01", "server conn crashed?");
         return -1;
     }
+    if (s->track && evbuffer_get_length(c->io.out) > 0 && client_flush(c) != 0)
+        return -1; /* answers weir wrote itself (ParseComplete, CloseComplete) */
     if (s->pending > 0) /* a query runs: only query_timeout applies (0 = none) */
         client_arm_timer(c, s->d->cfg->query_timeout_us);
     else if (s->track && s->state == SV_LINKED && prep_idle(s) && evbuffer_get_length(c->io.in) == 0)
