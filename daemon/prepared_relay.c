@@ -163,9 +163,10 @@ static void flush_synth(struct server *s)
     }
 }
 
-static int push_synth(struct server *s, unsigned char synth, const char *text)
+static int push_synth(struct server *s, unsigned char synth, const char *text, unsigned char flags,
+                      struct pstmt *p)
 {
-    if (q_push(s, K_SYNTH, A_FORWARD, 0, NULL, text) != 0)
+    if (q_push(s, K_SYNTH, A_FORWARD, flags, p, text) != 0)
         return -1;
     q_at(s, s->expect_count - 1)->synth = synth;
     flush_synth(s); /* nothing outstanding before it: answer at once */
@@ -253,7 +254,7 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ? -1 : 0;
     }
     if (s->stmts && server_stmts_has(s->stmts, p))
-        return push_synth(s, SYN_PARSE_COMPLETE, NULL);
+        return push_synth(s, SYN_PARSE_COMPLETE, pm.name, F_CLIENT_PARSE, NULL);
     return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
 }
 
@@ -270,9 +271,14 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
     if (type == 'C' && kind == 'S' && name[0]) {
         /* The statement stays on servers for others; closing an unknown name
          * is no error in PostgreSQL either. */
+        int rc;
+        p = c->stmts ? client_stmts_get(c->stmts, name) : NULL;
+        /* Keep what the name meant until the CloseComplete is really due:
+         * an error earlier in the pipeline means PostgreSQL never closes it. */
+        rc = push_synth(s, SYN_CLOSE_COMPLETE, name, p ? F_CLIENT_PARSE : 0, p);
         if (c->stmts)
             client_stmts_del(c->stmts, registry(s), name);
-        return push_synth(s, SYN_CLOSE_COMPLETE, NULL);
+        return rc;
     }
     if (p != NULL) {
         if (ensure_prepared(s, p) != 0 || emit_target(s->io.out, type, kind, p->server_name) != 0)
@@ -370,11 +376,11 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
             if (c->stmts)
                 client_stmts_clear(c->stmts, registry(s));
             *consumed = 1;
-            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE ALL");
+            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE ALL", 0, NULL);
         }
         if (c->stmts && client_stmts_del(c->stmts, registry(s), name)) {
             *consumed = 1;
-            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE");
+            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE", 0, NULL);
         }
         return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL); /* the server reports the unknown name */
     }
@@ -452,6 +458,14 @@ int prep_expect_forwarded(struct server *s, char type)
     switch (type) {
     case 'Q':
         return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
+    case 'P': /* with max_prepared_statements = 0: kept only to follow the answers */
+        return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
+    case 'B':
+        return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+    case 'D':
+        return q_push(s, K_DESCRIBE, A_FORWARD, 0, NULL, NULL);
+    case 'C':
+        return q_push(s, K_CLOSE, A_FORWARD, 0, NULL, NULL);
     case 'E':
         return q_push(s, K_EXECUTE, A_FORWARD, 0, NULL, NULL);
     case 'S':
@@ -509,6 +523,16 @@ static void entry_failed(struct server *s, struct expect *e)
         struct pstmt *again = NULL;
         if (server_stmts_add(s->stmts, e->p, &again) == 0 && again)
             pstmt_unref(registry(s), again); /* over capacity for now; the next eviction evens it */
+        return;
+    }
+    if (e->kind == K_SYNTH && (e->flags & F_CLIENT_PARSE) && s->client && e->text) {
+        if (e->synth == SYN_PARSE_COMPLETE && s->client->stmts) /* the Parse never happened */
+            client_stmts_del(s->client->stmts, registry(s), e->text);
+        else if (e->synth == SYN_CLOSE_COMPLETE && e->p && client_names(s->client)) { /* nor the Close */
+            e->p->refs++;
+            if (client_stmts_put(s->client->stmts, registry(s), e->text, e->p) != 0)
+                pstmt_unref(registry(s), e->p);
+        }
         return;
     }
     if (e->kind == K_QUERY || e->kind == K_FUNC) {

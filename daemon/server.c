@@ -276,7 +276,10 @@ static int send_connect_query(struct server *s)
 
 int server_link(struct server *s, struct client *c)
 {
-    s->track = s->dp->mode != POOL_MODE_SESSION && s->d->cfg->max_prepared_statements > 0;
+    /* Transaction and statement mode follow every answer (to know when a
+     * server is free); prepared statements are rewritten unless turned off. */
+    s->track = s->dp->mode != POOL_MODE_SESSION;
+    s->rewrite = s->track && s->d->cfg->max_prepared_statements > 0;
     server_set_state(s, SV_LINKED);
     s->client = c;
     c->server = s;
@@ -384,8 +387,8 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
             return off;
         }
         if (s->track) {
-            if (type == 'P' || type == 'B' || type == 'D' || type == 'C' ||
-                (type == 'Q' && (off + total > window || prep_query_is_ours(p + off + 5, total - 5)))) {
+            if (s->rewrite && (type == 'P' || type == 'B' || type == 'D' || type == 'C' ||
+                               (type == 'Q' && (off + total > window || prep_query_is_ours(p + off + 5, total - 5))))) {
                 *special = type; /* rewritten or answered by prepared_relay.c */
                 *special_total = total;
                 return off;

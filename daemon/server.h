@@ -44,7 +44,8 @@ struct server {
     int swallow;             /* of those, answers to weir's own queries */
     int cancels_inflight;    /* hold on to the server until they finish */
     int fresh;               /* never linked yet: connect_query still due */
-    int track;               /* prepared statements handled by weir (transaction/statement mode) */
+    int track;               /* answers followed in order (transaction/statement mode) */
+    int rewrite;             /* and prepared statements handled by weir */
     struct server_stmts *stmts;  /* statements prepared on this backend */
     struct expect *expect;   /* responses still owed, in order (prepared_relay.c) */
     unsigned expect_head, expect_count, expect_cap;
