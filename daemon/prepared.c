@@ -328,7 +328,8 @@ int server_stmts_add(struct server_stmts *ss, struct pstmt *p, struct pstmt **ev
 {
     struct snode *n;
 
-    *evicted = NULL;
+    if (evicted)
+        *evicted = NULL;
     if (server_stmts_has(ss, p))
         return 0;
     n = calloc(1, sizeof(*n));
@@ -340,7 +341,7 @@ int server_stmts_add(struct server_stmts *ss, struct pstmt *p, struct pstmt **ev
     ss->buckets[p->id & (ss->nbuckets - 1)] = n;
     weir_list_push_front(&ss->lru, &n->lru);
     ss->count++;
-    if (ss->capacity > 0 && (int)ss->count > ss->capacity)
+    if (evicted && ss->capacity > 0 && (int)ss->count > ss->capacity)
         *evicted = snode_unlink(ss, weir_container_of(ss->lru.prev, struct snode, lru));
     return 0;
 }

@@ -51,7 +51,8 @@ void server_stmts_free(struct server_stmts *ss, struct pstmt_registry *r);
 int server_stmts_has(struct server_stmts *ss, const struct pstmt *p);
 /* Record p as prepared (takes a reference). If that goes over capacity the
  * least recently used one is returned in *evicted (its reference now the
- * caller's: close it on the server, then unref). -1 on ENOMEM. */
+ * caller's: close it on the server, then unref). With evicted NULL the set
+ * may go over capacity (restoring what the server still holds). -1 on ENOMEM. */
 int server_stmts_add(struct server_stmts *ss, struct pstmt *p, struct pstmt **evicted);
 /* Forget p (after a failed Parse); drops the reference. */
 void server_stmts_del(struct server_stmts *ss, struct pstmt_registry *r, const struct pstmt *p);

@@ -520,9 +520,7 @@ static void entry_failed(struct server *s, struct expect *e)
 {
     if (e->kind == K_CLOSE && (e->flags & F_ON_SERVER) && e->p && s->stmts) {
         /* An eviction the server skipped: the statement is still there. */
-        struct pstmt *again = NULL;
-        if (server_stmts_add(s->stmts, e->p, &again) == 0 && again)
-            pstmt_unref(registry(s), again); /* over capacity for now; the next eviction evens it */
+        (void)server_stmts_add(s->stmts, e->p, NULL); /* over capacity until the next eviction */
         return;
     }
     if (e->kind == K_SYNTH && (e->flags & F_CLIENT_PARSE) && s->client && e->text) {
@@ -567,13 +565,17 @@ static int on_error(struct server *s, struct expect *e)
         send_dup_error(s, e->text);
         drop = 1;
     }
-    entry_failed(s, e);
-    q_pop(s);
-    /* PostgreSQL now ignores everything up to the next Sync, simple Queries included. */
-    while ((e = q_head(s)) != NULL && e->kind != K_SYNC) {
-        entry_failed(s, e);
-        q_pop(s); /* skipped by the server, answers weir owed included */
-    }
+    /* PostgreSQL now ignores everything up to the next Sync, simple Queries
+     * included. weir recorded each Parse and eviction as it sent it; undo them
+     * newest first, ending with the one that failed, so the server's set ends
+     * exactly as the server has it. */
+    unsigned k = 1;
+    while (k < s->expect_count && q_at(s, k)->kind != K_SYNC)
+        k++;
+    for (unsigned i = k; i-- > 0;)
+        entry_failed(s, q_at(s, i));
+    while (k-- > 0)
+        q_pop(s); /* answers weir owed among them are dropped too */
     return drop;
 }
 
