@@ -140,6 +140,8 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     client_wipe_auth(c);
     client_stmts_free(c->stmts, d->pstmts);
     c->stmts = NULL;
+    free(c->dealloc_target);
+    c->dealloc_target = NULL;
     param_set_clear(&c->params);
     free(c->user);
     free(c->dbname);

@@ -55,6 +55,8 @@ struct client {
     int admin;                    /* connected to the admin console */
 
     struct client_stmts *stmts;   /* prepared statement names (transaction mode) */
+    char *dealloc_target;         /* unnamed statement is "DEALLOCATE this" (weir answers it) */
+    int dealloc_bound;            /* ... and the unnamed portal is bound to it */
     uint32_t fwd_remaining;       /* rest of a message being streamed to the server */
     int unsynced;                 /* extended-protocol messages since the last Sync */
     int64_t connect_us, request_us, wait_start_us;

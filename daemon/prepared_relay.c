@@ -26,7 +26,8 @@
 
 enum expect_kind { K_PARSE, K_BIND, K_DESCRIBE, K_EXECUTE, K_CLOSE, K_SYNC, K_QUERY, K_FUNC, K_SYNTH };
 enum expect_action { A_FORWARD, A_SWALLOW, A_DUP_ERROR };
-enum synth_kind { SYN_PARSE_COMPLETE, SYN_CLOSE_COMPLETE, SYN_DEALLOCATE };
+enum synth_kind { SYN_PARSE_COMPLETE, SYN_CLOSE_COMPLETE, SYN_DEALLOCATE, SYN_BIND_COMPLETE, SYN_NO_DATA,
+                  SYN_NO_PARAMS, SYN_COMMAND };
 
 #define F_CLIENT_PARSE 1 /* the client's own Parse: undo its name if it fails */
 #define F_ON_SERVER 2    /* p was recorded on the server: forget it if this fails */
@@ -147,7 +148,17 @@ static void emit_synth(struct server *s, const struct expect *e)
         (void)weir_proto_build_message(out, '1', NULL, 0);
     else if (e->synth == SYN_CLOSE_COMPLETE)
         (void)weir_proto_build_message(out, '3', NULL, 0);
-    else {
+    else if (e->synth == SYN_BIND_COMPLETE)
+        (void)weir_proto_build_message(out, '2', NULL, 0);
+    else if (e->synth == SYN_NO_DATA)
+        (void)weir_proto_build_message(out, 'n', NULL, 0);
+    else if (e->synth == SYN_NO_PARAMS) {
+        static const unsigned char zero[2] = {0, 0};
+        (void)weir_proto_build_message(out, 't', zero, 2);
+        (void)weir_proto_build_message(out, 'n', NULL, 0);
+    } else if (e->synth == SYN_COMMAND) {
+        (void)weir_proto_build_command_complete(out, e->text);
+    } else {
         (void)weir_proto_build_command_complete(out, e->text);
         (void)weir_proto_build_ready(out, s->txn);
     }
@@ -222,6 +233,26 @@ static struct client_stmts *client_names(struct client *c)
     return c->stmts;
 }
 
+static int is_deallocate(const char *sql, char *name, size_t namelen);
+
+/* DEALLOCATE name|ALL as an unnamed extended-protocol statement (psycopg 3
+ * sends its cache evictions so): weir answers Parse, Bind, Describe and
+ * Execute itself, since the server knows the statements by other names. */
+static int dealloc_unnamed(struct server *s, struct client *c, const char *query)
+{
+    char name[128];
+
+    free(c->dealloc_target);
+    c->dealloc_target = NULL;
+    c->dealloc_bound = 0;
+    if (s->txn == 'E' || !is_deallocate(query, name, sizeof(name)))
+        return 0;
+    if (strcasecmp(name, "all") != 0 && (c->stmts == NULL || client_stmts_get(c->stmts, name) == NULL))
+        return 0; /* unknown: the server answers 26000 as PostgreSQL would */
+    c->dealloc_target = strdup(name);
+    return c->dealloc_target != NULL;
+}
+
 static int on_parse(struct server *s, struct client *c, const unsigned char *msg, size_t total)
 {
     weir_parse_msg pm;
@@ -230,6 +261,8 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
     if (weir_proto_parse_parse(msg + 5, total - 5, &pm) != 0)
         return -1;
     if (pm.name[0] == '\0') { /* unnamed: lives until the next Sync, pass it on */
+        if (dealloc_unnamed(s, c, pm.query))
+            return push_synth(s, SYN_PARSE_COMPLETE, NULL, 0, NULL);
         evbuffer_add(s->io.out, msg, total);
         return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
     }
@@ -267,6 +300,8 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
 
     if (weir_proto_parse_target(msg + 5, total - 5, &kind, &name) != 0)
         return -1;
+    if (type == 'D' && name[0] == '\0' && c->dealloc_target && (kind == 'S' || c->dealloc_bound))
+        return push_synth(s, kind == 'S' ? SYN_NO_PARAMS : SYN_NO_DATA, NULL, 0, NULL);
     p = kind == 'S' && name[0] && c->stmts ? client_stmts_get(c->stmts, name) : NULL;
     if (type == 'C' && kind == 'S' && name[0]) {
         /* The statement stays on servers for others; closing an unknown name
@@ -298,6 +333,13 @@ static int on_bind(struct server *s, struct client *c, size_t total, const unsig
     struct pstmt *p = stmt[0] && c->stmts ? client_stmts_get(c->stmts, stmt) : NULL;
     size_t rest = total - 5 - names_len;
 
+    if (stmt[0] == '\0' && portal[0] == '\0' && c->dealloc_target) {
+        if (evbuffer_get_length(c->io.in) < total)
+            return 2; /* wait for the whole (parameterless) Bind */
+        evbuffer_drain(c->io.in, total);
+        c->dealloc_bound = 1;
+        return push_synth(s, SYN_BIND_COMPLETE, NULL, 0, NULL);
+    }
     if (p == NULL) { /* unnamed or unknown: the server answers as PostgreSQL would */
         evbuffer_add(s->io.out, head, headlen);
         evbuffer_drain(c->io.in, headlen);
@@ -405,7 +447,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
         if (z2 == NULL)
             return have < want ? 0 : -1;
         size_t names_len = (size_t)((const unsigned char *)z2 + 1 - (head + 5));
-        return on_bind(s, c, total, head, 5 + names_len, names_len) == 0 ? 1 : -1;
+        int brc = on_bind(s, c, total, head, 5 + names_len, names_len);
+        return brc == 0 ? 1 : brc == 2 ? 0 : -1;
     }
     if (total > (size_t)1 << 24)
         return -1; /* a Parse or Describe this large is not a real client */
@@ -419,6 +462,15 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     case 'D':
     case 'C':
         rc = on_describe_or_close(s, c, type, msg, total);
+        break;
+    case 'E': /* only the portal of a DEALLOCATE weir answers (see dealloc_unnamed) */
+        if (c->dealloc_target && strcasecmp(c->dealloc_target, "all") == 0)
+            client_stmts_clear(c->stmts, registry(s));
+        else if (c->dealloc_target)
+            client_stmts_del(c->stmts, registry(s), c->dealloc_target);
+        rc = push_synth(s, SYN_COMMAND, c->dealloc_target && strcasecmp(c->dealloc_target, "all") == 0
+                                             ? "DEALLOCATE ALL" : "DEALLOCATE", 0, NULL);
+        c->dealloc_bound = 0;
         break;
     case 'Q':
         rc = on_query(s, c, msg, total, &consumed);
