@@ -234,6 +234,7 @@ static struct client_stmts *client_names(struct client *c)
 }
 
 static int is_deallocate(const char *sql, char *name, size_t namelen);
+static int contains_ci(const unsigned char *body, size_t len, const char *word);
 
 /* DEALLOCATE name|ALL as an unnamed extended-protocol statement (psycopg 3
  * sends its cache evictions so): weir answers Parse, Bind, Describe and
@@ -333,6 +334,9 @@ static int on_bind(struct server *s, struct client *c, size_t total, const unsig
     struct pstmt *p = stmt[0] && c->stmts ? client_stmts_get(c->stmts, stmt) : NULL;
     size_t rest = total - 5 - names_len;
 
+    if (p != NULL && portal[0] == '\0' && contains_ci((const unsigned char *)p->query, strlen(p->query), "dealloc") &&
+        dealloc_unnamed(s, c, p->query))
+        stmt = ""; /* a prepared DEALLOCATE of the client's own names: weir runs it */
     if (stmt[0] == '\0' && portal[0] == '\0' && c->dealloc_target) {
         if (evbuffer_get_length(c->io.in) < total)
             return 2; /* wait for the whole (parameterless) Bind */
