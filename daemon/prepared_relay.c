@@ -287,8 +287,17 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         tmp.server_name[0] = '\0';
         return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ? -1 : 0;
     }
-    if (s->stmts && server_stmts_has(s->stmts, p))
-        return push_synth(s, SYN_PARSE_COMPLETE, pm.name, F_CLIENT_PARSE, NULL);
+    if (s->stmts && server_stmts_has(s->stmts, p)) {
+        /* A client's own Parse is parsed afresh, as PostgreSQL would (the
+         * schema may have changed since): close and prepare again. If an
+         * earlier error makes the server skip both, undoing them in reverse
+         * leaves the statement recorded, as it still is on the server. */
+        if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, p, NULL) ||
+            emit_parse(s->io.out, p))
+            return -1;
+        s->d->stats.prepared_prepares++;
+        return q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE | F_ON_SERVER, p, pm.name);
+    }
     return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
 }
 
