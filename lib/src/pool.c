@@ -584,7 +584,7 @@ static void collect_idle_to_close(weir_pool *pool, int64_t now, struct weir_link
 }
 
 /* Serve waiters from idle connections (after resume, or when a ping is due). */
-static void serve_waiters_from_idle(weir_pool *pool, int64_t now, struct weir_link *todo)
+static void serve_waiters_from_idle(weir_pool *pool, int64_t now, struct weir_link *ops)
 {
     while (!pool->paused && !weir_list_empty(&pool->waiters) && !weir_list_empty(&pool->idle)) {
         weir_pooled *item = pool_pick_idle(pool);
@@ -594,7 +594,7 @@ static void serve_waiters_from_idle(weir_pool *pool, int64_t now, struct weir_li
             event_del(item->watch_ev); /* we are the pool thread: cannot block */
         if (pool_needs_ping(pool, item, now)) {
             item_set_state(item, ITEM_PINGING);
-            weir_list_push_back(todo, &item->idle_link);
+            weir_list_push_back(ops, &item->idle_link);
             continue;
         }
         item_set_state(item, ITEM_OUT);
@@ -609,19 +609,19 @@ static void serve_waiters_from_idle(weir_pool *pool, int64_t now, struct weir_li
  */
 static void pool_work(weir_pool *pool)
 {
-    struct weir_link grave, todo, *l;
+    struct weir_link grave, ops, *l;
     int64_t now = weir__now_us();
     int nconnect, i;
 
     weir_list_init(&grave);
-    weir_list_init(&todo);
+    weir_list_init(&ops);
     pthread_mutex_lock(&pool->lock);
     collect_idle_to_close(pool, now, &grave);
-    serve_waiters_from_idle(pool, now, &todo);
-    while (!weir_list_empty(&pool->todo)) {
-        l = pool->todo.next;
+    serve_waiters_from_idle(pool, now, &ops);
+    while (!weir_list_empty(&pool->ops)) {
+        l = pool->ops.next;
         weir_list_remove(l);
-        weir_list_push_back(&todo, l);
+        weir_list_push_back(&ops, l);
     }
     nconnect = connects_wanted(pool, now);
     for (i = 0; i < nconnect; i++) {
@@ -636,7 +636,7 @@ static void pool_work(weir_pool *pool)
             break;
         }
         item->reserved = 1;
-        weir_list_push_back(&todo, &item->idle_link);
+        weir_list_push_back(&ops, &item->idle_link);
     }
     if (pool->next_connect_us > now && connects_wanted(pool, pool->next_connect_us) > 0) {
         struct timeval tv = ms_to_tv((pool->next_connect_us - now) / 1000 + 1);
@@ -653,9 +653,9 @@ static void pool_work(weir_pool *pool)
         weir_list_remove(l);
         item_destroy(weir_container_of(l, weir_pooled, idle_link));
     }
-    while (!weir_list_empty(&todo)) {
+    while (!weir_list_empty(&ops)) {
         weir_pooled *item;
-        l = todo.next;
+        l = ops.next;
         weir_list_remove(l);
         item = weir_container_of(l, weir_pooled, idle_link);
         if (item->state == ITEM_CONNECTING)
@@ -722,7 +722,7 @@ weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
         }
         if (pool_needs_ping(pool, item, now)) {
             item_set_state(item, ITEM_PINGING);
-            weir_list_push_back(&pool->todo, &item->idle_link);
+            weir_list_push_back(&pool->ops, &item->idle_link);
             *kick = 1;
             return NULL;
         }
@@ -846,7 +846,7 @@ int weir_pool_new(const weir_pool_config *cfg, weir_pool **out)
     weir_list_init(&pool->all);
     weir_list_init(&pool->idle);
     weir_list_init(&pool->waiters);
-    weir_list_init(&pool->todo);
+    weir_list_init(&pool->ops);
     for (int i = 0; i < WEIR_POOL_MAX_GROUPS; i++) {
         pool->membership[i].pool = pool;
         if (cfg->groups[i])
@@ -1047,7 +1047,7 @@ void weir_pool_checkin(weir_pool *pool, weir_pooled *item, int flags)
         kick = !pool->closed;
     } else if (pool->cfg.reset_on_return && !(flags & WEIR_CHECKIN_CLEAN)) {
         item_set_state(item, ITEM_RESETTING);
-        weir_list_push_back(&pool->todo, &item->idle_link);
+        weir_list_push_back(&pool->ops, &item->idle_link);
         kick = 1;
     } else {
         destroy = item_available(pool, item);

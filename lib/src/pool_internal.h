@@ -39,7 +39,7 @@ struct weir_pooled {
     void *data;              /* caller's attachment */
     void (*data_free)(void *data);
     struct weir_link all_link;
-    struct weir_link idle_link; /* idle list, todo list, or a local list */
+    struct weir_link idle_link; /* idle list, ops list, or a local list */
 };
 
 struct weir_pool_waiter {
@@ -70,7 +70,7 @@ struct weir_pool {
     int refs;                /* owner + blocked/async waiters + items out after close */
     int closed, paused, draining;
     uint64_t generation;
-    struct weir_link all, idle, waiters, todo;
+    struct weir_link all, idle, waiters, ops;
     int nwaiters;
     int count[ITEM_NSTATES];
     int64_t next_connect_us;
