@@ -518,6 +518,47 @@ int prep_query_is_ours(const unsigned char *body, size_t len)
     return contains_ci(body, len, "dealloc") || contains_ci(body, len, "discard");
 }
 
+/*
+ * Must weir rewrite or answer this client message itself? Unnamed statements
+ * and portals go straight through (only their answers are followed): that is
+ * all of plain extended-protocol traffic. msg points at the message start,
+ * seen bytes of it are in the window.
+ */
+int prep_needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total, size_t seen)
+{
+    const unsigned char *body = msg + 5;
+    size_t blen = (seen < total ? seen : total) - 5;
+    const unsigned char *z;
+
+    switch (type) {
+    case 'P':
+        if (seen < total || blen < 1 || body[0] != '\0')
+            return 1;
+        if (prep_query_is_ours(body + 1, blen - 1))
+            return 1; /* an unnamed DEALLOCATE */
+        free(c->dealloc_target); /* a new unnamed statement replaces one weir answered */
+        c->dealloc_target = NULL;
+        c->dealloc_bound = 0;
+        return 0;
+    case 'B':
+        z = memchr(body, 0, blen);
+        return z == NULL || (size_t)(z + 1 - body) >= blen || z[1] != '\0' || c->dealloc_target != NULL;
+    case 'D':
+    case 'C':
+        if (blen < 2)
+            return 1;
+        if (body[0] == 'P')
+            return type == 'D' && c->dealloc_bound;
+        return body[1] != '\0' || c->dealloc_target != NULL;
+    case 'Q':
+        return seen < total || prep_query_is_ours(body, total - 5);
+    case 'E':
+        return c->dealloc_bound;
+    default:
+        return 0;
+    }
+}
+
 int prep_expect_forwarded(struct server *s, char type)
 {
     switch (type) {

@@ -15,6 +15,9 @@ struct client;
  * 1 consumed (rewritten, answered or forwarded), 0 more bytes needed,
  * -1 malformed or out of memory (the caller disconnects). */
 int prep_client_message(struct server *s, struct client *c, char type, size_t total);
+/* Must weir rewrite or answer this message (named statements, DEALLOCATE),
+ * or may it go straight to the server? msg: the message; seen: its bytes at hand. */
+int prep_needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total, size_t seen);
 /* Does this Query need weir (DEALLOCATE, DISCARD)? Others go straight through. */
 int prep_query_is_ours(const unsigned char *body, size_t len);
 /* Query, Execute, Sync, FunctionCall forwarded unchanged: note their answer is due. -1 on ENOMEM. */

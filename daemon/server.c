@@ -387,9 +387,7 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
             return off;
         }
         if (s->track) {
-            if (s->rewrite && (type == 'P' || type == 'B' || type == 'D' || type == 'C' ||
-                               (type == 'E' && c->dealloc_bound) ||
-                               (type == 'Q' && (off + total > window || prep_query_is_ours(p + off + 5, total - 5))))) {
+            if (s->rewrite && prep_needs_weir(s, c, type, p + off, total, window - off)) {
                 *special = type; /* rewritten or answered by prepared_relay.c */
                 *special_total = total;
                 return off;
