@@ -513,9 +513,27 @@ static int contains_ci(const unsigned char *body, size_t len, const char *word)
     return 0;
 }
 
+/* Only a statement that starts with DEALLOCATE or DISCARD, or a query with
+ * several statements, can involve them: most queries are decided by their
+ * first word and a scan for ';' followed by more text. */
 int prep_query_is_ours(const unsigned char *body, size_t len)
 {
-    return contains_ci(body, len, "dealloc") || contains_ci(body, len, "discard");
+    size_t i = 0;
+    const unsigned char *semi;
+
+    while (i < len && isspace(body[i]))
+        i++;
+    if (len - i >= 7 && (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
+                         strncasecmp((const char *)body + i, "discard", 7) == 0))
+        return 1;
+    for (semi = memchr(body, ';', len); semi; semi = memchr(semi + 1, ';', len - (size_t)(semi + 1 - body))) {
+        const unsigned char *q = semi + 1;
+        while (q < body + len && (isspace(*q) || *q == ';' || *q == '\0'))
+            q++;
+        if (q < body + len) /* another statement follows */
+            return contains_ci(body, len, "dealloc") || contains_ci(body, len, "discard");
+    }
+    return 0;
 }
 
 /*
@@ -728,6 +746,23 @@ void prep_after_message(struct server *s)
 {
     if (s->swallow == 0)
         flush_synth(s);
+}
+
+int prep_inline_answer(struct server *s, char type, const unsigned char *body, size_t blen)
+{
+    struct expect *e = q_head(s);
+    const char *tag = (const char *)body;
+
+    if (e == NULL || s->swallow > 0 || e->action != A_FORWARD || e->kind == K_SYNTH || type == 'Z' ||
+        type == 'E' || !terminal_for(e, type))
+        return 0;
+    if (s->expect_count > 1 && q_at(s, 1)->kind == K_SYNTH)
+        return 0; /* weir owes an answer right after: the careful path writes it */
+    if (type == 'C' && blen > 0 && memchr(body, 0, blen) &&
+        (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0))
+        return 0; /* the careful path forgets what the server dropped */
+    q_pop(s);
+    return 1;
 }
 
 int prep_plain_ready(struct server *s)

@@ -29,6 +29,9 @@ int prep_is_special(struct server *s, char type);
 int prep_server_message(struct server *s, char type, const unsigned char *body, size_t blen);
 /* After a server message went to the client: write answers weir owes now. */
 void prep_after_message(struct server *s);
+/* An answer that needs nothing but forwarding (BindComplete, a client's
+ * ParseComplete, CommandComplete...): pop what it answered. 1 if done so. */
+int prep_inline_answer(struct server *s, char type, const unsigned char *body, size_t blen);
 /* Is a ReadyForQuery now simply the end of the one query or Sync owed? */
 int prep_plain_ready(struct server *s);
 /* Nothing outstanding? */

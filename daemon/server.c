@@ -647,8 +647,12 @@ static size_t server_run(struct server *s, char *special, size_t *special_len, i
             *ready = 1;
             break;
         }
+        if (s->track && off + total <= window && s->client && prep_inline_answer(s, type, p + off + 5, total - 5)) {
+            off += total; /* answered and forwarded in stride */
+            continue;
+        }
         if (is_special(s, type)) {
-            if (total <= avail) {
+            if (off + total <= avail) { /* whole: act on it after the run */
                 *special = type;
                 *special_len = total;
             }
