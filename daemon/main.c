@@ -259,11 +259,13 @@ static int daemon_start(struct daemon *d, const struct options *o)
 
 static void daemon_stop(struct daemon *d)
 {
+    d->stopping = 1;
     metrics_stop(d);
     admin_free(d);
     stats_stop(d);
     while (d->clients)
         client_disconnect(d->clients, NULL, "shutting down");
+    server_close_unlinked(d);
     listeners_close(d);
     pooler_free_all(d);
     pstmt_registry_free(d->pstmts); /* after every server and client that referenced it */

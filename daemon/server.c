@@ -161,6 +161,21 @@ static void server_checkin(struct server *s, int clean)
     weir_pool_checkin(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN : WEIR_CHECKIN_BROKEN);
 }
 
+/* Shutting down: servers still busy with weir's own work (a reset) are
+ * closed now, so no answer arrives for a pool that is about to be freed. */
+void server_close_unlinked(struct daemon *d)
+{
+    struct server *s = d->servers, *next;
+
+    for (; s; s = next) {
+        next = s->next;
+        if (s->client == NULL && s->state != SV_IDLE) {
+            s->pending = 1; /* never clean */
+            server_checkin(s, 0);
+        }
+    }
+}
+
 /* Run server_reset_query before the next user; checked in when it answers. */
 static void server_start_reset(struct server *s)
 {
@@ -195,7 +210,7 @@ void server_release(struct server *s, int clean)
         return;
     }
     clean = clean && s->pending == 0 && s->txn == 'I';
-    reset = clean && cfg->server_reset_query && cfg->server_reset_query[0] &&
+    reset = clean && !s->d->stopping && cfg->server_reset_query && cfg->server_reset_query[0] &&
             (dp->mode == POOL_MODE_SESSION || cfg->server_reset_query_always);
     if (reset)
         server_start_reset(s);

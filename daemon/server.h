@@ -68,6 +68,8 @@ void server_release(struct server *s, int clean);
 int server_forward_from_client(struct server *s);
 /* The client's output drained: resume reading from the server. */
 void server_client_drained(struct server *s);
+/* At shutdown, after the clients: close servers still running weir's own queries. */
+void server_close_unlinked(struct daemon *d);
 /* Ask PostgreSQL to cancel what this server runs now (worker thread). */
 void server_cancel(struct server *s);
 
