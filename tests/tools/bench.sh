@@ -110,6 +110,7 @@ declare -A RES
 scenarios=("select-only simple, 10 clients|-S -M simple -c 10 -j 2"
            "select-only simple, 100 clients|-S -M simple -c 100 -j 2"
            "select-only extended, 10 clients|-S -M extended -c 10 -j 2"
+           "select-only extended, 100 clients|-S -M extended -c 100 -j 2"
            "prepared (-M prepared), 10 clients|-S -M prepared -c 10 -j 2"
            "connect per transaction (-C), 10 clients|-S -C -c 10 -j 2")
 targets=("direct|$PG|" "weir|$WPORT|$WEIR_PID")
