@@ -758,7 +758,7 @@ int prep_inline_answer(struct server *s, char type, const unsigned char *body, s
         return 0;
     if (s->expect_count > 1 && q_at(s, 1)->kind == K_SYNTH)
         return 0; /* weir owes an answer right after: the careful path writes it */
-    if (type == 'C' && blen > 0 && memchr(body, 0, blen) &&
+    if (type == 'C' && blen > 0 && tag[0] == 'D' && memchr(body, 0, blen) &&
         (strcmp(tag, "DISCARD ALL") == 0 || strcmp(tag, "DEALLOCATE ALL") == 0))
         return 0; /* the careful path forgets what the server dropped */
     q_pop(s);
