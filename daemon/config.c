@@ -915,6 +915,27 @@ static int db_set_cb(struct load_ctx *ctx, void *obj, char *key, char *val)
     return db_set(ctx, obj, key, val);
 }
 
+
+/* Room for one more element in a growing array (doubling); false after
+ * reporting out of memory. */
+static bool grow(struct load_ctx *ctx, void **v, size_t *cap, size_t n, size_t elem)
+{
+    void *bigger;
+    size_t want;
+
+    if (n < *cap)
+        return true;
+    want = *cap ? *cap * 2 : 8;
+    bigger = realloc(*v, want * elem);
+    if (bigger == NULL) {
+        report_oom(ctx);
+        return false;
+    }
+    *v = bigger;
+    *cap = want;
+    return true;
+}
+
 static void on_database(struct load_ctx *ctx, const char *name, const char *text)
 {
     struct weir_config *cfg = ctx->cfg;
@@ -937,16 +958,8 @@ static void on_database(struct load_ctx *ctx, const char *name, const char *text
     }
     if (!parse_pairs(ctx, "database", name, text, db_set_cb, &db))
         goto drop;
-    if (cfg->n_dbs == ctx->cap_dbs) {
-        size_t cap = ctx->cap_dbs ? ctx->cap_dbs * 2 : 8;
-        struct db_config *dbs = realloc(cfg->dbs, cap * sizeof(*dbs));
-        if (dbs == NULL) {
-            report_oom(ctx);
-            goto drop;
-        }
-        cfg->dbs = dbs;
-        ctx->cap_dbs = cap;
-    }
+    if (!grow(ctx, (void **)&cfg->dbs, &ctx->cap_dbs, cfg->n_dbs, sizeof(*cfg->dbs)))
+        goto drop;
     cfg->dbs[cfg->n_dbs++] = db;
     return;
 drop:
@@ -1005,16 +1018,8 @@ static void on_user(struct load_ctx *ctx, const char *name, const char *text)
     }
     if (!parse_pairs(ctx, "user", name, text, user_set_cb, &u))
         goto drop;
-    if (cfg->n_users == ctx->cap_users) {
-        size_t cap = ctx->cap_users ? ctx->cap_users * 2 : 8;
-        struct user_config *users = realloc(cfg->users, cap * sizeof(*users));
-        if (users == NULL) {
-            report_oom(ctx);
-            goto drop;
-        }
-        cfg->users = users;
-        ctx->cap_users = cap;
-    }
+    if (!grow(ctx, (void **)&cfg->users, &ctx->cap_users, cfg->n_users, sizeof(*cfg->users)))
+        goto drop;
     cfg->users[cfg->n_users++] = u;
     return;
 drop:

@@ -28,6 +28,7 @@
 #include <openssl/sha.h>
 
 #include "auth.h"
+#include "internal.h" /* libweir's shared helpers */
 
 #define SECRET_PREFIX "SCRAM-SHA-256$"
 #define NONCE_RAW_LEN 18 /* as PostgreSQL: 24 base64 characters */
@@ -36,19 +37,6 @@
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Frees a string that may hold secret material, wiping it first. */
 static void free_str(char *s)
@@ -327,17 +315,17 @@ static bool read_attr(struct cursor *c, struct attr *a, char *err, size_t errlen
     const char *comma;
 
     if (at_end(c)) {
-        set_err(err, errlen, "malformed SCRAM message: attribute expected, but found end of input");
+        weir__set_err(err, errlen, "malformed SCRAM message: attribute expected, but found end of input");
         return false;
     }
     a->name = *c->p;
     if (!((a->name >= 'a' && a->name <= 'z') || (a->name >= 'A' && a->name <= 'Z'))) {
-        set_err(err, errlen, "malformed SCRAM message: attribute expected, but found %s",
+        weir__set_err(err, errlen, "malformed SCRAM message: attribute expected, but found %s",
                 show_char(c->p, c->end, buf));
         return false;
     }
     if (c->end - c->p < 2 || c->p[1] != '=') {
-        set_err(err, errlen,
+        weir__set_err(err, errlen,
                 "malformed SCRAM message: expected character \"=\" for attribute \"%c\"", a->name);
         return false;
     }
@@ -354,7 +342,7 @@ static bool expect_attr(struct cursor *c, char name, struct attr *a, char *err, 
     if (!read_attr(c, a, err, errlen))
         return false;
     if (a->name != name) {
-        set_err(err, errlen, "malformed SCRAM message: expected attribute \"%c\" but found \"%c\"",
+        weir__set_err(err, errlen, "malformed SCRAM message: expected attribute \"%c\" but found \"%c\"",
                 name, a->name);
         return false;
     }
@@ -365,7 +353,7 @@ static bool expect_attr(struct cursor *c, char name, struct attr *a, char *err, 
 static bool take_comma(struct cursor *c, char *err, size_t errlen)
 {
     if (at_end(c)) {
-        set_err(err, errlen, "malformed SCRAM message: attribute expected, but found end of input");
+        weir__set_err(err, errlen, "malformed SCRAM message: attribute expected, but found end of input");
         return false;
     }
     c->p++;
@@ -387,16 +375,16 @@ static bool skip_extensions(struct cursor *c, char *err, size_t errlen)
 static bool message_ok(const char *msg, size_t len, char *err, size_t errlen)
 {
     if (msg == NULL || len == 0) {
-        set_err(err, errlen, "malformed SCRAM message: empty message");
+        weir__set_err(err, errlen, "malformed SCRAM message: empty message");
         return false;
     }
     if (len > SCRAM_MAX_MESSAGE) {
-        set_err(err, errlen, "malformed SCRAM message: message longer than %d bytes",
+        weir__set_err(err, errlen, "malformed SCRAM message: message longer than %d bytes",
                 SCRAM_MAX_MESSAGE);
         return false;
     }
     if (memchr(msg, '\0', len) != NULL) {
-        set_err(err, errlen, "malformed SCRAM message: NUL byte in message");
+        weir__set_err(err, errlen, "malformed SCRAM message: NUL byte in message");
         return false;
     }
     return true;
@@ -465,27 +453,27 @@ static int parse_gs2_header(struct scram_server *s, struct cursor *c, char *err,
     char buf[8];
 
     if (*c->p == 'p') {
-        set_err(err, errlen, "SCRAM channel binding is not supported: the client selected "
+        weir__set_err(err, errlen, "SCRAM channel binding is not supported: the client selected "
                 "SCRAM-SHA-256 without channel binding, but the SCRAM message includes "
                 "channel binding data");
         return AUTH_EUNSUPPORTED;
     }
     if (*c->p != 'n' && *c->p != 'y') {
-        set_err(err, errlen, "malformed SCRAM message: unexpected channel-binding flag %s",
+        weir__set_err(err, errlen, "malformed SCRAM message: unexpected channel-binding flag %s",
                 show_char(c->p, c->end, buf));
         return AUTH_EMALFORMED;
     }
     if (++c->p >= c->end || *c->p != ',') {
-        set_err(err, errlen, "malformed SCRAM message: comma expected, but found %s",
+        weir__set_err(err, errlen, "malformed SCRAM message: comma expected, but found %s",
                 show_char(c->p, c->end, buf));
         return AUTH_EMALFORMED;
     }
     if (++c->p < c->end && *c->p == 'a') {
-        set_err(err, errlen, "client uses authorization identity, but it is not supported");
+        weir__set_err(err, errlen, "client uses authorization identity, but it is not supported");
         return AUTH_EUNSUPPORTED;
     }
     if (c->p >= c->end || *c->p != ',') {
-        set_err(err, errlen, "malformed SCRAM message: unexpected attribute %s in "
+        weir__set_err(err, errlen, "malformed SCRAM message: unexpected attribute %s in "
                 "client-first-message", show_char(c->p, c->end, buf));
         return AUTH_EMALFORMED;
     }
@@ -500,14 +488,14 @@ static int parse_client_first_bare(struct cursor *c, struct attr *nonce, char *e
     struct attr user;
 
     if (!at_end(c) && *c->p == 'm') {
-        set_err(err, errlen, "client requires an unsupported SCRAM extension");
+        weir__set_err(err, errlen, "client requires an unsupported SCRAM extension");
         return AUTH_EUNSUPPORTED;
     }
     if (!expect_attr(c, 'n', &user, err, errlen) || !take_comma(c, err, errlen) ||
         !expect_attr(c, 'r', nonce, err, errlen))
         return AUTH_EMALFORMED;
     if (nonce->len == 0 || !is_printable(nonce->val, nonce->len)) {
-        set_err(err, errlen, "non-printable characters in SCRAM nonce");
+        weir__set_err(err, errlen, "non-printable characters in SCRAM nonce");
         return AUTH_EMALFORMED;
     }
     return skip_extensions(c, err, errlen) ? AUTH_OK : AUTH_EMALFORMED;
@@ -548,7 +536,7 @@ int scram_server_first(struct scram_server *s, const char *msg, size_t len, char
 
     *reply = NULL;
     if (s->step != SS_INIT) {
-        set_err(err, errlen, "SCRAM exchange is not expecting client-first-message");
+        weir__set_err(err, errlen, "SCRAM exchange is not expecting client-first-message");
         return server_fail(s, AUTH_ESTATE);
     }
     if (!message_ok(msg, len, err, errlen))
@@ -565,7 +553,7 @@ int scram_server_first(struct scram_server *s, const char *msg, size_t len, char
         rc = AUTH_ENOMEM;
     if (rc != AUTH_OK) {
         if (rc == AUTH_ENOMEM || rc == AUTH_ECRYPTO)
-            set_err(err, errlen, "%s", auth_strerror(rc));
+            weir__set_err(err, errlen, "%s", auth_strerror(rc));
         return server_fail(s, rc);
     }
     s->step = SS_FIRST_DONE;
@@ -587,13 +575,13 @@ static bool parse_cbind_and_nonce(const struct scram_server *s, struct cursor *c
     if (!expect_attr(c, 'c', &a, err, errlen))
         return false;
     if (a.len != strlen(s->cbind) || memcmp(a.val, s->cbind, a.len) != 0) {
-        set_err(err, errlen, "unexpected SCRAM channel-binding attribute in client-final-message");
+        weir__set_err(err, errlen, "unexpected SCRAM channel-binding attribute in client-final-message");
         return false;
     }
     if (!take_comma(c, err, errlen) || !expect_attr(c, 'r', &a, err, errlen))
         return false;
     if (a.len != strlen(s->nonce) || memcmp(a.val, s->nonce, a.len) != 0) {
-        set_err(err, errlen, "invalid SCRAM response: nonce does not match");
+        weir__set_err(err, errlen, "invalid SCRAM response: nonce does not match");
         return false;
     }
     return true;
@@ -614,11 +602,11 @@ static bool parse_client_final(const struct scram_server *s, const char *msg, si
             return false;
     }
     if (b64_decode(a.val, a.len, f->proof, sizeof(f->proof)) != SCRAM_KEY_LEN) {
-        set_err(err, errlen, "malformed SCRAM message: malformed proof in client-final-message");
+        weir__set_err(err, errlen, "malformed SCRAM message: malformed proof in client-final-message");
         return false;
     }
     if (!at_end(&c)) {
-        set_err(err, errlen, "malformed SCRAM message: garbage found at the end of "
+        weir__set_err(err, errlen, "malformed SCRAM message: garbage found at the end of "
                 "client-final-message");
         return false;
     }
@@ -681,7 +669,7 @@ int scram_server_final(struct scram_server *s, const char *msg, size_t len, char
 
     *reply = NULL;
     if (s->step != SS_FIRST_DONE) {
-        set_err(err, errlen, "SCRAM exchange is not expecting client-final-message");
+        weir__set_err(err, errlen, "SCRAM exchange is not expecting client-final-message");
         return server_fail(s, AUTH_ESTATE);
     }
     if (!message_ok(msg, len, err, errlen) || !parse_client_final(s, msg, len, &f, err, errlen))
@@ -693,7 +681,7 @@ int scram_server_final(struct scram_server *s, const char *msg, size_t len, char
     free_str(am);
     if (rc != AUTH_OK) {
         OPENSSL_cleanse(s->client_key, sizeof(s->client_key));
-        set_err(err, errlen, "%s", auth_strerror(rc));
+        weir__set_err(err, errlen, "%s", auth_strerror(rc));
         return server_fail(s, rc);
     }
     s->step = SS_OK;
@@ -1077,7 +1065,7 @@ static bool parse_server_first(const struct scram_client *c, const char *msg, si
     size_t our = strlen(c->nonce);
 
     if (*msg == 'm') {
-        set_err(err, errlen, "server requires an unsupported SCRAM extension");
+        weir__set_err(err, errlen, "server requires an unsupported SCRAM extension");
         return false;
     }
     if (!expect_attr(&cur, 'r', &f->nonce, err, errlen) || !take_comma(&cur, err, errlen) ||
@@ -1086,16 +1074,16 @@ static bool parse_server_first(const struct scram_client *c, const char *msg, si
         return false;
     if (f->nonce.len <= our || memcmp(f->nonce.val, c->nonce, our) != 0 ||
         !is_printable(f->nonce.val, f->nonce.len)) {
-        set_err(err, errlen, "invalid SCRAM response (nonce mismatch)");
+        weir__set_err(err, errlen, "invalid SCRAM response (nonce mismatch)");
         return false;
     }
     f->salt_len = b64_decode(s.val, s.len, f->salt, sizeof(f->salt));
     if (f->salt_len < 1) {
-        set_err(err, errlen, "malformed SCRAM message (invalid salt)");
+        weir__set_err(err, errlen, "malformed SCRAM message (invalid salt)");
         return false;
     }
     if (!parse_count(i.val, i.len, &f->iterations)) {
-        set_err(err, errlen, "malformed SCRAM message (invalid iteration count)");
+        weir__set_err(err, errlen, "malformed SCRAM message (invalid iteration count)");
         return false;
     }
     return true;
@@ -1170,7 +1158,7 @@ int scram_client_final(struct scram_client *c, const char *server_first, size_t 
 
     *msg = NULL;
     if (c->step != CS_FIRST_SENT) {
-        set_err(err, errlen, "SCRAM exchange is not expecting server-first-message");
+        weir__set_err(err, errlen, "SCRAM exchange is not expecting server-first-message");
         return client_fail(c, AUTH_ESTATE);
     }
     if (!message_ok(server_first, len, err, errlen) ||
@@ -1181,7 +1169,7 @@ int scram_client_final(struct scram_client *c, const char *server_first, size_t 
         rc = make_client_final(c, server_first, len, &f, msg);
     OPENSSL_cleanse(&f, sizeof(f));
     if (rc != AUTH_OK) {
-        set_err(err, errlen, "%s", auth_strerror(rc));
+        weir__set_err(err, errlen, "%s", auth_strerror(rc));
         return client_fail(c, rc);
     }
     c->step = CS_FINAL_SENT;
@@ -1196,23 +1184,23 @@ int scram_client_verify(struct scram_client *c, const char *server_final, size_t
     struct attr a;
 
     if (c->step != CS_FINAL_SENT) {
-        set_err(err, errlen, "SCRAM exchange is not expecting server-final-message");
+        weir__set_err(err, errlen, "SCRAM exchange is not expecting server-final-message");
         return client_fail(c, AUTH_ESTATE);
     }
     if (!message_ok(server_final, len, err, errlen) || !read_attr(&cur, &a, err, errlen) ||
         !skip_extensions(&cur, err, errlen))
         return client_fail(c, AUTH_ESERVER);
     if (a.name == 'e') {
-        set_err(err, errlen, "server rejected SCRAM authentication: %.*s",
+        weir__set_err(err, errlen, "server rejected SCRAM authentication: %.*s",
                 is_printable(a.val, a.len) ? (int)(a.len > 64 ? 64 : a.len) : 0, a.val);
         return client_fail(c, AUTH_EPASSWORD);
     }
     if (a.name != 'v' || b64_decode(a.val, a.len, sig, sizeof(sig)) != SCRAM_KEY_LEN) {
-        set_err(err, errlen, "malformed SCRAM message (invalid server signature)");
+        weir__set_err(err, errlen, "malformed SCRAM message (invalid server signature)");
         return client_fail(c, AUTH_ESERVER);
     }
     if (CRYPTO_memcmp(sig, c->server_sig, SCRAM_KEY_LEN) != 0) {
-        set_err(err, errlen, "incorrect server signature");
+        weir__set_err(err, errlen, "incorrect server signature");
         return client_fail(c, AUTH_ESERVER);
     }
     c->step = CS_OK;

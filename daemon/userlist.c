@@ -19,6 +19,7 @@
 #include <openssl/crypto.h>
 
 #include "auth.h"
+#include "internal.h" /* libweir's shared helpers */
 
 /* PgBouncer's MAX_USERNAME and MAX_PASSWORD, minus their NUL. */
 #define USER_MAX 127
@@ -45,19 +46,6 @@ struct line_fields {
     char secret[SECRET_MAX + 1];
 };
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Replaces buf with a larger copy, wiping the old one: it holds passwords. */
 static int grow_wiped(char **buf, size_t *cap, size_t used)
@@ -269,7 +257,7 @@ static int parse_buffer(struct userlist *list, const char *path, const char *buf
         lineno++;
         r = parse_line(p, (size_t)(nl - p), &f, &why);
         if (r < 0 && bad++ == 0)
-            set_err(err, errlen, "%s:%u: %s", path, lineno, why);
+            weir__set_err(err, errlen, "%s:%u: %s", path, lineno, why);
         if (r > 0 && add_entry(list, &f) < 0) {
             rc = -1;
             break;
@@ -291,7 +279,7 @@ int userlist_load(const char *path, struct userlist **out, char *err, size_t err
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || read_all(fd, &buf, &len) < 0) {
         int saved = errno;
-        set_err(err, errlen, "could not read auth_file \"%s\": %s", path,
+        weir__set_err(err, errlen, "could not read auth_file \"%s\": %s", path,
                 strerror_r(saved, ebuf, sizeof(ebuf)));
         if (fd >= 0)
             close(fd);
@@ -304,7 +292,7 @@ int userlist_load(const char *path, struct userlist **out, char *err, size_t err
     free(buf);
     if (rc < 0) {
         userlist_free(list);
-        set_err(err, errlen, "out of memory loading auth_file \"%s\"", path);
+        weir__set_err(err, errlen, "out of memory loading auth_file \"%s\"", path);
         return AUTH_ENOMEM;
     }
     sort_dedup(list);

@@ -56,6 +56,17 @@ void weir__log(weir_log_fn fn, void *arg, weir_log_level level, const char *fmt,
     fn(arg, level, line);
 }
 
+void weir__set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
 char *weir__strdup(const char *s)
 {
     return s ? strdup(s) : NULL;
