@@ -65,7 +65,7 @@ void admin_login(struct client *c)
         client_disconnect(c, "08P01", "not allowed");
         return;
     }
-    client_start_auth_public(c);
+    client_start_auth(c);
 }
 
 void admin_welcome(struct client *c)

@@ -301,7 +301,7 @@ static void start_scram(struct client *c, const char *secret)
 }
 
 /* Decide how to authenticate; may finish the login at once. */
-static void client_start_auth(struct client *c)
+void client_start_auth(struct client *c)
 {
     const struct weir_config *cfg = c->d->cfg;
     const char *secret = user_secret(c);
@@ -639,11 +639,6 @@ static void client_read_auth(struct client *c)
         handle_password(c, msg + f.body_off, f.body_len);
     else
         handle_sasl(c, msg + f.body_off, f.body_len);
-}
-
-void client_start_auth_public(struct client *c)
-{
-    client_start_auth(c);
 }
 
 void client_admin_ready(struct client *c)

@@ -77,7 +77,7 @@ void client_server_released(struct client *c);
 /* Data is waiting in the client's buffer and a server may now take it. */
 void client_resume(struct client *c);
 /* Authentication per auth_type, for the admin console's login. */
-void client_start_auth_public(struct client *c);
+void client_start_auth(struct client *c);
 /* The admin console finished its welcome: the client is idle. */
 void client_admin_ready(struct client *c);
 /* (Re)start the client's one timer; 0 stops it. Its meaning follows the state. */
