@@ -205,6 +205,7 @@ void client_arm_timer(struct client *c, int64_t us)
 
 static void client_finish_login(struct client *c);
 static void client_on_read(struct stream *io, void *arg);
+static void client_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n);
 static void client_on_drain(struct stream *io, void *arg);
 
 static int ignored_startup_param(const struct client *c, const char *name)
@@ -729,11 +730,14 @@ static void client_request_server(struct client *c)
 void client_resume(struct client *c)
 {
     unsigned char hdr[5];
-    size_t avail = evbuffer_get_length(c->io.in);
+    size_t buffered = evbuffer_get_length(c->io.in), avail = buffered + c->rx_len;
 
     if (c->state != CL_IDLE || avail == 0)
         return;
-    evbuffer_copyout(c->io.in, hdr, avail < 5 ? avail : 5);
+    if (buffered > 0)
+        evbuffer_copyout(c->io.in, hdr, buffered < 5 ? buffered : 5);
+    else
+        memcpy(hdr, c->rx, avail < 5 ? avail : 5);
     if (hdr[0] == 'X') {
         client_disconnect(c, NULL, "client close request");
         return;
@@ -787,6 +791,32 @@ static void client_on_read(struct stream *io, void *arg)
             stream_set_reading(&c->io, 0);
         break;
     }
+}
+
+/* Fresh bytes in the loop's scratch buffer. A linked or idle session
+ * forwards them from there (server_forward_from_client takes c->rx); every
+ * other state, and whatever is left, goes through the client's buffer. */
+static void client_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n)
+{
+    struct client *c = arg;
+
+    if ((c->state == CL_ACTIVE || c->state == CL_IDLE) && !c->admin) {
+        c->rx = p;
+        c->rx_len = n;
+        client_on_read(io, c);
+        p = c->rx;
+        n = c->rx_len;
+        c->rx = NULL;
+        c->rx_len = 0;
+        if (n == 0 || c->state == CL_CLOSING)
+            return;
+        stream_stash(io, p, n);
+        if (c->state == CL_WAITING)
+            client_on_read(io, c); /* bound what waits, as for any input */
+        return;
+    }
+    stream_stash(io, p, n);
+    client_on_read(io, c);
 }
 
 static void client_on_drain(struct stream *io, void *arg)
@@ -848,6 +878,7 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
         return;
     }
     c->d = d;
+    stream_set_flat(&c->io, client_on_flat, d->rx_scratch, sizeof(d->rx_scratch));
     c->fd = fd;
     c->is_unix = is_unix;
     c->id = ++d->next_id;

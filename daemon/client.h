@@ -58,6 +58,8 @@ struct client {
     char *dealloc_target;         /* unnamed statement is "DEALLOCATE this" (weir answers it) */
     int dealloc_bound;            /* ... and the unnamed portal is bound to it */
     uint32_t fwd_remaining;       /* rest of a message being streamed to the server */
+    const unsigned char *rx;      /* fresh input still in the loop's scratch, logically after io.in */
+    size_t rx_len;
     int unsynced;                 /* extended-protocol messages since the last Sync */
     int64_t connect_us, request_us, wait_start_us;
     struct event timer;           /* login timeout, idle timeouts */

@@ -90,6 +90,8 @@ struct daemon {
     uint32_t rng;
     uint8_t mock_secret[32];     /* SCRAM for unknown users looks like a wrong password */
     struct daemon_stats stats;
+    /* Socket reads land here first (stream_set_flat): one loop, one buffer. */
+    unsigned char rx_scratch[64 * 1024];
 };
 
 uint32_t daemon_random(struct daemon *d);

@@ -102,6 +102,7 @@ static void server_detach(void *data)
 }
 
 static void server_on_read(struct stream *io, void *arg);
+static void server_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n);
 static void server_on_drain(struct stream *io, void *arg);
 
 struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled)
@@ -127,6 +128,7 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
         free(s);
         return NULL;
     }
+    stream_set_flat(&s->io, server_on_flat, d->rx_scratch, sizeof(d->rx_scratch));
     for (int i = 0; i < TP_COUNT; i++)
         if (tracked_param_reported(i))
             param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
@@ -369,18 +371,22 @@ static void note_client_message(struct server *s, struct client *c, char type)
     }
 }
 
+/* What a scan of client bytes ran into: a Terminate at the head (stop), a
+ * protocol violation (bad), or a message prepared_relay.c must handle. */
+struct client_step {
+    int stop;
+    const char *bad;
+    char special;
+    size_t special_total;
+};
+
 /*
- * Scan complete client messages from the head of the buffer; returns the
- * number of bytes to forward, sets *stop when a Terminate is at the head
- * and *bad for a protocol violation.
+ * Scan complete client messages at p (window bytes visible of avail);
+ * returns the number of bytes to forward and says in st why it stopped.
  */
-static size_t scan_client(struct server *s, struct client *c, int *stop, const char **bad, char *special,
-                          size_t *special_total)
+static size_t scan_client(struct server *s, struct client *c, const unsigned char *p, size_t window, size_t avail,
+                          struct client_step *st)
 {
-    struct evbuffer *in = c->io.in;
-    size_t avail = evbuffer_get_length(in);
-    size_t window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
-    const unsigned char *p = evbuffer_pullup(in, (ssize_t)window);
     size_t off = 0;
     uint32_t max = (uint32_t)s->d->cfg->max_packet_size;
 
@@ -390,25 +396,25 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
         size_t total = 1 + (size_t)len;
 
         if (len < 4) {
-            *bad = "invalid packet length";
+            st->bad = "invalid packet length";
             return off;
         }
         if (max > 0 && len > max) {
-            *bad = "max_packet_size exceeded";
+            st->bad = "max_packet_size exceeded";
             return off;
         }
         if (type == 'X') {
-            *stop = 1;
+            st->stop = 1;
             return off;
         }
         if (s->track) {
             if (s->rewrite && prep_needs_weir(s, c, type, p + off, total, window - off)) {
-                *special = type; /* rewritten or answered by prepared_relay.c */
-                *special_total = total;
+                st->special = type; /* rewritten or answered by prepared_relay.c */
+                st->special_total = total;
                 return off;
             }
             if (prep_expect_forwarded(s, type) != 0) {
-                *bad = "out of memory";
+                st->bad = "out of memory";
                 return off;
             }
         }
@@ -422,37 +428,73 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
     return off;
 }
 
+/* One step over client bytes at p: the rest of a message being streamed,
+ * or a scan. Returns the bytes to forward. */
+static size_t client_step(struct server *s, struct client *c, const unsigned char *p, size_t window, size_t avail,
+                          struct client_step *st)
+{
+    size_t n;
+
+    if (c->fwd_remaining == 0)
+        return scan_client(s, c, p, window, avail, st);
+    n = avail < c->fwd_remaining ? avail : c->fwd_remaining;
+    c->fwd_remaining -= (uint32_t)n;
+    return n;
+}
+
+/* Bytes that arrived in the loop's scratch buffer (c->rx): forward what can
+ * go as it lies, keep the rest (from a message weir must look at) in the
+ * client's buffer for the loop below. */
+static void forward_client_flat(struct server *s, struct client *c)
+{
+    const unsigned char *p = c->rx;
+    size_t len = c->rx_len;
+
+    c->rx = NULL;
+    c->rx_len = 0;
+    while (len > 0) {
+        struct client_step st = {0};
+        size_t n = client_step(s, c, p, len, len, &st);
+
+        s->dp->bytes_in += n;
+        stream_write_flat(&s->io, p, n);
+        p += n;
+        len -= n;
+        if (st.special || st.bad || st.stop || n == 0)
+            break; /* the loop below meets it again at the head */
+    }
+    stream_stash(&c->io, p, len);
+}
+
 int server_forward_from_client(struct server *s)
 {
     struct client *c = s->client;
 
+    if (c->rx_len > 0)
+        forward_client_flat(s, c);
     for (;;) {
-        size_t avail = evbuffer_get_length(c->io.in), n, special_total = 0;
-        int stop = 0;
-        const char *bad = NULL;
-        char special = 0;
+        size_t avail = evbuffer_get_length(c->io.in), n, window;
+        struct client_step st = {0};
+        const unsigned char *p;
 
         if (avail == 0)
             break;
-        if (c->fwd_remaining > 0) {
-            n = avail < c->fwd_remaining ? avail : c->fwd_remaining;
-            c->fwd_remaining -= (uint32_t)n;
-        } else {
-            n = scan_client(s, c, &stop, &bad, &special, &special_total);
-        }
+        window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
+        p = c->fwd_remaining > 0 ? NULL : evbuffer_pullup(c->io.in, (ssize_t)window);
+        n = client_step(s, c, p, window, avail, &st);
         s->dp->bytes_in += n;
         move_bytes(c->io.in, s->io.out, n);
-        if (special == 'Q' && bad == NULL && evbuffer_get_length(c->io.in) >= special_total)
+        if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total)
             note_query_start(s, c); /* the relay sends it on: count it once, whole */
-        if (special && bad == NULL) {
-            int rc = prep_client_message(s, c, special, special_total);
+        if (st.special && st.bad == NULL) {
+            int rc = prep_client_message(s, c, st.special, st.special_total);
             if (rc < 0)
-                bad = "invalid extended-protocol message";
+                st.bad = "invalid extended-protocol message";
             else if (rc == 0)
                 break; /* the rest of it has not arrived yet */
             else {
-                s->dp->bytes_in += special_total;
-                if (special != 'Q') {
+                s->dp->bytes_in += st.special_total;
+                if (st.special != 'Q') {
                     if (!c->unsynced) {
                         note_xact_start(s, c);
                         s->query_start_us = weir__now_us();
@@ -462,12 +504,12 @@ int server_forward_from_client(struct server *s)
                 continue;
             }
         }
-        if (bad != NULL) {
+        if (st.bad != NULL) {
             stream_flush(&s->io);
-            client_disconnect(c, "08P01", "%s", bad);
+            client_disconnect(c, "08P01", "%s", st.bad);
             return -1;
         }
-        if (stop) {
+        if (st.stop) {
             /* Terminate: the client is done; the server goes back (or is
              * closed if the client left a transaction open). */
             stream_flush(&s->io);
@@ -617,8 +659,6 @@ static int is_special(struct server *s, char type)
     return type == 'Z' || type == 'S' || (type == 'E' && s->swallow > 0) || (s->track && prep_is_special(s, type));
 }
 
-/* Forward or drop the run of ordinary messages at the head; stop before a
- * special one. Returns bytes handled; *special gets its type, or 0. */
 /* The common ReadyForQuery, taken in stride with the messages before it so
  * the whole answer moves and is sent in one piece. Returns 0 when it needs
  * the careful path (weir's own query, statement mode in a transaction,
@@ -639,27 +679,32 @@ static int ready_inline(struct server *s, unsigned char status)
     return 1;
 }
 
-static size_t server_run(struct server *s, char *special, size_t *special_len, int *bad, int *ready)
+/* Where a run over server bytes stopped, and why. */
+struct server_step {
+    char special;       /* a whole message to act on after the run */
+    size_t special_len;
+    int bad;            /* malformed length */
+    int ready;          /* the run ended with a ReadyForQuery taken in stride */
+};
+
+/* Forward or drop the run of ordinary messages at p (window bytes visible
+ * of avail); stop before a special one. Returns bytes handled. */
+static size_t server_run(struct server *s, const unsigned char *p, size_t window, size_t avail, struct server_step *st)
 {
-    struct evbuffer *in = s->io.in;
-    size_t avail = evbuffer_get_length(in);
-    size_t window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
-    const unsigned char *p = evbuffer_pullup(in, (ssize_t)window);
     size_t off = 0;
 
-    *special = 0;
     while (off + 5 <= window) {
         char type = (char)p[off];
         uint32_t len = be32(p + off + 1);
         size_t total = 1 + (size_t)len;
 
         if (len < 4) {
-            *bad = 1;
+            st->bad = 1;
             break;
         }
         if (type == 'Z' && len == 5 && off + total <= window && ready_inline(s, p[off + 5])) {
             off += total;
-            *ready = 1;
+            st->ready = 1;
             break;
         }
         if (s->track && off + total <= window && s->client && prep_inline_answer(s, type, p + off + 5, total - 5)) {
@@ -668,8 +713,8 @@ static size_t server_run(struct server *s, char *special, size_t *special_len, i
         }
         if (is_special(s, type)) {
             if (off + total <= avail) { /* whole: act on it after the run */
-                *special = type;
-                *special_len = total;
+                st->special = type;
+                st->special_len = total;
             }
             break;
         }
@@ -683,55 +728,92 @@ static size_t server_run(struct server *s, char *special, size_t *special_len, i
     return off;
 }
 
+/* The rest of a message being streamed, or a run. Returns bytes to move. */
+static size_t server_step(struct server *s, const unsigned char *p, size_t window, size_t avail, struct server_step *st)
+{
+    size_t n;
+
+    if (s->fwd_remaining == 0)
+        return server_run(s, p, window, avail, st);
+    n = avail < s->fwd_remaining ? avail : s->fwd_remaining;
+    s->fwd_remaining -= (uint32_t)n;
+    return n;
+}
+
+/* After a step's bytes moved: act on why it stopped. 1 to go on relaying,
+ * 0 to stop (more bytes needed, or the server left its client). */
+static int server_after_step(struct server *s, const struct server_step *st, size_t n)
+{
+    if (st->bad) {
+        server_lost(s, "invalid packet from server");
+        return 0;
+    }
+    if (st->ready)
+        return client_flush(s->client) == 0 && !server_at_ready(s);
+    if (st->special) {
+        int rc = server_special(s, st->special, st->special_len);
+        if (rc < 0) {
+            server_lost(s, "invalid packet from server");
+            return 0;
+        }
+        if (rc == 2)
+            return 0; /* the client was refused and is gone */
+        if (rc == 1) {
+            struct client *c = s->client;
+            if (c && client_flush(c) != 0)
+                return 0;
+            if (server_at_ready(s))
+                return 0;
+        }
+        return 1;
+    }
+    return n > 0;
+}
+
 static void relay_to_client(struct server *s)
 {
     for (;;) {
         struct evbuffer *in = s->io.in;
-        size_t avail = evbuffer_get_length(in), n;
-        int drop = s->swallow > 0 || s->client == NULL, bad = 0, ready = 0;
-        char special = 0;
-        size_t special_len = 0;
+        size_t avail = evbuffer_get_length(in), n, window;
+        int drop = s->swallow > 0 || s->client == NULL;
+        struct server_step st = {0};
+        const unsigned char *p;
 
         if (avail == 0)
             return;
-        if (s->fwd_remaining > 0) {
-            n = avail < s->fwd_remaining ? avail : s->fwd_remaining;
-            s->fwd_remaining -= (uint32_t)n;
-        } else {
-            n = server_run(s, &special, &special_len, &bad, &ready);
-        }
+        window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
+        p = s->fwd_remaining > 0 ? NULL : evbuffer_pullup(in, (ssize_t)window);
+        n = server_step(s, p, window, avail, &st);
         if (!drop)
             s->dp->bytes_out += n;
         move_bytes(in, drop ? NULL : s->client->io.out, n);
-        if (bad) {
-            server_lost(s, "invalid packet from server");
+        if (!server_after_step(s, &st, n))
+            return;
+    }
+}
+
+/* Server bytes still in the loop's scratch buffer: send what goes through
+ * as it lies; from the first message weir must act on, keep the rest in
+ * the server's buffer and go on as above. */
+static void relay_flat(struct server *s, const unsigned char *p, size_t len)
+{
+    while (len > 0) {
+        struct server_step st = {0};
+        int drop = s->swallow > 0 || s->client == NULL;
+        size_t n = server_step(s, p, len, len, &st);
+
+        if (!drop) {
+            s->dp->bytes_out += n;
+            stream_write_flat(&s->client->io, p, n);
+        }
+        p += n;
+        len -= n;
+        if (st.special || st.ready || st.bad || n == 0) {
+            stream_stash(&s->io, p, len);
+            if (server_after_step(s, &st, n))
+                relay_to_client(s);
             return;
         }
-        if (ready) {
-            struct client *c = s->client;
-            if (client_flush(c) != 0 || server_at_ready(s))
-                return;
-            continue;
-        }
-        if (special) {
-            int rc = server_special(s, special, special_len);
-            if (rc < 0) {
-                server_lost(s, "invalid packet from server");
-                return;
-            }
-            if (rc == 2)
-                return; /* the client was refused and is gone */
-            if (rc == 1) {
-                struct client *c = s->client;
-                if (c && client_flush(c) != 0)
-                    return;
-                if (server_at_ready(s))
-                    return;
-            }
-            continue;
-        }
-        if (n == 0)
-            return; /* need more bytes */
     }
 }
 
@@ -746,10 +828,23 @@ static void server_idle_input(struct server *s)
     }
 }
 
+/* After relaying: push the client's output, and stop reading this server
+ * while the client is behind (back-pressure). */
+static void server_relayed(struct server *s)
+{
+    struct client *c = s->client;
+
+    if (c == NULL || s->state == SV_IDLE)
+        return;
+    if (client_flush(c) != 0)
+        return;
+    if (evbuffer_get_length(c->io.out) > CLIENT_OUT_HIGH)
+        stream_set_reading(&s->io, 0); /* resumes when the client drains */
+}
+
 static void server_on_read(struct stream *io, void *arg)
 {
     struct server *s = arg;
-    struct client *c;
 
     if (s->state == SV_IDLE && s->client == NULL) {
         server_idle_input(s);
@@ -760,13 +855,18 @@ static void server_on_read(struct stream *io, void *arg)
         return;
     }
     relay_to_client(s);
-    c = s->client;
-    if (c == NULL || s->state == SV_IDLE)
-        return;
-    if (client_flush(c) != 0)
-        return;
-    if (evbuffer_get_length(c->io.out) > CLIENT_OUT_HIGH)
-        stream_set_reading(&s->io, 0); /* resumes when the client drains */
+    server_relayed(s);
+}
+
+static void server_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n)
+{
+    struct server *s = arg;
+
+    (void)io;
+    if (s->state == SV_IDLE && s->client == NULL)
+        return; /* a notice to a pooled server: nobody to tell */
+    relay_flat(s, p, n);
+    server_relayed(s);
 }
 
 void server_client_drained(struct server *s)

@@ -18,12 +18,19 @@ struct stream;
 /* on_read: bytes were appended to in (or eof/error set). on_drain: out fell
  * to empty after having been over the high mark or having needed EV_WRITE. */
 typedef void (*stream_cb)(struct stream *s, void *arg);
+/* on_flat: n fresh bytes arrived in a scratch buffer the loop reuses, while
+ * in was empty. The handler acts on them in place and must append to in
+ * (stream_stash) whatever it leaves, before it returns. */
+typedef void (*stream_flat_cb)(struct stream *s, void *arg, const unsigned char *p, size_t n);
 
 struct stream {
     evutil_socket_t fd;
     struct event rd, wr;
     struct evbuffer *in, *out;
     stream_cb on_read, on_drain;
+    stream_flat_cb on_flat;
+    unsigned char *scratch;       /* the loop's, borrowed; with on_flat */
+    size_t scratch_cap;
     void *arg;
     unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1, bulk : 1;
 };
@@ -34,6 +41,15 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
 /* Remove events and free buffers; the fd is left open. Safe on a zeroed stream. */
 void stream_release(struct stream *s);
 void stream_set_reading(struct stream *s, int on);
+/* Read into scratch (the event loop's, borrowed) and hand it to on_flat
+ * whenever in is empty: the common small message is then never copied. */
+void stream_set_flat(struct stream *s, stream_flat_cb on_flat, unsigned char *scratch, size_t cap);
+/* Keep bytes the on_flat handler did not act on, at the end of in. */
+void stream_stash(struct stream *s, const void *p, size_t n);
+/* Queue n bytes for the peer: sent at once when nothing waits before them
+ * (no copy), the rest appended to out. A hard error leaves the bytes in out
+ * for the next stream_flush to report. */
+void stream_write_flat(struct stream *s, const void *p, size_t n);
 /* Read once into in: >0 bytes, 0 nothing now, -1 eof or error (flags set). */
 int stream_fill(struct stream *s);
 /* Write what the kernel takes; arms EV_WRITE for the rest. -1 on error. */
