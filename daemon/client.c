@@ -662,7 +662,7 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
         client_disconnect(c, "08P01", "out of memory");
         return;
     }
-    c->dp->wait_us += (uint64_t)(weir__now_us() - c->wait_start_us);
+    c->dp->wait_us += (uint64_t)(daemon_now(c->d) - c->wait_start_us);
     client_set_state(c, CL_ACTIVE);
     client_arm_timer(c, 0);
     stream_set_reading(&c->io, 1);
@@ -674,6 +674,7 @@ static void server_cb(int status, weir_pooled *pooled, void *arg)
 {
     struct client *c = arg;
 
+    stream_loop_tick(&c->d->loop); /* called from the pool's own event */
     c->waiter = NULL;
     if (status != 0) {
         connect_failed(c, status);
@@ -714,7 +715,8 @@ static void client_request_server(struct client *c)
         client_disconnect(c, "57P01", "pgbouncer is shutting down");
         return;
     }
-    c->wait_start_us = weir__now_us();
+    stream_loop_tick(&c->d->loop); /* also reached from signals and admin commands */
+    c->wait_start_us = daemon_now(c->d);
     if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
@@ -730,7 +732,8 @@ static void client_request_server(struct client *c)
 void client_resume(struct client *c)
 {
     unsigned char hdr[5];
-    size_t buffered = evbuffer_get_length(c->io.in), avail = buffered + c->rx_len;
+    /* Fresh bytes in c->rx mean the buffer was empty when they came. */
+    size_t buffered = c->rx_len > 0 ? 0 : evbuffer_get_length(c->io.in), avail = buffered + c->rx_len;
 
     if (c->state != CL_IDLE || avail == 0)
         return;
@@ -878,7 +881,7 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
         return;
     }
     c->d = d;
-    stream_set_flat(&c->io, client_on_flat, d->rx_scratch, sizeof(d->rx_scratch));
+    stream_set_flat(&c->io, client_on_flat, &d->loop);
     c->fd = fd;
     c->is_unix = is_unix;
     c->id = ++d->next_id;

@@ -523,8 +523,10 @@ int prep_query_is_ours(const unsigned char *body, size_t len)
 
     while (i < len && isspace(body[i]))
         i++;
-    if (len - i >= 7 && (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
-                         strncasecmp((const char *)body + i, "discard", 7) == 0))
+    /* Most queries start with another letter: skip the compares. */
+    if (len - i >= 7 && (body[i] | 0x20) == 'd' &&
+        (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
+         strncasecmp((const char *)body + i, "discard", 7) == 0))
         return 1;
     for (semi = memchr(body, ';', len); semi; semi = memchr(semi + 1, ';', len - (size_t)(semi + 1 - body))) {
         const unsigned char *q = semi + 1;

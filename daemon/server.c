@@ -128,7 +128,7 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
         free(s);
         return NULL;
     }
-    stream_set_flat(&s->io, server_on_flat, d->rx_scratch, sizeof(d->rx_scratch));
+    stream_set_flat(&s->io, server_on_flat, &d->loop);
     for (int i = 0; i < TP_COUNT; i++)
         if (tracked_param_reported(i))
             param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
@@ -230,7 +230,7 @@ static int build_param_sets(struct server *s, struct client *c, struct evbuffer 
     for (int i = 0; i < TP_COUNT; i++) {
         const char *want = c->params.v[i];
         char *lit;
-        if (want == NULL || (s->params.v[i] && strcmp(s->params.v[i], want) == 0))
+        if (want == NULL || param_same(&s->params, i, &c->params))
             continue;
         lit = weir_dialect_quote_literal(weir_dialect_find("postgresql"), want);
         if (lit == NULL)
@@ -238,19 +238,17 @@ static int build_param_sets(struct server *s, struct client *c, struct evbuffer 
         evbuffer_add_printf(sql, "SET %s = %s;", tracked_param_name(i), lit);
         free(lit);
         if (!tracked_param_reported(i)) /* no ParameterStatus will tell us */
-            param_set_put(&s->params, i, want);
+            param_set_share(&s->params, i, &c->params);
         n++;
     }
     return n;
 }
 
-static int params_differ(const struct server *s, const struct client *c)
+static int params_differ(struct server *s, struct client *c)
 {
-    for (int i = 0; i < TP_COUNT; i++) {
-        const char *want = c->params.v[i];
-        if (want != NULL && (s->params.v[i] == NULL || strcmp(s->params.v[i], want) != 0))
+    for (int i = 0; i < TP_COUNT; i++)
+        if (c->params.v[i] != NULL && !param_same(&s->params, i, &c->params))
             return 1;
-    }
     return 0;
 }
 
@@ -300,7 +298,7 @@ int server_link(struct server *s, struct client *c)
     server_set_state(s, SV_LINKED);
     s->client = c;
     c->server = s;
-    s->link_start_us = weir__now_us();
+    s->link_start_us = daemon_now(s->d);
     s->fwd_remaining = 0;
     stream_set_reading(&s->io, 1);
     if ((s->fresh && send_connect_query(s) != 0) || send_param_sets(s, c) != 0)
@@ -328,14 +326,14 @@ static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
 static void note_xact_start(struct server *s, struct client *c)
 {
     if (s->txn == 'I' && s->pending == s->swallow && !c->unsynced)
-        s->xact_start_us = weir__now_us();
+        s->xact_start_us = daemon_now(s->d);
 }
 
 /* A simple query or function call starts: SHOW STATS' query count and times. */
 static void note_query_start(struct server *s, struct client *c)
 {
     note_xact_start(s, c);
-    s->query_start_us = weir__now_us();
+    s->query_start_us = daemon_now(s->d);
     s->dp->query_count++;
 }
 
@@ -360,7 +358,7 @@ static void note_client_message(struct server *s, struct client *c, char type)
     case 'H':
         if (!c->unsynced) {
             note_xact_start(s, c);
-            s->query_start_us = weir__now_us();
+            s->query_start_us = daemon_now(s->d);
         }
         c->unsynced = 1;
         if (type == 'E')
@@ -444,8 +442,8 @@ static size_t client_step(struct server *s, struct client *c, const unsigned cha
 
 /* Bytes that arrived in the loop's scratch buffer (c->rx): forward what can
  * go as it lies, keep the rest (from a message weir must look at) in the
- * client's buffer for the loop below. */
-static void forward_client_flat(struct server *s, struct client *c)
+ * client's buffer for the loop below. Returns how much was kept. */
+static size_t forward_client_flat(struct server *s, struct client *c)
 {
     const unsigned char *p = c->rx;
     size_t len = c->rx_len;
@@ -464,15 +462,17 @@ static void forward_client_flat(struct server *s, struct client *c)
             break; /* the loop below meets it again at the head */
     }
     stream_stash(&c->io, p, len);
+    return len;
 }
 
 int server_forward_from_client(struct server *s)
 {
     struct client *c = s->client;
 
-    if (c->rx_len > 0)
-        forward_client_flat(s, c);
-    for (;;) {
+    /* All of a fresh read forwarded: the buffer is known empty. */
+    int buffered = c->rx_len == 0 || forward_client_flat(s, c) > 0;
+
+    while (buffered) {
         size_t avail = evbuffer_get_length(c->io.in), n, window;
         struct client_step st = {0};
         const unsigned char *p;
@@ -497,7 +497,7 @@ int server_forward_from_client(struct server *s)
                 if (st.special != 'Q') {
                     if (!c->unsynced) {
                         note_xact_start(s, c);
-                        s->query_start_us = weir__now_us();
+                        s->query_start_us = daemon_now(s->d);
                     }
                     c->unsynced = 1;
                 }
@@ -563,7 +563,7 @@ static void server_lost(struct server *s, const char *why)
 /* Every client query has its answer: add to SHOW STATS' times and counts. */
 static void server_count_times(struct server *s)
 {
-    int64_t now = weir__now_us();
+    int64_t now = daemon_now(s->d);
 
     s->dp->query_us += (uint64_t)(now - s->query_start_us);
     if (s->txn == 'I') {
@@ -640,7 +640,7 @@ static int server_special(struct server *s, char type, size_t total)
         if (i >= 0) {
             param_set_put(&s->params, i, value);
             if (!drop && s->client)
-                param_set_put(&s->client->params, i, value);
+                param_set_share(&s->client->params, i, &s->params);
         }
     } else if (type == 'E' && drop) {
         if (weir_proto_parse_error(body, blen, &ef) == 0)
@@ -701,6 +701,10 @@ static size_t server_run(struct server *s, const unsigned char *p, size_t window
         if (len < 4) {
             st->bad = 1;
             break;
+        }
+        if (type == 'D' && off + total <= avail) {
+            off += total; /* a DataRow is never the end of anything */
+            continue;
         }
         if (type == 'Z' && len == 5 && off + total <= window && ready_inline(s, p[off + 5])) {
             off += total;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "internal.h"
 #include "stream.h"
 
 /* Small reads ask for a chain that fits glibc's per-thread cache (1 KiB
@@ -26,10 +27,10 @@ static int transient(int err)
  * the owner act on the bytes where they lie. */
 static void stream_read_flat(struct stream *s)
 {
-    ssize_t n = recv(s->fd, s->scratch, s->scratch_cap, 0);
+    ssize_t n = recv(s->fd, s->loop->scratch, sizeof(s->loop->scratch), 0);
 
     if (n > 0) {
-        s->on_flat(s, s->arg, s->scratch, (size_t)n);
+        s->on_flat(s, s->arg, s->loop->scratch, (size_t)n);
         return;
     }
     if (n < 0 && transient(errno))
@@ -47,6 +48,8 @@ static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (s->loop)
+        stream_loop_tick(s->loop);
     if (s->on_flat != NULL && evbuffer_get_length(s->in) == 0) {
         stream_read_flat(s);
         return;
@@ -61,6 +64,8 @@ static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (s->loop)
+        stream_loop_tick(s->loop);
     if (stream_flush(s) < 0) {
         s->on_read(s, s->arg); /* report the failure through the reader */
         return;
@@ -114,11 +119,19 @@ void stream_set_reading(struct stream *s, int on)
         event_del(&s->rd);
 }
 
-void stream_set_flat(struct stream *s, stream_flat_cb on_flat, unsigned char *scratch, size_t cap)
+void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop)
 {
-    s->on_flat = scratch != NULL && cap > 0 ? on_flat : NULL;
-    s->scratch = scratch;
-    s->scratch_cap = cap;
+    s->on_flat = loop != NULL ? on_flat : NULL;
+    s->loop = loop;
+}
+
+int64_t stream_loop_now(struct stream_loop *l)
+{
+    if (!l->now_valid) {
+        l->now_us = weir__now_us();
+        l->now_valid = 1;
+    }
+    return l->now_us;
 }
 
 void stream_stash(struct stream *s, const void *p, size_t n)
@@ -204,6 +217,8 @@ static int stream_send(struct stream *s)
 
 int stream_flush(struct stream *s)
 {
+    if (!s->writing && evbuffer_get_length(s->out) == 0)
+        return 0; /* the usual case after a direct send */
     while (evbuffer_get_length(s->out) > 0) {
         int n = stream_send(s);
         if (n < 0) {

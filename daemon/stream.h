@@ -9,11 +9,31 @@
 #ifndef WEIR_DAEMON_STREAM_H
 #define WEIR_DAEMON_STREAM_H
 
+#include <stdint.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
 struct stream;
+
+/* What the streams of one event loop share: the scratch buffer reads land
+ * in, and the loop's clock read at most once per callback (timestamps for
+ * statistics, as precise as the event that caused them). */
+#define STREAM_SCRATCH (64 * 1024)
+struct stream_loop {
+    unsigned char scratch[STREAM_SCRATCH];
+    int64_t now_us;
+    int now_valid;
+};
+
+/* Monotonic microseconds, read once per event callback. */
+int64_t stream_loop_now(struct stream_loop *l);
+/* An event callback starts: the next stream_loop_now() reads the clock. */
+static inline void stream_loop_tick(struct stream_loop *l)
+{
+    l->now_valid = 0;
+}
 
 /* on_read: bytes were appended to in (or eof/error set). on_drain: out fell
  * to empty after having been over the high mark or having needed EV_WRITE. */
@@ -29,8 +49,7 @@ struct stream {
     struct evbuffer *in, *out;
     stream_cb on_read, on_drain;
     stream_flat_cb on_flat;
-    unsigned char *scratch;       /* the loop's, borrowed; with on_flat */
-    size_t scratch_cap;
+    struct stream_loop *loop;     /* borrowed; set with on_flat */
     void *arg;
     unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1, bulk : 1;
 };
@@ -41,9 +60,9 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
 /* Remove events and free buffers; the fd is left open. Safe on a zeroed stream. */
 void stream_release(struct stream *s);
 void stream_set_reading(struct stream *s, int on);
-/* Read into scratch (the event loop's, borrowed) and hand it to on_flat
- * whenever in is empty: the common small message is then never copied. */
-void stream_set_flat(struct stream *s, stream_flat_cb on_flat, unsigned char *scratch, size_t cap);
+/* Read into the loop's scratch and hand it to on_flat whenever in is empty:
+ * the common small message is then never copied. */
+void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop);
 /* Keep bytes the on_flat handler did not act on, at the end of in. */
 void stream_stash(struct stream *s, const void *p, size_t n);
 /* Queue n bytes for the peer: sent at once when nothing waits before them
