@@ -76,7 +76,7 @@ int client_flush(struct client *c)
 
 void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg)
 {
-    if (c->io.out)
+    if (stream_wake(&c->io) == 0)
         (void)weir_proto_build_error(c->io.out, severity, sqlstate, msg, NULL, NULL);
 }
 
@@ -133,8 +133,9 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     }
     if (c->dp)
         c->dp->nclients--;
-    if (c->timer_ready)
-        event_del(&c->timer);
+    if (c->timer)
+        event_free(c->timer);
+    c->timer = NULL;
     stream_release(&c->io);
     close(c->fd);
     client_wipe_auth(c);
@@ -190,15 +191,35 @@ void client_arm_timer(struct client *c, int64_t us)
 {
     struct timeval tv;
 
-    if (!c->timer_ready || (us <= 0 && !c->timer_armed))
+    if (us <= 0 && !c->timer_armed)
         return; /* the common case: no timeouts configured, nothing to do */
-    event_del(&c->timer);
-    c->timer_armed = us > 0;
-    if (us <= 0)
+    if (c->timer_armed)
+        event_del(c->timer);
+    c->timer_armed = 0;
+    if (us <= 0 || c->state == CL_CLOSING)
         return;
+    if (c->timer == NULL && (c->timer = evtimer_new(c->d->base, client_timer_cb, c)) == NULL)
+        return; /* out of memory: this client goes without its timeout */
     tv.tv_sec = us / 1000000;
     tv.tv_usec = us % 1000000;
-    event_add(&c->timer, &tv);
+    c->timer_armed = event_add(c->timer, &tv) == 0;
+}
+
+/* An idle client keeps only its struct: buffers and timer come back on use. */
+static void client_trim(struct client *c)
+{
+    stream_trim(&c->io);
+    if (c->timer && !c->timer_armed) {
+        event_free(c->timer);
+        c->timer = NULL;
+    }
+}
+
+void client_trim_idle(struct daemon *d)
+{
+    for (struct client *c = d->clients; c; c = c->next)
+        if (c->state == CL_IDLE && !c->admin && c->server == NULL && ++c->quiet_ticks >= 2)
+            client_trim(c);
 }
 
 /* ---- login ---- */
@@ -454,11 +475,12 @@ static void client_enter_idle(struct client *c)
 static void client_default_params(struct client *c)
 {
     for (int i = 0; i < TP_COUNT; i++) {
-        if (c->params.v[i] != NULL)
+        if (c->dp->welcome_params.v[i] == NULL)
             continue;
-        for (size_t j = 0; j < c->dp->nwelcome; j++)
-            if (strcasecmp(c->dp->welcome_names[j], tracked_param_name(i)) == 0)
-                param_set_put(&c->params, i, c->dp->welcome_values[j]);
+        if (c->params.v[i] == NULL)
+            param_set_share(&c->params, i, &c->dp->welcome_params);
+        else
+            (void)param_same(&c->params, i, &c->dp->welcome_params); /* one copy of equal values */
     }
 }
 
@@ -490,6 +512,8 @@ static void client_finish_login(struct client *c)
     client_enter_idle(c);
     if (evbuffer_get_length(c->io.in) > 0)
         client_resume(c);
+    else
+        client_trim(c); /* logged in and quiet: the next login reuses this memory */
 }
 
 static void connect_failed(struct client *c, int status)
@@ -647,6 +671,8 @@ void client_admin_ready(struct client *c)
     client_enter_idle(c);
     if (evbuffer_get_length(c->io.in) > 0)
         client_resume(c);
+    else
+        client_trim(c); /* logged in and quiet: the next login reuses this memory */
 }
 
 /* ---- after login ---- */
@@ -733,10 +759,15 @@ void client_resume(struct client *c)
 {
     unsigned char hdr[5];
     /* Fresh bytes in c->rx mean the buffer was empty when they came. */
-    size_t buffered = c->rx_len > 0 ? 0 : evbuffer_get_length(c->io.in), avail = buffered + c->rx_len;
+    size_t buffered = c->rx_len > 0 || c->io.in == NULL ? 0 : evbuffer_get_length(c->io.in);
+    size_t avail = buffered + c->rx_len;
 
     if (c->state != CL_IDLE || avail == 0)
         return;
+    if (stream_wake(&c->io) != 0) { /* the buffers of a trimmed idle client */
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
     if (buffered > 0)
         evbuffer_copyout(c->io.in, hdr, buffered < 5 ? buffered : 5);
     else
@@ -803,6 +834,7 @@ static void client_on_flat(struct stream *io, void *arg, const unsigned char *p,
 {
     struct client *c = arg;
 
+    c->quiet_ticks = 0;
     if ((c->state == CL_ACTIVE || c->state == CL_IDLE) && !c->admin) {
         c->rx = p;
         c->rx_len = n;
@@ -890,8 +922,6 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
     c->state = CL_STARTUP;
     describe_peer(c, sa);
     tune_socket(c);
-    event_assign(&c->timer, d->base, -1, 0, client_timer_cb, c);
-    c->timer_ready = 1;
     d->stats.clients_total++;
     if (daemon_register_client(d, c) != 0) {
         stream_release(&c->io);

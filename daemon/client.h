@@ -62,8 +62,9 @@ struct client {
     size_t rx_len;
     int unsynced;                 /* extended-protocol messages since the last Sync */
     int64_t connect_us, request_us, wait_start_us;
-    struct event timer;           /* login timeout, idle timeouts */
-    int timer_ready, timer_armed;
+    struct event *timer;          /* login timeout, idle timeouts; made when first armed */
+    int timer_armed;
+    int quiet_ticks;              /* daemon ticks without input (client_trim_idle) */
     int deferred_free;
 };
 
@@ -86,6 +87,8 @@ void client_admin_ready(struct client *c);
 void client_arm_timer(struct client *c, int64_t us);
 /* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Once a second: clients idle for a while give back buffers and timer. */
+void client_trim_idle(struct daemon *d);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
 

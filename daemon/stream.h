@@ -1,7 +1,8 @@
 /*
  * A stream is one non-blocking socket with an input and an output evbuffer:
  * a persistent read event, and a write event armed only while output waits
- * for the kernel. Reads go straight into reserved evbuffer space with one
+ * for the kernel. An idle stream can give its buffers back (stream_trim):
+ * they are made again when bytes next arrive or must be sent. Reads go straight into reserved evbuffer space with one
  * read(2) (no FIONREAD), writes try at once with writev(2), so a small
  * request costs one read and one write system call. Clients and servers
  * each own one; the fd itself belongs to the owner (a server's to libpq).
@@ -45,7 +46,8 @@ typedef void (*stream_flat_cb)(struct stream *s, void *arg, const unsigned char 
 
 struct stream {
     evutil_socket_t fd;
-    struct event rd, wr;
+    struct event rd;
+    struct event *wr;             /* made the first time output has to wait */
     struct evbuffer *in, *out;
     stream_cb on_read, on_drain;
     stream_flat_cb on_flat;
@@ -63,6 +65,11 @@ void stream_set_reading(struct stream *s, int on);
 /* Read into the loop's scratch and hand it to on_flat whenever in is empty:
  * the common small message is then never copied. */
 void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop);
+/* Idle with nothing buffered: free the buffers and the write event (an idle
+ * client then costs little more than its struct). Safe to call any time. */
+void stream_trim(struct stream *s);
+/* Make sure in and out exist again after a trim. 0 or -1 (ENOMEM). */
+int stream_wake(struct stream *s);
 /* Keep bytes the on_flat handler did not act on, at the end of in. */
 void stream_stash(struct stream *s, const void *p, size_t n);
 /* Queue n bytes for the peer: sent at once when nothing waits before them
