@@ -679,6 +679,19 @@ void client_admin_ready(struct client *c)
 
 static void server_cb(int status, weir_pooled *pooled, void *arg);
 
+static void client_request_server(struct client *c);
+
+/* Linked at last: forward what the client sent. */
+static void client_link(struct client *c, struct server *s)
+{
+    c->dp->wait_us += (uint64_t)(daemon_now(c->d) - c->wait_start_us);
+    client_set_state(c, CL_ACTIVE);
+    client_arm_timer(c, 0);
+    stream_set_reading(&c->io, 1);
+    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
+        client_disconnect(c, "08P01", "server conn crashed?");
+}
+
 static void client_got_server(struct client *c, weir_pooled *pooled)
 {
     struct server *s = server_from_pooled(c->d, c->dp, pooled);
@@ -688,12 +701,26 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
         client_disconnect(c, "08P01", "out of memory");
         return;
     }
-    c->dp->wait_us += (uint64_t)(daemon_now(c->d) - c->wait_start_us);
-    client_set_state(c, CL_ACTIVE);
-    client_arm_timer(c, 0);
-    stream_set_reading(&c->io, 1);
-    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
-        client_disconnect(c, "08P01", "server conn crashed?");
+    if (!server_check_due(s)) {
+        client_link(c, s);
+        return;
+    }
+    /* Idle too long (server_check_delay): the client waits for the check. */
+    if (c->state == CL_IDLE) {
+        client_set_state(c, CL_WAITING);
+        stream_set_reading(&c->io, 0);
+    }
+    if (server_start_check(s, c) != 0)
+        client_request_server(c);
+}
+
+void client_server_checked(struct client *c, struct server *s)
+{
+    stream_loop_tick(&c->d->loop);
+    if (s != NULL)
+        client_link(c, s);
+    else
+        client_request_server(c); /* that one was dead: the next */
 }
 
 static void server_cb(int status, weir_pooled *pooled, void *arg)
@@ -736,19 +763,23 @@ static void client_request_server(struct client *c)
 
     if (client_follow_pool(c) != 0)
         return;
-
-    if (c->d->shutting_down) {
-        client_disconnect(c, "57P01", "pgbouncer is shutting down");
-        return;
+    /* WAITING here: back from a failed server check, already in line. */
+    if (c->state != CL_WAITING) {
+        if (c->d->shutting_down) {
+            client_disconnect(c, "57P01", "pgbouncer is shutting down");
+            return;
+        }
+        stream_loop_tick(&c->d->loop); /* also reached from signals and admin commands */
+        c->wait_start_us = daemon_now(c->d);
     }
-    stream_loop_tick(&c->d->loop); /* also reached from signals and admin commands */
-    c->wait_start_us = daemon_now(c->d);
     if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
     }
-    client_set_state(c, CL_WAITING);
-    stream_set_reading(&c->io, 0);
+    if (c->state != CL_WAITING) {
+        client_set_state(c, CL_WAITING);
+        stream_set_reading(&c->io, 0);
+    }
     client_arm_timer(c, 0);
     if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
         client_disconnect(c, "08P01", "cannot queue for a server");

@@ -77,6 +77,9 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg);
 /* The server finished a transaction (transaction/statement mode): back to IDLE. */
 void client_server_released(struct client *c);
+/* The check of the server this waiting client was to get is over: s when
+ * it passed (link it), NULL when it failed (ask for another). */
+void client_server_checked(struct client *c, struct server *s);
 /* Data is waiting in the client's buffer and a server may now take it. */
 void client_resume(struct client *c);
 /* Authentication per auth_type, for the admin console's login. */

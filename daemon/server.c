@@ -27,13 +27,14 @@
 /* How much of a buffer one scan looks at before moving bytes. */
 #define RELAY_WINDOW (64 * 1024)
 
-static const char *const state_names[] = {"idle", "linked", "setup", "resetting"};
+static const char *const state_names[] = {"idle", "linked", "setup", "resetting", "checking"};
 
-static const unsigned char server_transitions[4][4] = {
-    [SV_IDLE] = {[SV_LINKED] = 1},
+static const unsigned char server_transitions[5][5] = {
+    [SV_IDLE] = {[SV_LINKED] = 1, [SV_CHECKING] = 1},
     [SV_LINKED] = {[SV_IDLE] = 1, [SV_SETUP] = 1, [SV_RESETTING] = 1},
     [SV_SETUP] = {[SV_SETUP] = 1, [SV_LINKED] = 1, [SV_IDLE] = 1, [SV_RESETTING] = 1},
     [SV_RESETTING] = {[SV_IDLE] = 1},
+    [SV_CHECKING] = {[SV_LINKED] = 1, [SV_IDLE] = 1},
 };
 
 static void server_set_state(struct server *s, enum server_state to)
@@ -160,6 +161,7 @@ static void server_checkin(struct server *s, int clean)
         clean = 0; /* bytes in flight: not at a boundary after all */
     if (!clean)
         server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
+    s->idle_since_us = daemon_now(s->d);
     weir_pool_checkin(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN : WEIR_CHECKIN_BROKEN);
 }
 
@@ -194,6 +196,46 @@ static void server_start_reset(struct server *s)
     }
     s->pending++;
     s->swallow++;
+}
+
+int server_check_due(const struct server *s)
+{
+    const struct weir_config *cfg = s->d->cfg;
+
+    return s->idle_since_us != 0 && cfg->server_check_query && cfg->server_check_query[0] &&
+           cfg->server_check_delay_us >= 0 && daemon_now(s->d) - s->idle_since_us >= cfg->server_check_delay_us;
+}
+
+int server_start_check(struct server *s, struct client *c)
+{
+    server_set_state(s, SV_CHECKING);
+    s->client = c;
+    c->server = s;
+    s->reset_failed = 0;
+    s->fwd_remaining = 0;
+    stream_set_reading(&s->io, 1);
+    if (weir_proto_build_query(s->io.out, s->d->cfg->server_check_query) != 0 || stream_flush(&s->io) != 0) {
+        server_release(s, 0);
+        return -1;
+    }
+    s->pending++;
+    s->swallow++;
+    return 0;
+}
+
+/* The check answered (ok) or failed: the waiting client learns which. */
+static void server_check_done(struct server *s, int ok)
+{
+    struct client *c = s->client;
+
+    if (!ok) {
+        server_log(s, LG_LOG, "closing because: ", "server check failed");
+        server_release(s, 0);
+    } else {
+        s->client = NULL; /* server_link moves it on from CHECKING */
+        c->server = NULL;
+    }
+    client_server_checked(c, ok ? s : NULL);
 }
 
 void server_release(struct server *s, int clean)
@@ -550,6 +592,10 @@ static void server_lost(struct server *s, const char *why)
     struct client *c = s->client;
 
     server_log(s, LG_LOG, "closing because: ", why);
+    if (c != NULL && s->state == SV_CHECKING) {
+        server_check_done(s, 0); /* the check found it dead: the client tries another */
+        return;
+    }
     if (c != NULL) {
         client_disconnect(c, "08P01", "server conn crashed?");
         return; /* the client released us as broken */
@@ -585,6 +631,11 @@ static int server_at_ready(struct server *s)
             server_checkin(s, s->txn == 'I' && !s->reset_failed);
         return s->pending == 0;
     }
+    if (s->state == SV_CHECKING) {
+        if (s->pending == 0)
+            server_check_done(s, s->txn == 'I' && !s->reset_failed);
+        return 1; /* the client gets it (linked) or another one */
+    }
     if (c == NULL || s->pending > 0 || c->unsynced || c->fwd_remaining > 0 || !prep_idle(s))
         return 0;
     server_count_times(s);
@@ -615,7 +666,7 @@ static int server_special(struct server *s, char type, size_t total)
 
     if (s->track && prep_server_message(s, type, body, blen))
         drop = 1;
-    if (type == 'E' && s->swallow > 0 && s->state == SV_RESETTING)
+    if (type == 'E' && s->swallow > 0 && (s->state == SV_RESETTING || s->state == SV_CHECKING))
         s->reset_failed = 1;
 
     if (type == 'Z') {
