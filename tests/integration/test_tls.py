@@ -11,18 +11,18 @@ certificates are made here with the openssl command line tool.
 import hashlib
 import os
 import shutil
-import signal
 import socket
 import ssl
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
 import psycopg
 import pytest
 
-from conftest import ROOT, wait_for, sqlstate_of
+from conftest import ROOT, wait_for
 from pgwire import Wire, parse_error_fields, query_message, startup_packet
 
 PGCLUSTER = os.path.join(ROOT, "tests", "tools", "pgcluster.sh")
@@ -514,6 +514,23 @@ def test_server_pipeline_and_copy_over_tls(weir_factory, certs, ssl_pg, pg):
         for chunk in cp:
             got += chunk
     assert got.count(b"\n") == 100000
+
+
+def test_cancel_reaches_a_tls_backend_from_a_tls_client(weir_factory, certs, ssl_pg, pg):
+    """libpq sends its CancelRequest in plain TCP, which client_tls_sslmode =
+    require accepts (as PgBouncer); weir cancels through libpq (PQcancel) on
+    the backend that only takes TLS logins."""
+    w = weir_factory(databases={ssl_pg.db: ssl_pg.entry()},
+                     settings=dict(client_tls_settings(certs, "require"), server_tls_sslmode="require"))
+    c = connect(w, sslmode="require")
+    t = threading.Timer(0.5, c.cancel)
+    t.start()
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            c.execute("SELECT pg_sleep(20)")
+    finally:
+        t.join()
+    assert c.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_server_tls_disable_against_hostssl_only(weir_factory, ssl_pg, pg):

@@ -375,6 +375,69 @@ static void test_bad_files_are_reported(void **state)
     assert_non_null(strstr(err, "client_tls_cert_file"));
 }
 
+/* ---- the config rules PgBouncer applies to TLS settings ---- */
+
+struct reports {
+    int errors, warnings;
+    char text[4096];
+};
+
+static void collect(void *arg, weir_log_level sev, const char *file, int line, const char *message)
+{
+    struct reports *r = arg;
+    size_t used = strlen(r->text);
+
+    (void)file;
+    (void)line;
+    if (sev == WEIR_LOG_ERROR)
+        r->errors++;
+    else
+        r->warnings++;
+    snprintf(r->text + used, sizeof(r->text) - used, "%s\n", message);
+}
+
+static int load_ini(struct fixture *f, const char *settings, struct reports *r)
+{
+    struct weir_config *cfg = NULL;
+    FILE *fp = fopen(f->ini, "w");
+    int rc;
+
+    fprintf(fp, "[databases]\n[weir]\nunix_socket_dir =\nclient_tls_cert_file = %s\nclient_tls_key_file = %s\n%s",
+            f->crt, f->key, settings);
+    fclose(fp);
+    memset(r, 0, sizeof(*r));
+    rc = config_load(f->ini, &cfg, collect, r);
+    config_free(cfg);
+    return rc;
+}
+
+static void test_config_rules(void **state)
+{
+    struct fixture *f = *state;
+    struct reports r;
+
+    assert_int_not_equal(load_ini(f, "auth_type = trust\nclient_tls_sslmode = verify-full\n"
+                                     "client_tls_protocols = tlsv1.2,tlsv9\nclient_tls_dheparams = huge\n", &r), 0);
+    assert_int_equal(r.errors, 3);
+    assert_non_null(strstr(r.text, "client_tls_ca_file must be set when client_tls_sslmode is verify-full"));
+    assert_non_null(strstr(r.text, "invalid client_tls_protocols \"tlsv1.2,tlsv9\""));
+    assert_non_null(strstr(r.text, "invalid client_tls_dheparams \"huge\""));
+
+    assert_int_not_equal(load_ini(f, "auth_type = cert\nclient_tls_sslmode = require\n", &r), 0);
+    assert_non_null(strstr(r.text, "auth_type cert requires client_tls_sslmode = verify-full"));
+
+    /* verify-ca without a CA file uses the system's store: allowed, as in PgBouncer */
+    assert_int_equal(load_ini(f, "auth_type = trust\nclient_tls_sslmode = verify-ca\n", &r), 0);
+
+    assert_int_equal(load_ini(f, "auth_type = any\nserver_tls_sslmode = require\nserver_tls_protocols = all\n"
+                                 "server_tls_ciphers = HIGH:!aNULL\n", &r), 0);
+    assert_int_equal(r.warnings, 1);
+    assert_non_null(strstr(r.text, "server_tls_ciphers \"HIGH:!aNULL\" is not applied"));
+    assert_int_not_equal(load_ini(f, "auth_type = trust\nserver_tls_sslmode = require\n"
+                                     "server_tls_protocols = sslv3\n", &r), 0);
+    assert_non_null(strstr(r.text, "invalid server_tls_protocols"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +449,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_peer_cn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_client_certificate_no_cn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files_are_reported, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_config_rules, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
