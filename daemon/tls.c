@@ -326,19 +326,20 @@ int tls_start(struct daemon *d)
     return 0;
 }
 
-void tls_reload(struct daemon *d)
+int tls_reload(struct daemon *d)
 {
     struct tls_ctx *fresh = NULL;
     char err[1400];
 
     if (tls_ctx_new(d->cfg, &fresh, err, sizeof(err)) != 0) {
         log_at(&d->log, LG_ERROR, "TLS setup failed: %s; keeping the previous client TLS settings", err);
-        return;
+        return -1;
     }
     tls_ctx_free(d->tls);
     d->tls = fresh;
     if (fresh)
         log_at(&d->log, LG_LOG, "client TLS settings and certificates (re)loaded");
+    return 0;
 }
 
 /* ---- connections ---- */

@@ -59,9 +59,10 @@ void tls_ctx_free(struct tls_ctx *t);
 
 /* At start: d->tls from d->cfg. 0, or -1 logged (weir should not start). */
 int tls_start(struct daemon *d);
-/* On reload (after d->cfg was replaced): a fresh context from the new settings
- * and files; on failure the old context stays and the error is logged. */
-void tls_reload(struct daemon *d);
+/* On reload or SET of a *_tls_* key (after d->cfg changed): a fresh context
+ * from the settings and files; on failure (-1) the old context stays and the
+ * error is logged. */
+int tls_reload(struct daemon *d);
 
 /* A server-side SSL for an accepted client socket, or NULL (ENOMEM). */
 SSL *tls_accept_new(struct tls_ctx *t, int fd);

@@ -367,6 +367,21 @@ def test_sighup_reloads_replaced_certificate(weir_factory, certs, pg):
     assert connect(w, sslmode="require").execute("SELECT 1").fetchone() == (1,)
 
 
+def test_admin_set_turns_client_tls_on(weir, certs, pg):
+    admin = psycopg.connect(host="127.0.0.1", port=weir.port, dbname="pgbouncer", user=pg.user, autocommit=True)
+    weir.conns.append(admin)
+    admin.execute("SET client_tls_cert_file = '%s'" % certs.server[0])
+    admin.execute("SET client_tls_key_file = '%s'" % certs.server[1])
+    admin.execute("SET client_tls_sslmode = 'prefer'")
+    c = connect(weir, sslmode="verify-full", sslrootcert=certs.ca.crt)
+    assert c.pgconn.ssl_in_use
+    with pytest.raises(psycopg.Error) as e:
+        admin.execute("SET client_tls_cert_file = '%s'" % certs.ca.crt)  # does not match the key
+    assert "could not be applied" in str(e.value)
+    c = connect(weir, sslmode="verify-full", sslrootcert=certs.ca.crt)  # the previous context serves
+    assert c.pgconn.ssl_in_use
+
+
 def test_tls_handshake_bounded_by_client_login_timeout(weir_factory, certs, pg):
     w = weir_factory(settings=client_tls_settings(certs, "require", client_login_timeout=1))
     s = socket.create_connection(("127.0.0.1", w.port), timeout=10)
