@@ -215,6 +215,37 @@ def test_unencrypted_bytes_after_sslrequest_are_refused(weir_factory, certs, pg)
         raw.close()
 
 
+def test_broken_handshakes_hurt_only_their_connection(weir_factory, certs, pg):
+    w = weir_factory(settings=client_tls_settings(certs, "prefer"))
+    # Garbage where a ClientHello belongs.
+    s = socket.create_connection(("127.0.0.1", w.port), timeout=10)
+    try:
+        s.sendall(SSL_REQUEST)
+        assert s.recv(1) == b"S"
+        s.sendall(os.urandom(300))
+        s.settimeout(10)
+        while s.recv(4096):
+            pass
+    finally:
+        s.close()
+    wait_for(lambda: "TLS handshake failed" in w.log_text(), 5, what="the failed handshake logged")
+    # A second SSLRequest inside TLS.
+    raw = tls_wire(w.port)
+    try:
+        raw.send(SSL_REQUEST)
+        assert raw.read_until_closed(timeout=10) == []
+    finally:
+        raw.close()
+    assert "SSL req inside SSL" in w.log_text()
+    # Gone halfway through the handshake.
+    s = socket.create_connection(("127.0.0.1", w.port), timeout=10)
+    s.sendall(SSL_REQUEST)
+    assert s.recv(1) == b"S"
+    s.close()
+    c = connect(w, sslmode="require")
+    assert c.execute("SELECT 'fine'").fetchone() == ("fine",)
+
+
 def test_verify_full_checks_client_certificates(weir_factory, certs, pg):
     w = weir_factory(settings=client_tls_settings(certs, "verify-full"))
     base = dict(sslmode="verify-full", sslrootcert=certs.ca.crt)
@@ -546,6 +577,33 @@ def test_cancel_reaches_a_tls_backend_from_a_tls_client(weir_factory, certs, ssl
     finally:
         t.join()
     assert c.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_session_reset_over_backend_tls(weir_factory, certs, ssl_pg, pg):
+    """server_reset_query (DISCARD ALL) and the SET of a client's parameters
+    go over the backend's TLS session like any other query."""
+    w = weir_factory(databases={ssl_pg.db: ssl_pg.entry()}, pool_mode="session",
+                     settings={"server_tls_sslmode": "require", "default_pool_size": 1})
+    c = w.connect()
+    c.execute("SET application_name = 'dirty'")
+    c.execute("PREPARE p AS SELECT 1")
+    pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+    c.close()
+    d = psycopg.connect(host="127.0.0.1", port=w.port, dbname=ssl_pg.db, user=ssl_pg.user, autocommit=True,
+                        connect_timeout=10)
+    w.conns.append(d)
+    assert d.execute("SELECT pg_backend_pid()").fetchone()[0] == pid  # the same backend, reset
+    assert d.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+    assert d.execute("SHOW application_name").fetchone()[0] != "dirty"
+    assert backend_ssl(d) is True
+
+
+def test_server_prefer_falls_back_to_plain(weir_factory, certs, ssl_pg, pg):
+    # The main test cluster has no TLS: prefer connects in plain.
+    w = weir_factory(databases={pg.db: pg.entry(), "tlsonly": ssl_pg.entry()},
+                     settings={"server_tls_sslmode": "prefer"})
+    assert backend_ssl(w.connect()) is False
+    assert backend_ssl(w.connect(dbname="tlsonly")) is True
 
 
 def test_server_tls_disable_against_hostssl_only(weir_factory, ssl_pg, pg):
