@@ -318,14 +318,13 @@ def test_big_results_and_copy_over_client_tls(weir_factory, certs, pg):
         n += 1
         total += len(s)
     assert (n, total, h.hexdigest()) == row
-    # A million small rows: many messages per TLS record.
-    assert c.execute("SELECT count(*) FROM generate_series(1, 10)").fetchone() == (10,)
-    cur = c.execute("SELECT g FROM generate_series(1, 1000000) g")
-    assert sum(r[0] for r in cur) == 1000000 * 1000001 // 2
+    # Many small rows: hundreds of messages per TLS record.
+    cur = c.execute("SELECT g FROM generate_series(1, 300000) g")
+    assert sum(r[0] for r in cur) == 300000 * 300001 // 2
     # COPY both ways.
     with c.transaction():
         c.execute("CREATE TEMP TABLE tls_copy (id int, t text) ON COMMIT DROP")
-        payload = "".join("%d\t%s\n" % (i, "v" * (i % 300)) for i in range(200000)).encode()
+        payload = "".join("%d\t%s\n" % (i, "v" * (i % 300)) for i in range(100000)).encode()
         with c.cursor().copy("COPY tls_copy FROM STDIN") as cp:
             for i in range(0, len(payload), 65536):
                 cp.write(payload[i:i + 65536])
