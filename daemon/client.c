@@ -1,10 +1,12 @@
 /*
  * Client connections (see client.h for the state machine): the startup
- * packet (and SSLRequest, GSSENCRequest, CancelRequest), authentication
- * against auth_file (trust, plain, md5, SCRAM-SHA-256), the login welcome
- * (the server's parameters, weir's own cancel key), then asking the pooler
- * for a server whenever a query arrives and none is linked. Every way out
- * goes through client_disconnect(), which logs the reason.
+ * packet (and SSLRequest, which starts TLS on the client's stream when
+ * client TLS is on, GSSENCRequest, CancelRequest), authentication against
+ * auth_file (trust, plain, md5, SCRAM-SHA-256) or a TLS client certificate
+ * (cert), the login welcome (the server's parameters, weir's own cancel
+ * key), then asking the pooler for a server whenever a query arrives and
+ * none is linked. Every way out goes through client_disconnect(), which
+ * logs the reason.
  */
 #include <errno.h>
 #include <netinet/in.h>
