@@ -411,13 +411,10 @@ void tls_conn_close(SSL *ssl, int clean)
     SSL_free(ssl);
 }
 
+/* PgBouncer 1.18 writes its client connections this way (no key exchange part). */
 void tls_describe(SSL *ssl, char *buf, size_t len)
 {
-    int group = SSL_get_negotiated_group(ssl);
-    const char *gname = group ? OBJ_nid2sn(group & ~TLSEXT_nid_unknown) : NULL;
-
-    snprintf(buf, len, "%s/%s%s%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl), gname ? "/ECDH=" : "",
-             gname ? gname : "");
+    snprintf(buf, len, "%s/%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
 }
 
 char *tls_peer_cn(SSL *ssl)

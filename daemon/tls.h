@@ -77,7 +77,7 @@ void tls_error_text(unsigned long err, char *buf, size_t len);
 /* Sends close_notify when the session is healthy (clean), then frees. NULL is fine. */
 void tls_conn_close(SSL *ssl, int clean);
 
-/* "TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519" for logs and SHOW CLIENTS. */
+/* "TLSv1.3/TLS_AES_256_GCM_SHA384" for logs and SHOW CLIENTS. */
 void tls_describe(SSL *ssl, char *buf, size_t len);
 /* The common name of the peer's certificate when it was presented and
  * verified, malloc'd; NULL otherwise (also for a name with a NUL in it). */
