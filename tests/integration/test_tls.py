@@ -102,8 +102,9 @@ def client_tls_settings(certs, mode="require", **more):
 def connect(w, **kw):
     """psycopg to weir with libpq's TLS keywords."""
     kw.setdefault("connect_timeout", 10)
+    kw.setdefault("prepare_threshold", None)
     conn = psycopg.connect(host=kw.pop("host", "127.0.0.1"), port=w.port, dbname=w.pg.db,
-                           user=kw.pop("user", w.pg.user), autocommit=True, prepare_threshold=None, **kw)
+                           user=kw.pop("user", w.pg.user), autocommit=True, **kw)
     w.conns.append(conn)
     return conn
 
@@ -342,6 +343,42 @@ def test_pipeline_over_client_tls(weir_factory, certs, pg):
         curs = [c.execute("SELECT %s::int * 2, repeat('p', %s)", [i, i % 2000]) for i in range(2000)]
     for i, cur in enumerate(curs):
         assert cur.fetchone() == (i * 2, "p" * (i % 2000))
+
+
+def test_prepared_statements_over_client_tls_in_transaction_mode(weir_factory, certs, pg):
+    w = weir_factory(settings=dict(client_tls_settings(certs, "require"), default_pool_size=1))
+    a = connect(w, sslmode="require", prepare_threshold=0)
+    b = connect(w, sslmode="require", prepare_threshold=0)
+    for i in range(50):
+        for c in (a, b):
+            assert c.execute("SELECT %s::int + 0, 'same text'", [i]).fetchone() == (i, "same text")
+
+
+def test_asyncpg_and_psycopg2_over_client_tls(weir_factory, certs, pg):
+    import asyncio
+
+    import asyncpg
+    import psycopg2
+    w = weir_factory(settings=client_tls_settings(certs, "verify-ca"))
+
+    async def go():
+        ctx = ssl.create_default_context(cafile=certs.ca.crt)
+        ctx.load_cert_chain(*certs.client)
+        c = await asyncpg.connect(host="localhost", port=w.port, user=pg.user, database=pg.db, ssl=ctx,
+                                  statement_cache_size=0)
+        try:
+            return await c.fetchval("SELECT sum(g) FROM generate_series(1, $1::int) g", 1000)
+        finally:
+            await c.close()
+    assert asyncio.run(go()) == 500500
+    c2 = psycopg2.connect(host="localhost", port=w.port, user=pg.user, dbname=pg.db, sslmode="verify-full",
+                          sslrootcert=certs.ca.crt, sslcert=certs.client[0], sslkey=certs.client[1])
+    try:
+        cur = c2.cursor()
+        cur.execute("SELECT 7")
+        assert cur.fetchone() == (7,)
+    finally:
+        c2.close()
 
 
 def test_pipelined_burst_with_slow_reader(weir_factory, certs, pg):
