@@ -1,10 +1,12 @@
 /*
  * Client connections (see client.h for the state machine): the startup
- * packet (and SSLRequest, GSSENCRequest, CancelRequest), authentication
- * against auth_file (trust, plain, md5, SCRAM-SHA-256), the login welcome
- * (the server's parameters, weir's own cancel key), then asking the pooler
- * for a server whenever a query arrives and none is linked. Every way out
- * goes through client_disconnect(), which logs the reason.
+ * packet (and SSLRequest, which starts TLS on the client's stream when
+ * client TLS is on, GSSENCRequest, CancelRequest), authentication against
+ * auth_file (trust, plain, md5, SCRAM-SHA-256) or a TLS client certificate
+ * (cert), the login welcome (the server's parameters, weir's own cancel
+ * key), then asking the pooler for a server whenever a query arrives and
+ * none is linked. Every way out goes through client_disconnect(), which
+ * logs the reason.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,6 +28,7 @@
 #include "pooler.h"
 #include "prepared.h"
 #include "server.h"
+#include "tls.h"
 
 #define STARTUP_MAX 10000
 #define SERVER_OUT_HIGH (256 * 1024)
@@ -65,6 +68,11 @@ void client_log(struct client *c, int level, const char *fmt, ...)
     log_line(&c->d->log, level, prefix, "%s", msg);
 }
 
+const char *client_tls_peer_cn(const struct client *c)
+{
+    return c->tls_cn;
+}
+
 int client_flush(struct client *c)
 {
     if (stream_flush(&c->io) != 0) {
@@ -99,6 +107,17 @@ static void client_wipe_auth(struct client *c)
         free(c->secret);
         c->secret = NULL;
     }
+}
+
+/* The stream, then its TLS session (close_notify first when healthy), then the socket. */
+static void client_close_io(struct client *c)
+{
+    SSL *ssl = c->io.ssl;
+    int clean = !c->io.failed && !c->io.tls_handshake;
+
+    stream_release(&c->io);
+    tls_conn_close(ssl, clean);
+    close(c->fd);
 }
 
 void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, ...)
@@ -136,9 +155,10 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     if (c->timer)
         event_free(c->timer);
     c->timer = NULL;
-    stream_release(&c->io);
-    close(c->fd);
+    client_close_io(c);
     client_wipe_auth(c);
+    free(c->tls_cn);
+    c->tls_cn = NULL;
     client_stmts_free(c->stmts, d->pstmts);
     c->stmts = NULL;
     free(c->dealloc_target);
@@ -322,6 +342,30 @@ static void start_scram(struct client *c, const char *secret)
     (void)client_flush(c);
 }
 
+/* auth_type cert (PgBouncer's rules): a TLS connection whose verified client
+ * certificate's common name is the user name; with an auth_file, a user it lists. */
+static void start_cert_auth(struct client *c)
+{
+    const char *why = NULL;
+
+    if (!c->tls)
+        why = "TLS connection required";
+    else if (c->tls_cn == NULL)
+        why = "TLS client certificate required";
+    else if (c->d->users && user_secret(c) == NULL)
+        why = "no such user";
+    else if (strcmp(c->tls_cn, c->user) != 0)
+        why = "TLS certificate name mismatch";
+    if (why == NULL) {
+        client_finish_login(c);
+        return;
+    }
+    client_log(c, LG_WARNING, "%s%s%s%s", why, c->tls_cn ? " (certificate CN \"" : "",
+               c->tls_cn ? c->tls_cn : "", c->tls_cn ? "\")" : "");
+    c->d->stats.logins_failed++;
+    client_disconnect(c, "08P01", "certificate authentication failed");
+}
+
 /* Decide how to authenticate; may finish the login at once. */
 void client_start_auth(struct client *c)
 {
@@ -358,6 +402,9 @@ void client_start_auth(struct client *c)
         return;
     case AUTH_TYPE_SCRAM_SHA_256:
         start_scram(c, secret);
+        return;
+    case AUTH_TYPE_CERT:
+        start_cert_auth(c);
         return;
     default:
         client_disconnect(c, "28000", "auth_type %d is not supported by this weir build",
@@ -503,8 +550,12 @@ static void client_finish_login(struct client *c)
             client_disconnect(c, "08P01", "cannot queue for a server");
         return;
     }
-    if (c->d->cfg->log_connections)
-        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
+    if (c->d->cfg->log_connections) {
+        char tls[128] = "no";
+        if (c->tls)
+            tls_describe(c->io.ssl, tls, sizeof(tls));
+        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user, tls);
+    }
     client_default_params(c);
     client_send_welcome(c);
     if (client_flush(c) != 0)
@@ -569,6 +620,8 @@ static void client_startup(struct client *c, const weir_startup *st)
     }
     c->user = strdup(user);
     c->dbname = strdup(db && db[0] ? db : user);
+    if (c->tls)
+        c->tls_cn = tls_peer_cn(c->io.ssl); /* the handshake is done: data arrived over it */
     if (c->user == NULL || c->dbname == NULL) {
         client_disconnect(c, "08P01", "out of memory");
         return;
@@ -613,6 +666,33 @@ static void client_cancel_request(struct client *c, const weir_startup *st)
     client_disconnect(c, NULL, "cancel request");
 }
 
+/* SSLRequest with client TLS on: answer 'S' in the clear, then the handshake
+ * runs on the client's stream; the startup packet arrives through TLS. */
+static void client_accept_tls(struct client *c)
+{
+    SSL *ssl;
+
+    /* Bytes sent before the handshake were not encrypted: maybe injected. */
+    if (evbuffer_get_length(c->io.in) > 0) {
+        client_disconnect(c, "08P01", "received unencrypted data after SSL request");
+        return;
+    }
+    evbuffer_add(c->io.out, "S", 1);
+    if (client_flush(c) != 0)
+        return;
+    if (evbuffer_get_length(c->io.out) > 0) {
+        client_disconnect(c, NULL, "failed to ack SSL");
+        return;
+    }
+    ssl = tls_accept_new(c->d->tls, c->fd);
+    if (ssl == NULL) {
+        client_disconnect(c, NULL, "failed to accept SSL: out of memory");
+        return;
+    }
+    c->tls = 1;
+    stream_start_tls(&c->io, ssl, 1);
+}
+
 /* STARTUP state: parse the first packet(s). */
 static void client_read_startup(struct client *c)
 {
@@ -629,6 +709,14 @@ static void client_read_startup(struct client *c)
             client_disconnect(c, "08P01", "bad startup packet");
             return;
         }
+        if (st.kind == WEIR_STARTUP_SSL && c->tls) {
+            client_disconnect(c, NULL, "SSL req inside SSL");
+            return;
+        }
+        if (st.kind == WEIR_STARTUP_SSL && c->d->tls && !c->is_unix) {
+            client_accept_tls(c);
+            return;
+        }
         if (st.kind == WEIR_STARTUP_SSL || st.kind == WEIR_STARTUP_GSSENC) {
             evbuffer_add(c->io.out, "N", 1); /* no encryption on this listener */
             if (client_flush(c) != 0)
@@ -637,6 +725,11 @@ static void client_read_startup(struct client *c)
         }
         if (st.kind == WEIR_STARTUP_CANCEL) {
             client_cancel_request(c, &st);
+            return;
+        }
+        /* As PgBouncer: TLS is required of TCP clients only. */
+        if (c->d->cfg->client_tls_sslmode >= TLS_MODE_REQUIRE && !c->tls && !c->is_unix) {
+            client_disconnect(c, "08P01", "SSL required");
             return;
         }
         client_startup(c, &st);
@@ -831,6 +924,12 @@ static void client_on_read(struct stream *io, void *arg)
 {
     struct client *c = arg;
 
+    if (io->failed && io->ssl) {
+        char why[256];
+        tls_error_text(io->tls_err, why, sizeof(why));
+        client_disconnect(c, NULL, "%s: %s", io->tls_handshake ? "TLS handshake failed" : "TLS error", why);
+        return;
+    }
     if (io->eof || io->failed) {
         client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
         return;

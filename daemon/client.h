@@ -17,8 +17,8 @@ struct client_stmts;
 
 /*
  *  STARTUP --startup ok--> AUTH --password ok--> WELCOME --params--> IDLE
- *     |  (SSLRequest: 'N', stay)  | (trust: skip)   (needs one server's   |
- *     |                           |                  parameters once)     |
+ *     |  (SSLRequest: 'S' + TLS   | (trust, cert:   (needs one server's   |
+ *     |   handshake, or 'N')      |  skip)           parameters once)     |
  *     v                           v                                       v
  *  CLOSING <------------------- any error ----------------- WAITING --server--> ACTIVE
  *                                                            ^                     |
@@ -53,6 +53,8 @@ struct client {
     struct scram_server *scram;
     char *secret;                 /* for auth; wiped when done */
     int admin;                    /* connected to the admin console */
+    int tls;                      /* the connection uses TLS (its SSL is io.ssl) */
+    char *tls_cn;                 /* CN of the verified client certificate, or NULL */
 
     struct client_stmts *stmts;   /* prepared statement names (transaction mode) */
     char *dealloc_target;         /* unnamed statement is "DEALLOCATE this" (weir answers it) */
@@ -94,5 +96,8 @@ void client_log(struct client *c, int level, const char *fmt, ...) __attribute__
 void client_trim_idle(struct daemon *d);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
+/* The common name of the client's verified TLS certificate, or NULL (no TLS,
+ * no certificate asked for or sent). Valid while the client is. */
+const char *client_tls_peer_cn(const struct client *c);
 
 #endif

@@ -130,6 +130,10 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
         return NULL;
     }
     stream_set_flat(&s->io, server_on_flat, &d->loop);
+    /* libpq made the TLS session and keeps owning it (PQfinish frees it);
+     * weir reads and writes through it and never calls libpq I/O again. */
+    if (PQsslInUse(s->pg))
+        stream_start_tls(&s->io, PQsslStruct(s->pg, "OpenSSL"), 0);
     for (int i = 0; i < TP_COUNT; i++)
         if (tracked_param_reported(i))
             param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
