@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -23,6 +24,7 @@
 #include "auth.h"
 #include "client.h"
 #include "config.h"
+#include "hba.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "server.h"
@@ -78,6 +80,13 @@ void client_send_error(struct client *c, const char *severity, const char *sqlst
 {
     if (c->io.out)
         (void)weir_proto_build_error(c->io.out, severity, sqlstate, msg, NULL, NULL);
+}
+
+/* The TLS branch gives the certificate's common name; without TLS there is none. */
+const char *client_tls_peer_cn(const struct client *c)
+{
+    (void)c;
+    return NULL;
 }
 
 /* ---- the one exit ---- */
@@ -300,30 +309,107 @@ static void start_scram(struct client *c, const char *secret)
     (void)client_flush(c);
 }
 
+/* The method auth_type (or, for hba, the first matching rule) asks for.
+ * Returns -1 after refusing the client (no rule, or an unusable address). */
+static int auth_method(struct client *c, enum hba_method *m)
+{
+    const struct weir_config *cfg = c->d->cfg;
+    struct hba_peer peer;
+    int line;
+
+    switch (cfg->auth_type) {
+    case AUTH_TYPE_TRUST: *m = HBA_TRUST; return 0;
+    case AUTH_TYPE_PLAIN: *m = HBA_PASSWORD; return 0;
+    case AUTH_TYPE_MD5: *m = HBA_MD5; return 0;
+    case AUTH_TYPE_SCRAM_SHA_256: *m = HBA_SCRAM; return 0;
+    case AUTH_TYPE_CERT: *m = HBA_CERT; return 0;
+    case AUTH_TYPE_HBA: break;
+    default:
+        client_disconnect(c, "28000", "auth_type %d is not supported by this weir build", (int)cfg->auth_type);
+        return -1;
+    }
+    if (hba_peer_from_text(&peer, c->is_unix, c->addr, c->tls) != 0) {
+        client_disconnect(c, "28000", "login rejected: unknown client address");
+        return -1;
+    }
+    *m = hba_match(cfg->hba, &peer, c->dbname, c->user, &line);
+    if (*m != HBA_REJECT)
+        return 0;
+    c->d->stats.logins_failed++;
+    /* PostgreSQL's wording, so users recognise it. */
+    client_disconnect(c, "28000", "%s for host \"%s\", user \"%s\", database \"%s\", %s",
+                      line ? "pg_hba.conf rejects connection" : "no pg_hba.conf entry",
+                      c->is_unix ? "[local]" : c->addr, c->user, c->dbname, c->tls ? "SSL encryption" : "no encryption");
+    return -1;
+}
+
+/* peer: the Unix socket's other end runs as the OS user of the requested name. */
+static int peer_matches(struct client *c)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+
+    if (!c->is_unix || getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return 0;
+    if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) != 0 || found == NULL) {
+        client_log(c, LG_WARNING, "peer: no user name for uid %u", (unsigned)cred.uid);
+        return 0;
+    }
+    return strcmp(found->pw_name, c->user) == 0;
+}
+
+/* cert: a TLS client certificate whose common name is the user. */
+static int cert_matches(struct client *c)
+{
+    const char *cn = c->tls ? client_tls_peer_cn(c) : NULL;
+
+    if (!c->tls)
+        client_log(c, LG_WARNING, "TLS connection required");
+    else if (cn == NULL)
+        client_log(c, LG_WARNING, "TLS client certificate required");
+    return cn != NULL && strcmp(cn, c->user) == 0;
+}
+
 /* Decide how to authenticate; may finish the login at once. */
 void client_start_auth(struct client *c)
 {
     const struct weir_config *cfg = c->d->cfg;
     const char *secret = user_secret(c);
+    enum hba_method m;
 
     client_set_state(c, CL_AUTH);
-    switch (cfg->auth_type) {
-    case AUTH_TYPE_ANY:
+    if (cfg->auth_type == AUTH_TYPE_ANY) {
         client_finish_login(c);
         return;
-    case AUTH_TYPE_TRUST:
+    }
+    if (auth_method(c, &m) != 0)
+        return;
+    switch (m) {
+    case HBA_TRUST:
         if (c->d->users && secret == NULL) {
             client_disconnect(c, "28000", "no such user: %s", c->user);
             return;
         }
         client_finish_login(c);
         return;
-    case AUTH_TYPE_PLAIN:
+    case HBA_PEER:
+    case HBA_CERT:
+        if (m == HBA_PEER ? !peer_matches(c) : !cert_matches(c)) {
+            c->d->stats.logins_failed++;
+            client_disconnect(c, "28000", m == HBA_PEER ? "unix socket login rejected"
+                                                        : "certificate authentication failed");
+            return;
+        }
+        client_finish_login(c);
+        return;
+    case HBA_PASSWORD:
         c->secret = secret ? strdup(secret) : NULL;
         c->auth = CA_CLEARTEXT;
         send_auth_request(c, WEIR_AUTH_CLEARTEXT, NULL, 0);
         return;
-    case AUTH_TYPE_MD5:
+    case HBA_MD5:
         if (secret == NULL || secret_kind_of(secret) != SECRET_SCRAM) {
             for (int i = 0; i < 4; i++)
                 c->md5_salt[i] = (uint8_t)daemon_random(c->d);
@@ -334,14 +420,13 @@ void client_start_auth(struct client *c)
         }
         start_scram(c, secret); /* md5 cannot check a SCRAM secret: as PgBouncer, use SCRAM */
         return;
-    case AUTH_TYPE_SCRAM_SHA_256:
+    case HBA_SCRAM:
         start_scram(c, secret);
         return;
-    default:
-        client_disconnect(c, "28000", "auth_type %d is not supported by this weir build",
-                          (int)cfg->auth_type);
-        return;
+    case HBA_REJECT:
+        break;
     }
+    client_disconnect(c, "28000", "login rejected");
 }
 
 static void handle_password(struct client *c, const unsigned char *body, size_t len)

@@ -41,6 +41,7 @@ struct client {
     char addr[64];
     int port;
     int is_unix;
+    unsigned tls:1;               /* the session is encrypted (always 0 until the TLS branch) */
 
     char *user, *dbname;
     struct param_set params;      /* what this client's session should have */
@@ -84,6 +85,8 @@ void client_admin_ready(struct client *c);
 void client_arm_timer(struct client *c, int64_t us);
 /* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The common name of the client's TLS certificate, or NULL (none, or no TLS). */
+const char *client_tls_peer_cn(const struct client *c);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
 

@@ -13,6 +13,7 @@
  * conninfo quoting is '...' with '' for a quote.
  */
 #include "config.h"
+#include "hba.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -64,9 +65,7 @@ static const struct config_setting settings[] = {
     STR(auth_file, "", RELOAD),
     STR(auth_hba_file, "", RELOAD),
     STR(auth_query,
-        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-        "FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
-        RELOAD),
+        "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", RELOAD),
     ENUM(auth_type, "md5", RELOAD, auth_type_words),
     STR(auth_user, "", RELOAD),
     TIME(autodb_idle_timeout, "3600", RELOAD),
@@ -1171,6 +1170,24 @@ static bool any_auth_user(const struct weir_config *cfg)
     return false;
 }
 
+/* A skipped hba line is a warning (PgBouncer skips it too); an unreadable file an error. */
+static void hba_report(void *arg, const char *file, int line, const char *message)
+{
+    struct load_ctx *ctx = arg;
+    report_at(ctx, line > 0 ? WEIR_LOG_WARNING : WEIR_LOG_ERROR, file, line, "%s", message);
+}
+
+/* The rules hang off the config: a reload that fails keeps the old ones. */
+static void load_hba(struct load_ctx *ctx)
+{
+    struct weir_config *cfg = ctx->cfg;
+
+    if (cfg->auth_hba_file[0] == '\0' || access(cfg->auth_hba_file, R_OK) != 0)
+        return; /* check_readable said why */
+    if (hba_load(cfg->auth_hba_file, &cfg->hba, hba_report, ctx) < 0 && cfg->hba == NULL && !ctx->errors)
+        report_oom(ctx);
+}
+
 static void check_auth(struct load_ctx *ctx)
 {
     const struct weir_config *cfg = ctx->cfg;
@@ -1184,8 +1201,10 @@ static void check_auth(struct load_ctx *ctx)
         report_setting(ctx, WEIR_LOG_WARNING, "auth_type",
                        "auth_type is %s but neither auth_file nor auth_user is set: no client can log in",
                        auth_type_words[t]);
-    if (t == AUTH_TYPE_HBA)
+    if (t == AUTH_TYPE_HBA) {
         check_readable(ctx, "auth_hba_file", cfg->auth_hba_file, "auth_type is hba");
+        load_hba(ctx);
+    }
 }
 
 /* TLS files are only read when the mode enables TLS; PgBouncer ignores them otherwise. */
@@ -1367,6 +1386,7 @@ void config_free(struct weir_config *cfg)
     for (size_t i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    hba_free(cfg->hba);
     if (cfg->sources) {
         for (size_t i = 0; i < cfg->sources->n_files; i++)
             free(cfg->sources->files[i]);

@@ -81,6 +81,7 @@ struct user_config {
     int max_user_connections;
 };
 
+struct hba;
 struct config_sources; /* private: file names and where each setting was set */
 
 /*
@@ -152,6 +153,8 @@ struct weir_config {
     size_t n_dbs;
     struct user_config *users;
     size_t n_users;
+
+    struct hba *hba; /* auth_hba_file's rules when auth_type = hba, else NULL */
 
     struct config_sources *sources;
 };

@@ -89,12 +89,30 @@ seed_startup() {
     untyped "$(be32 80877102)$(be32 4242)$(be32 3735928559)" >"$d/seed-cancel"
 }
 
+seed_hba() {
+    local d=$OUT/corpus-fuzz_hba
+    printf 'local all all peer\nhost all all 127.0.0.1/32 trust\n' >"$d/seed-basic"
+    printf 'hostssl shop,"Sales DB" alice,bob 10.0.0.0 255.0.0.0 cert\nhostnossl sameuser all ::1/128 md5 # c\n' \
+        >"$d/seed-lists"
+    printf 'host all all 2001:db8::/32 scram-sha-256\r\nlocal all +grp password\nhost all all samenet reject\n' \
+        >"$d/seed-refused"
+    printf 'local all @users.txt trust\nlocal "a""b" all map=x\nhost all all 10.1.2.3/8 trust\n' >"$d/seed-odd"
+}
+
 # ---- build ----
+
+# Daemon modules a target tests, beyond the library.
+daemon_srcs() {
+    case $1 in
+        fuzz_hba) echo daemon/hba.c ;;
+    esac
+}
 
 build() {
     local name=$1 log=$OUT/$1.build.log
     # shellcheck disable=SC2086
-    if $CC $CFLAGS -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $LIBS >"$log" 2>&1; then
+    if $CC $CFLAGS -Idaemon -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $(daemon_srcs "$name") $LIBS \
+        >"$log" 2>&1; then
         return 0
     fi
     return 1
@@ -125,6 +143,7 @@ for src in tests/fuzz/fuzz_*.c; do
     case $name in
         fuzz_proto) seed_proto ;;
         fuzz_startup) seed_startup ;;
+        fuzz_hba) seed_hba ;;
     esac
     log=$OUT/$name.log
     if "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -print_final_stats=1 \

@@ -164,8 +164,7 @@ static const struct {
 } pgbouncer_118[] = {
     {"admin_users", "", 1}, {"application_name_add_host", "0", 1}, {"auth_file", "", 1},
     {"auth_hba_file", "", 1},
-    {"auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
-                   "pg_authid WHERE rolname=$1 AND rolcanlogin", 1},
+    {"auth_query", "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", 1},
     {"auth_type", "md5", 1}, {"auth_user", "", 1}, {"autodb_idle_timeout", "3600", 1},
     {"client_idle_timeout", "0", 1}, {"client_login_timeout", "60", 1}, {"client_tls_ca_file", "", 1},
     {"client_tls_cert_file", "", 1}, {"client_tls_ciphers", "fast", 1}, {"client_tls_dheparams", "auto", 1},
