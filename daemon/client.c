@@ -22,6 +22,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "hba.h"
@@ -103,6 +104,11 @@ static void client_wipe_auth(struct client *c)
 {
     scram_server_free(c->scram);
     c->scram = NULL;
+    if (c->authq_secret) {
+        OPENSSL_cleanse(c->authq_secret, strlen(c->authq_secret));
+        free(c->authq_secret);
+        c->authq_secret = NULL;
+    }
     if (c->secret) {
         OPENSSL_cleanse(c->secret, strlen(c->secret));
         free(c->secret);
@@ -140,6 +146,8 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
         weir_pool_cancel(c->dp->pool, c->waiter);
         c->waiter = NULL;
     }
+    authq_abandon(c->authq_job);
+    c->authq_job = NULL;
     if (c->dp)
         c->dp->nclients--;
     if (c->timer_ready)
@@ -304,6 +312,10 @@ static void start_scram(struct client *c, const char *secret)
         return;
     }
     OPENSSL_cleanse(&keys, sizeof(keys));
+    if (kind == SECRET_SCRAM && (c->secret = strdup(secret)) == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
     c->auth = CA_SCRAM;
     (void)weir_proto_build_auth_sasl(c->io.out, mechs);
     (void)client_flush(c);
@@ -372,20 +384,9 @@ static int cert_matches(struct client *c)
     return cn != NULL && strcmp(cn, c->user) == 0;
 }
 
-/* Decide how to authenticate; may finish the login at once. */
-void client_start_auth(struct client *c)
+/* Authenticate by method m with the user's secret (NULL: unknown user). */
+static void client_auth_with(struct client *c, enum hba_method m, const char *secret)
 {
-    const struct weir_config *cfg = c->d->cfg;
-    const char *secret = user_secret(c);
-    enum hba_method m;
-
-    client_set_state(c, CL_AUTH);
-    if (cfg->auth_type == AUTH_TYPE_ANY) {
-        client_finish_login(c);
-        return;
-    }
-    if (auth_method(c, &m) != 0)
-        return;
     switch (m) {
     case HBA_TRUST:
         if (c->d->users && secret == NULL) {
@@ -429,6 +430,78 @@ void client_start_auth(struct client *c)
     client_disconnect(c, "28000", "login rejected");
 }
 
+/* auth_query answered: go on with the secret it found, as if from auth_file. */
+static void authq_done(void *arg, enum authq_status status, const char *secret, const char *err)
+{
+    struct client *c = arg;
+    enum hba_method m;
+
+    c->authq_job = NULL;
+    if (status == AUTHQ_FAILED) {
+        client_log(c, LG_WARNING, "auth_query failed: %s", err);
+        client_disconnect(c, "08P01", "auth_query failed: %s", err);
+        return;
+    }
+    if (status == AUTHQ_FOUND && (c->authq_secret = strdup(secret)) == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    /* An unknown user gets the same exchange as a wrong password (unlike
+     * PgBouncer's "no such user"): nothing tells which users exist. */
+    if (status == AUTHQ_FOUND)
+        pooler_set_auth_secret(c->dp, c->user, secret); /* the server login uses it too */
+    if (auth_method(c, &m) == 0)
+        client_auth_with(c, m, c->authq_secret);
+}
+
+/* A user missing from auth_file is looked up with auth_query when the
+ * database (or the global setting) names an auth_user. 1 when started. */
+static int start_auth_query(struct client *c)
+{
+    struct daemon *d = c->d;
+    const struct db_config *db;
+    const char *auth_user;
+    char err[256], *conninfo;
+
+    if (c->admin || c->dp == NULL || d->cfg->auth_query[0] == '\0')
+        return 0;
+    db = config_find_db(d->cfg, c->dbname);
+    auth_user = db && db->auth_user && db->auth_user[0] ? db->auth_user : d->cfg->auth_user;
+    if (auth_user[0] == '\0')
+        return 0;
+    conninfo = pooler_auth_conninfo(d, c->dp, auth_user, err, sizeof(err));
+    if (conninfo == NULL) {
+        client_disconnect(c, "08P01", "auth_query failed: %s", err);
+        return 1;
+    }
+    if (d->authq == NULL)
+        d->authq = authq_new(d);
+    c->authq_job = d->authq ? authq_start(d->authq, conninfo, d->cfg->auth_query, c->user, authq_done, c) : NULL;
+    OPENSSL_cleanse(conninfo, strlen(conninfo));
+    free(conninfo);
+    if (c->authq_job == NULL)
+        client_disconnect(c, "08P01", "out of memory");
+    return 1;
+}
+
+/* Decide how to authenticate; may finish the login at once, or wait for auth_query. */
+void client_start_auth(struct client *c)
+{
+    const char *secret = user_secret(c);
+    enum hba_method m;
+
+    client_set_state(c, CL_AUTH);
+    if (c->d->cfg->auth_type == AUTH_TYPE_ANY) {
+        client_finish_login(c);
+        return;
+    }
+    if (auth_method(c, &m) != 0)
+        return;
+    if (secret == NULL && start_auth_query(c))
+        return;
+    client_auth_with(c, m, secret);
+}
+
 static void handle_password(struct client *c, const unsigned char *body, size_t len)
 {
     const char *pw;
@@ -465,6 +538,22 @@ static void handle_password(struct client *c, const unsigned char *body, size_t 
     client_finish_login(c);
 }
 
+/* SCRAM pass-through: the client proved a stored SCRAM secret; the keys
+ * recovered from its proof let the pool log in to a server holding it. */
+static void keep_scram_keys(struct client *c)
+{
+    uint8_t client_key[SCRAM_KEY_LEN];
+    struct scram_keys keys;
+
+    if (c->dp == NULL || c->secret == NULL || secret_kind_of(c->secret) != SECRET_SCRAM)
+        return;
+    if (scram_server_client_key(c->scram, client_key) == AUTH_OK &&
+        scram_keys_from_secret(c->secret, &keys) == AUTH_OK)
+        pooler_set_scram_keys(c->dp, c->user, c->secret, client_key, keys.server_key);
+    OPENSSL_cleanse(client_key, sizeof(client_key));
+    OPENSSL_cleanse(&keys, sizeof(keys));
+}
+
 static void handle_sasl(struct client *c, const unsigned char *body, size_t len)
 {
     char err[256] = "", *reply = NULL;
@@ -494,6 +583,7 @@ static void handle_sasl(struct client *c, const unsigned char *body, size_t len)
     } else {
         rc = scram_server_final(c->scram, (const char *)body, len, &reply, err, sizeof(err));
         if (rc == AUTH_OK) {
+            keep_scram_keys(c);
             (void)weir_proto_build_auth(c->io.out, WEIR_AUTH_SASL_FINAL, reply, strlen(reply));
             free(reply);
             client_wipe_auth(c);

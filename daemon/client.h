@@ -14,6 +14,7 @@
 struct server;
 struct scram_server;
 struct client_stmts;
+struct authq_job;
 
 /*
  *  STARTUP --startup ok--> AUTH --password ok--> WELCOME --params--> IDLE
@@ -53,6 +54,8 @@ struct client {
     uint8_t md5_salt[4];
     struct scram_server *scram;
     char *secret;                 /* for auth; wiped when done */
+    struct authq_job *authq_job;  /* auth_query lookup in progress */
+    char *authq_secret;           /* what it found; wiped when done */
     int admin;                    /* connected to the admin console */
 
     struct client_stmts *stmts;   /* prepared statement names (transaction mode) */

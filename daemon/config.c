@@ -62,6 +62,7 @@ static const char *const load_balance_words[] = {"round-robin", "disable", NULL}
 static const struct config_setting settings[] = {
     STR(admin_users, "", RELOAD),
     BOOL(application_name_add_host, "0", RELOAD),
+    STR(auth_dbname, "", RELOAD), /* weir_own (PgBouncer 1.19) */
     STR(auth_file, "", RELOAD),
     STR(auth_hba_file, "", RELOAD),
     STR(auth_query,
@@ -767,6 +768,7 @@ static const struct db_key {
 #define D(n, k) {#n, k, offsetof(struct db_config, n)}
     D(dbname, DBK_STR),          D(host, DBK_STR),           D(port, DBK_PORT),
     D(user, DBK_STR),            D(password, DBK_STR),       D(auth_user, DBK_STR),
+    D(auth_dbname, DBK_STR), /* PgBouncer 1.19's; accepted here too */
     D(pool_size, DBK_COUNT),     D(min_pool_size, DBK_COUNT), D(reserve_pool, DBK_COUNT),
     D(connect_query, DBK_STR),   D(pool_mode, DBK_POOL_MODE), D(max_db_connections, DBK_COUNT),
     D(client_encoding, DBK_STR), D(datestyle, DBK_STR),      D(timezone, DBK_STR),
