@@ -1468,6 +1468,35 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
     va_end(ap);
 }
 
+/* SET auth_type = hba, or SET auth_hba_file while it is: the rules are read
+ * now, and a file that cannot be read refuses the SET (old rules kept). */
+static int set_hba_rules(struct weir_config *cfg, const char *name, union value v, char *err, size_t errlen)
+{
+    const char *path = cfg->auth_hba_file;
+    struct hba *rules = NULL;
+
+    if (strcmp(name, "auth_type") == 0 && v.i != AUTH_TYPE_HBA)
+        return 0;
+    if (strcmp(name, "auth_hba_file") == 0) {
+        if (cfg->auth_type != AUTH_TYPE_HBA)
+            return 0;
+        path = v.s;
+    } else if (strcmp(name, "auth_type") != 0) {
+        return 0;
+    }
+    if (path[0] == '\0') {
+        set_err(err, errlen, "auth_hba_file must be set when auth_type is hba");
+        return WEIR_EINVAL;
+    }
+    if (hba_load(path, &rules, NULL, NULL) < 0) {
+        set_err(err, errlen, "auth_hba_file \"%s\" cannot be read", path);
+        return WEIR_EINVAL;
+    }
+    hba_free(cfg->hba);
+    cfg->hba = rules;
+    return 0;
+}
+
 int config_set(struct weir_config *cfg, const char *key, const char *value, char *err, size_t errlen)
 {
     int i = setting_index(key), rc;
@@ -1490,6 +1519,12 @@ int config_set(struct weir_config *cfg, const char *key, const char *value, char
         set_err(err, errlen, "invalid value \"%s\" for %s: %s", value, settings[i].name, why);
     if (rc != 0)
         return rc;
+    rc = set_hba_rules(cfg, settings[i].name, v, err, errlen);
+    if (rc != 0) {
+        if (settings[i].type == CONFIG_STRING)
+            free(v.s);
+        return rc;
+    }
     store_value(cfg, &settings[i], v);
     cfg->sources->origin[i] = (struct origin){NULL, 0};
     return 0;

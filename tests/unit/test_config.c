@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "hba.h"
 
 #define MAX_REPORTS 64
 
@@ -631,6 +632,39 @@ static void test_validation_after_parse(void **state)
     assert_int_equal(f->n_warnings, 1);
 }
 
+/* auth_hba_file's rules hang off the config: loaded with it (bad lines
+ * warned about and skipped), replaced by SET, kept when SET cannot read. */
+static void test_hba_rules_in_config(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+
+    write_file("hba.conf", "local all all trust\nlocal all all ident\n");
+    write_file("hba2.conf", "local all all trust\nhost all all 10.0.0.0/8 md5\n");
+    write_file("hbaok.ini", "[weir]\nauth_type = hba\nauth_hba_file = hba.conf\n");
+    assert_int_equal(load(f, "hbaok.ini"), 0);
+    assert_int_equal(hba_rule_count(f->cfg->hba), 1);
+    assert_non_null(find_report(f, WEIR_LOG_WARNING, "hba.conf", 2, "unsupported authentication method"));
+
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "missing.conf", err, sizeof(err)), WEIR_EINVAL);
+    assert_string_equal(err, "auth_hba_file \"missing.conf\" cannot be read");
+    assert_string_equal(f->cfg->auth_hba_file, "hba.conf");
+    assert_int_equal(hba_rule_count(f->cfg->hba), 1);
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "hba2.conf", err, sizeof(err)), 0);
+    assert_int_equal(hba_rule_count(f->cfg->hba), 2);
+
+    /* Not hba: nothing to read until auth_type says so. */
+    write_file("nohba.ini", "[weir]\nauth_type = md5\n");
+    assert_int_equal(load(f, "nohba.ini"), 0);
+    assert_null(f->cfg->hba);
+    assert_int_equal(config_set(f->cfg, "auth_type", "hba", err, sizeof(err)), WEIR_EINVAL);
+    assert_int_equal(f->cfg->auth_type, AUTH_TYPE_MD5);
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "missing.conf", err, sizeof(err)), 0);
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "hba.conf", err, sizeof(err)), 0);
+    assert_int_equal(config_set(f->cfg, "auth_type", "hba", err, sizeof(err)), 0);
+    assert_int_equal(hba_rule_count(f->cfg->hba), 1);
+}
+
 static void test_set_respects_reloadable(void **state)
 {
     struct fixture *f = *state;
@@ -720,6 +754,7 @@ int main(void)
         T(test_duplicate_database_later_wins),
         T(test_users),
         T(test_validation_after_parse),
+        T(test_hba_rules_in_config),
         T(test_set_respects_reloadable),
         T(test_diff_reports_restart_only_changes),
         T(test_format_value_truncates_like_snprintf),
