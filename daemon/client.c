@@ -1,8 +1,11 @@
 /*
  * Client connections (see client.h for the state machine): the startup
  * packet (and SSLRequest, GSSENCRequest, CancelRequest), authentication
- * against auth_file (trust, plain, md5, SCRAM-SHA-256), the login welcome
- * (the server's parameters, weir's own cancel key), then asking the pooler
+ * (trust, plain, md5, SCRAM-SHA-256, peer, cert; per auth_type or the first
+ * matching auth_hba_file rule) against auth_file, or against what auth_query
+ * returns for users missing from it (the client waits in AUTH meanwhile),
+ * keeping the SCRAM keys a client proves for the pool's server logins; the
+ * login welcome (the server's parameters, weir's own cancel key), then asking the pooler
  * for a server whenever a query arrives and none is linked. Every way out
  * goes through client_disconnect(), which logs the reason.
  */

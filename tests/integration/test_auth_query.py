@@ -187,3 +187,29 @@ def test_slow_auth_query_does_not_block_other_clients(weir_factory, roles):
     assert result["user"] == MD5_ROLE
     assert result["took"] >= 3.0
     assert n >= 5 and worst < 1.0, (n, worst)
+
+
+def test_client_leaving_during_lookup(weir_factory, roles):
+    """A client that hangs up while its auth_query runs: the lookup finishes
+    unanswered, weir goes on serving, the next login works."""
+    pg = roles
+    with pg.connect() as c:
+        c.execute("CREATE OR REPLACE FUNCTION weir_aq_slow1(u text) RETURNS TABLE(usename name, passwd text) "
+                  "LANGUAGE sql SECURITY DEFINER AS "
+                  "$$ SELECT pg_sleep(1); SELECT rolname, rolpassword FROM pg_authid WHERE rolname = u $$")
+    w = aq_weir(weir_factory, pg, "md5", auth_query="SELECT * FROM weir_aq_slow1($1)")
+
+    async def leave_early():
+        try:
+            await asyncpg.connect(host="127.0.0.1", port=w.port, user=MD5_ROLE, password=MD5_PW,
+                                  database=pg.db, timeout=0.3)
+        except (asyncio.TimeoutError, OSError):
+            return True
+        return False
+    for _ in range(3):
+        assert asyncio.run(leave_early())
+    time.sleep(1.5)  # the abandoned lookups end now
+    assert w.alive()
+    with w.connect(user=MD5_ROLE, password=MD5_PW) as c:
+        assert c.execute("SELECT current_user").fetchone() == (MD5_ROLE,)
+    assert "closing because: client unexpected eof" in w.log_text()
