@@ -275,6 +275,8 @@ static weir_poll on_sasl(struct raw_conn *r, const uint8_t *data, size_t len)
         offered |= strcmp(mech, "SCRAM-SHA-256") == 0;
         i += l + 1;
     }
+    if (r->scram != NULL)
+        return fail(r, "unexpected second SASL authentication request"); /* found by fuzz_backend_login */
     if (!offered)
         return fail(r, "the server offers no SASL mechanism weir supports (SCRAM-SHA-256 without channel binding)");
     if (password_keys(r->password, ck, sk) != 0) {
@@ -305,6 +307,8 @@ static weir_poll on_auth(struct raw_conn *r, const uint8_t *body, size_t len)
         return fail(r, "malformed authentication request");
     switch (code) {
     case WEIR_AUTH_OK:
+        if (r->scram != NULL) /* SCRAM started, the server's signature never came */
+            return fail(r, "SCRAM: the server ended the exchange without proving it holds the secret");
         return WEIR_POLL_READ;
     case WEIR_AUTH_MD5:
         if (dlen != 4 || md5_response(r->password, data, reply) != AUTH_OK)

@@ -200,7 +200,8 @@ static void keys_conninfo(const struct scram_keys *keys, const uint8_t ck[SCRAM_
     snprintf(out, len, "password='%s'", pw);
 }
 
-/* Play the server side of SCRAM with keys; forge = send a wrong signature. */
+/* Play the server side of SCRAM with keys; forge 1 = send a wrong signature,
+ * 2 = skip the signature and say AuthenticationOk. */
 static weir_poll scram_exchange(struct fixture *f, const struct scram_keys *server_keys, int forge)
 {
     static const char *const mechs[] = {"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256", NULL};
@@ -230,12 +231,13 @@ static weir_poll scram_exchange(struct fixture *f, const struct scram_keys *serv
     len = read_msg(f, &type, body, sizeof(body));
     assert_int_equal(type, 'p');
     assert_int_equal(scram_server_final(s, (const char *)body, len, &reply, NULL, 0), AUTH_OK);
-    if (forge)
+    if (forge == 1)
         memset(reply + 2, 'A', strlen(reply) - 3); /* "v=AAAA...=": a signature nobody made */
-    assert_int_equal(weir_proto_build_auth(b, WEIR_AUTH_SASL_FINAL, reply, strlen(reply)), 0);
+    if (forge != 2)
+        assert_int_equal(weir_proto_build_auth(b, WEIR_AUTH_SASL_FINAL, reply, strlen(reply)), 0);
     free(reply);
     send_buf(f, b);
-    if (!forge)
+    if (forge != 1)
         send_welcome(f);
     p = pump(f);
     scram_server_free(s);
@@ -276,6 +278,20 @@ static void test_scram_forged_server_signature(void **state)
     assert_int_equal(scram_exchange(f, &keys, 1), WEIR_POLL_FAILED);
     assert_non_null(strstr(raw_error(f->r), "did not prove it holds the secret"));
     assert_true(raw_is_broken(f->r));
+}
+
+static void test_scram_server_skips_signature(void **state)
+{
+    struct fixture *f = *state;
+    struct scram_keys keys;
+    uint8_t ck[SCRAM_KEY_LEN];
+    char conninfo[300], err[256];
+
+    client_keys("pencil", &keys, ck);
+    keys_conninfo(&keys, ck, conninfo, sizeof(conninfo));
+    assert_int_equal(start(f, conninfo, err, sizeof(err)), 0);
+    assert_int_equal(scram_exchange(f, &keys, 2), WEIR_POLL_FAILED);
+    assert_non_null(strstr(raw_error(f->r), "without proving it holds the secret"));
 }
 
 static void test_scram_secret_without_keys(void **state)
@@ -429,6 +445,7 @@ int main(void)
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_scram_with_keys),      T(test_scram_forged_server_signature), T(test_scram_secret_without_keys),
+        T(test_scram_server_skips_signature),
         T(test_trust_needs_nothing),  T(test_md5_secret),                    T(test_server_error_in_libpq_layout),
         T(test_md5_asked_with_only_keys), T(test_eof_during_login),          T(test_refusals_before_connecting),
         T(test_dialect_routes_by_password),
