@@ -19,6 +19,7 @@
 
 #include "admin_internal.h"
 #include "auth.h"
+#include "backend.h"
 #include "config.h"
 #include "pooler.h"
 #include "prepared.h"
@@ -343,7 +344,7 @@ static void server_row(struct client *viewer, const struct server *s, int socket
 {
     struct admin_row r = {0};
     char conn_t[40], req_t[40], ptr[24], link[24] = "", laddr[64], tls[128];
-    const char *host = PQhost(s->pg);
+    const char *host = backend_host(s->be);
     int64_t born = weir__now_us() - weir_pooled_age_us(s->pooled);
     int lport;
 
@@ -352,14 +353,14 @@ static void server_row(struct client *viewer, const struct server *s, int socket
     format_id(s->id, ptr, sizeof(ptr));
     if (s->client)
         format_id(s->client->id, link, sizeof(link));
-    local_end(PQsocket(s->pg), laddr, sizeof(laddr), &lport);
+    local_end(backend_socket(s->be), laddr, sizeof(laddr), &lport);
     server_tls(s, tls, sizeof(tls));
     row_str(&r, "S");
     row_str(&r, s->dp->user);
     row_str(&r, s->dp->dbname);
     row_str(&r, server_state_name(s, sockets));
     row_str(&r, host && host[0] != '/' ? host : "unix");
-    row_int(&r, PQport(s->pg) ? atoi(PQport(s->pg)) : 0);
+    row_int(&r, backend_port(s->be));
     row_str(&r, laddr);
     row_int(&r, lport);
     row_str(&r, conn_t);

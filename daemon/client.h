@@ -14,6 +14,7 @@
 struct server;
 struct scram_server;
 struct client_stmts;
+struct authq_job;
 
 /*
  *  STARTUP --startup ok--> AUTH --password ok--> WELCOME --params--> IDLE
@@ -52,6 +53,8 @@ struct client {
     uint8_t md5_salt[4];
     struct scram_server *scram;
     char *secret;                 /* for auth; wiped when done */
+    struct authq_job *authq_job;  /* auth_query lookup in progress */
+    char *authq_secret;           /* what it found; wiped when done */
     int admin;                    /* connected to the admin console */
     int tls;                      /* the connection uses TLS (its SSL is io.ssl) */
     char *tls_cn;                 /* CN of the verified client certificate, or NULL */

@@ -14,6 +14,7 @@
  */
 #include "config.h"
 #include "tls.h"
+#include "hba.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -62,12 +63,11 @@ static const char *const load_balance_words[] = {"round-robin", "disable", NULL}
 static const struct config_setting settings[] = {
     STR(admin_users, "", RELOAD),
     BOOL(application_name_add_host, "0", RELOAD),
+    STR(auth_dbname, "", RELOAD), /* weir_own (PgBouncer 1.19) */
     STR(auth_file, "", RELOAD),
     STR(auth_hba_file, "", RELOAD),
     STR(auth_query,
-        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-        "FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
-        RELOAD),
+        "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", RELOAD),
     ENUM(auth_type, "md5", RELOAD, auth_type_words),
     STR(auth_user, "", RELOAD),
     TIME(autodb_idle_timeout, "3600", RELOAD),
@@ -769,6 +769,7 @@ static const struct db_key {
 #define D(n, k) {#n, k, offsetof(struct db_config, n)}
     D(dbname, DBK_STR),          D(host, DBK_STR),           D(port, DBK_PORT),
     D(user, DBK_STR),            D(password, DBK_STR),       D(auth_user, DBK_STR),
+    D(auth_dbname, DBK_STR), /* PgBouncer 1.19's; accepted here too */
     D(pool_size, DBK_COUNT),     D(min_pool_size, DBK_COUNT), D(reserve_pool, DBK_COUNT),
     D(connect_query, DBK_STR),   D(pool_mode, DBK_POOL_MODE), D(max_db_connections, DBK_COUNT),
     D(client_encoding, DBK_STR), D(datestyle, DBK_STR),      D(timezone, DBK_STR),
@@ -1172,6 +1173,24 @@ static bool any_auth_user(const struct weir_config *cfg)
     return false;
 }
 
+/* A skipped hba line is a warning (PgBouncer skips it too); an unreadable file an error. */
+static void hba_report(void *arg, const char *file, int line, const char *message)
+{
+    struct load_ctx *ctx = arg;
+    report_at(ctx, line > 0 ? WEIR_LOG_WARNING : WEIR_LOG_ERROR, file, line, "%s", message);
+}
+
+/* The rules hang off the config: a reload that fails keeps the old ones. */
+static void load_hba(struct load_ctx *ctx)
+{
+    struct weir_config *cfg = ctx->cfg;
+
+    if (cfg->auth_hba_file[0] == '\0' || access(cfg->auth_hba_file, R_OK) != 0)
+        return; /* check_readable said why */
+    if (hba_load(cfg->auth_hba_file, &cfg->hba, hba_report, ctx) < 0 && cfg->hba == NULL && !ctx->errors)
+        report_oom(ctx);
+}
+
 static void check_auth(struct load_ctx *ctx)
 {
     const struct weir_config *cfg = ctx->cfg;
@@ -1185,8 +1204,10 @@ static void check_auth(struct load_ctx *ctx)
         report_setting(ctx, WEIR_LOG_WARNING, "auth_type",
                        "auth_type is %s but neither auth_file nor auth_user is set: no client can log in",
                        auth_type_words[t]);
-    if (t == AUTH_TYPE_HBA)
+    if (t == AUTH_TYPE_HBA) {
         check_readable(ctx, "auth_hba_file", cfg->auth_hba_file, "auth_type is hba");
+        load_hba(ctx);
+    }
 }
 
 static void check_protocols(struct load_ctx *ctx, const char *name, const char *value)
@@ -1395,6 +1416,7 @@ void config_free(struct weir_config *cfg)
     for (size_t i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    hba_free(cfg->hba);
     if (cfg->sources) {
         for (size_t i = 0; i < cfg->sources->n_files; i++)
             free(cfg->sources->files[i]);
@@ -1474,6 +1496,35 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
     va_end(ap);
 }
 
+/* SET auth_type = hba, or SET auth_hba_file while it is: the rules are read
+ * now, and a file that cannot be read refuses the SET (old rules kept). */
+static int set_hba_rules(struct weir_config *cfg, const char *name, union value v, char *err, size_t errlen)
+{
+    const char *path = cfg->auth_hba_file;
+    struct hba *rules = NULL;
+
+    if (strcmp(name, "auth_type") == 0 && v.i != AUTH_TYPE_HBA)
+        return 0;
+    if (strcmp(name, "auth_hba_file") == 0) {
+        if (cfg->auth_type != AUTH_TYPE_HBA)
+            return 0;
+        path = v.s;
+    } else if (strcmp(name, "auth_type") != 0) {
+        return 0;
+    }
+    if (path[0] == '\0') {
+        set_err(err, errlen, "auth_hba_file must be set when auth_type is hba");
+        return WEIR_EINVAL;
+    }
+    if (hba_load(path, &rules, NULL, NULL) < 0) {
+        set_err(err, errlen, "auth_hba_file \"%s\" cannot be read", path);
+        return WEIR_EINVAL;
+    }
+    hba_free(cfg->hba);
+    cfg->hba = rules;
+    return 0;
+}
+
 int config_set(struct weir_config *cfg, const char *key, const char *value, char *err, size_t errlen)
 {
     int i = setting_index(key), rc;
@@ -1496,6 +1547,12 @@ int config_set(struct weir_config *cfg, const char *key, const char *value, char
         set_err(err, errlen, "invalid value \"%s\" for %s: %s", value, settings[i].name, why);
     if (rc != 0)
         return rc;
+    rc = set_hba_rules(cfg, settings[i].name, v, err, errlen);
+    if (rc != 0) {
+        if (settings[i].type == CONFIG_STRING)
+            free(v.s);
+        return rc;
+    }
     store_value(cfg, &settings[i], v);
     cfg->sources->origin[i] = (struct origin){NULL, 0};
     return 0;

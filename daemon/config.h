@@ -64,7 +64,7 @@ struct db_config {
     char *name;
     const char *file; /* where the entry is; owned by the config */
     int line;
-    char *dbname, *host, *port, *user, *password, *auth_user;
+    char *dbname, *host, *port, *user, *password, *auth_user, *auth_dbname;
     char *connect_query, *client_encoding, *datestyle, *timezone, *application_name;
     int pool_size, min_pool_size, reserve_pool, max_db_connections;
     int pool_mode; /* enum pool_mode or CONFIG_UNSET */
@@ -81,6 +81,7 @@ struct user_config {
     int max_user_connections;
 };
 
+struct hba;
 struct config_sources; /* private: file names and where each setting was set */
 
 /*
@@ -107,6 +108,7 @@ struct weir_config {
     /* authentication */
     enum auth_type auth_type;
     char *auth_hba_file, *auth_file, *auth_user, *auth_query;
+    char *auth_dbname; /* [databases] entry auth_query runs in; "" = the client's */
     /* logging */
     bool syslog;
     char *syslog_ident, *syslog_facility;
@@ -152,6 +154,8 @@ struct weir_config {
     size_t n_dbs;
     struct user_config *users;
     size_t n_users;
+
+    struct hba *hba; /* auth_hba_file's rules when auth_type = hba, else NULL */
 
     struct config_sources *sources;
 };

@@ -24,6 +24,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
 #include "listener.h"
@@ -276,6 +277,7 @@ static void daemon_stop(struct daemon *d)
     stats_stop(d);
     while (d->clients)
         client_disconnect(d->clients, NULL, "shutting down");
+    authq_free(d->authq); /* waits for lookups still running */
     server_close_unlinked(d);
     listeners_close(d);
     pooler_free_all(d);
