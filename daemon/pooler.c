@@ -12,6 +12,7 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "health.h"
 #include "pooler.h"
 #include "server.h"
 #include "stats.h"
@@ -244,6 +245,7 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     pc.log_arg = d;
     pc.groups[0] = limit_group_get(d, 'd', dbname);
     pc.groups[1] = limit_group_get(d, 'u', user);
+    health_pool_config(d, dp, &pc); /* multi-host entries: a host per connection */
     if (dp->dbname == NULL || dp->user == NULL || dp->conninfo == NULL || weir_pool_new(&pc, &dp->pool) != 0) {
         dpool_free(dp);
         return NULL;
@@ -341,6 +343,7 @@ static void pooler_retarget(struct daemon *d, struct dpool *dp, char *conninfo)
 
 void pooler_apply_config(struct daemon *d)
 {
+    health_apply_config(d);
     limit_groups_apply(d);
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         const struct db_config *db = config_find_db(d->cfg, dp->dbname);
@@ -365,6 +368,7 @@ void pooler_apply_config(struct daemon *d)
         dp->mode = effective_mode(d, db, dp->user);
         weir_pool_config_init(&pc);
         fill_pool_config(d, db, &pc);
+        health_pool_config(d, dp, &pc);
         if (weir_pool_reconfigure(dp->pool, &pc) != 0)
             log_at(&d->log, LG_WARNING, "pool %s/%s: new sizes rejected", dp->dbname, dp->user);
     }

@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "prepared_relay.h"
@@ -508,6 +509,7 @@ static void server_lost(struct server *s, const char *why)
     struct client *c = s->client;
 
     server_log(s, LG_LOG, "closing because: ", why);
+    health_server_lost(s->dp, weir_pooled_target(s->pooled)); /* failover? look at its host now */
     if (c != NULL) {
         client_disconnect(c, "08P01", "server conn crashed?");
         return; /* the client released us as broken */
@@ -741,6 +743,7 @@ static void server_idle_input(struct server *s)
     evbuffer_drain(s->io.in, evbuffer_get_length(s->io.in));
     if (s->io.eof || s->io.failed) {
         server_log(s, LG_LOG, "closing because: ", "server closed the connection while idle");
+        health_server_lost(s->dp, weir_pooled_target(s->pooled));
         stream_set_reading(&s->io, 0);
         weir_pool_invalidate(s->dp->pool, s->pooled);
     }
