@@ -767,3 +767,19 @@ int health_db_ok(struct daemon *d, const char *name)
     }
     return checked ? 0 : -1;
 }
+
+const char *health_db_problem(struct daemon *d, const char *name)
+{
+    const struct ha_db *hd = health_find_db(d, name);
+
+    if (hd == NULL)
+        return "unreachable";
+    switch (hd->want) {
+    case WANT_PRIMARY:
+        return "no primary reachable";
+    case WANT_STANDBY:
+        return "no usable standby (down, or lagging over max_standby_lag)";
+    default:
+        return "no host reachable";
+    }
+}

@@ -111,6 +111,8 @@ int health_host_eligible(const struct ha_host *hh);
 /* For /healthz: 1 if the entry has a usable host of the kind it wants (a
  * primary for read-write ones), 0 if not, -1 if not watched or not checked yet. */
 int health_db_ok(struct daemon *d, const char *name);
+/* Why health_db_ok() said 0, in words for /healthz. */
+const char *health_db_problem(struct daemon *d, const char *name);
 
 const char *health_role_name(enum host_role r);
 const char *health_state_name(enum host_state s);
