@@ -187,6 +187,8 @@ def started():
     yield start
     problems = []
     for w in made:
+        if "invalid check transition" in w.log_text():
+            problems.append("weir logged an invalid check transition")
         problems += w.finish()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
@@ -226,13 +228,13 @@ def host_states(console, name):
 class Writers:
     """Clients inserting through weir, each recording the ids it saw committed."""
 
-    def __init__(self, w, n):
+    def __init__(self, w, n, first_id=1):
         self.w = w
         self.stop = threading.Event()
         self.acked = []
         self.errors = []
         self.lock = threading.Lock()
-        self.next_id = 0
+        self.next_id = first_id - 1
         self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(n)]
 
     def new_id(self):
@@ -343,7 +345,7 @@ def test_failover_to_promoted_standby(started):
         old.start()
         wait_for(lambda: host_states(console, "app").get(old.port) == ("standby", "up"), 20,
                  what="weir to see the old primary back as a standby")
-        with Writers(w, 2) as load2:
+        with Writers(w, 2, first_id=1000000) as load2:
             wait_for(lambda: load2.count() >= 50, 20, what="writes after the old primary is back")
         assert not load2.errors, load2.errors[:5]
         assert set(server_ports(console, "app")) == {new.port}
@@ -434,7 +436,7 @@ def test_read_replicas_balance_and_exclusion(started):
                 c = w.connect("ro", user=OSUSER, password="x", options="")
                 w.reload(settings={"query_wait_timeout": "1"})
                 c.execute("SELECT 1")
-            assert "query_wait_timeout" in str(err.value) or err.value.sqlstate is not None
+            assert "query_wait_timeout" in str(err.value), str(err.value)
             w.reload(settings={"query_wait_timeout": "30"})
 
             # checked again with back-off: failures counted, fewer than one per period
@@ -461,3 +463,146 @@ def test_read_replicas_balance_and_exclusion(started):
 
 def failures(w, db, port):
     return host_metric(w, "weir_backend_host_check_failures_total", db, port)
+
+
+# ---------------------------------------------------------------------------
+# many weir instances
+
+
+def logins(w):
+    return w.log_text().count("login attempt")
+
+
+def spread_connections(port, pg, n=30):
+    for _ in range(n):
+        with psycopg.connect(host="127.0.0.1", port=port, dbname=pg.db, user=pg.user, password="weir-test-pw",
+                             connect_timeout=10, autocommit=True) as c:
+            c.execute("SELECT 1")
+
+
+@pytest.mark.timeout(60)
+def test_so_reuseport_two_processes_share_a_port(pg, weir_factory):
+    a = weir_factory(settings={"so_reuseport": 1})
+    # the second binds the same port: without so_reuseport it could not
+    b = Weir(pg, settings={"so_reuseport": 1, "listen_port": a.port})
+    b.port = a.port
+    try:
+        b.start()
+        spread_connections(a.port, pg, 40)
+        assert logins(a) > 0 and logins(b) > 0, (logins(a), logins(b))
+        # one goes away: the other serves every new connection
+        b.signal(signal.SIGINT)
+        b.wait_exit(10)
+        b.expected_exit = True
+        before = logins(a)
+        spread_connections(a.port, pg, 10)
+        assert logins(a) == before + 10
+    finally:
+        problems = b.finish()
+    assert not problems, problems
+
+
+def test_without_so_reuseport_the_second_bind_fails(pg, weir_factory):
+    a = weir_factory()
+    b = Weir(pg, settings={"listen_port": a.port, "unix_socket_dir": ""})
+    b.port = a.port
+    b.write()
+    proc = subprocess.Popen([os.environ.get("WEIR_DAEMON") or os.path.join(ROOT, "daemon", "weir"), b.ini],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert "could not bind" in b.log_text() + out, b.log_text() + out
+    assert proc.returncode != 0  # nothing to listen on
+    shutil.rmtree(b.dir, ignore_errors=True)
+
+
+def haproxy_config(front, backends):
+    """conf/haproxy.cfg with only the bind and server addresses replaced."""
+    with open(os.path.join(ROOT, "conf", "haproxy.cfg")) as f:
+        text = f.read()
+    text, n = re.subn(r"(?m)^(\s*bind )\S+", r"\g<1>127.0.0.1:%d" % front, text)
+    assert n == 1
+    servers = iter(backends)
+    text, n = re.subn(r"(?m)^(\s*server (\S+) )\S+", lambda m: m.group(1) + "127.0.0.1:%d" % next(servers), text)
+    assert n == len(backends)
+    return text
+
+
+@pytest.mark.timeout(60)
+def test_haproxy_in_front_of_two_weirs(pg, weir_factory, tmp_path):
+    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if haproxy is None:
+        pytest.skip("haproxy not installed (tests/tools/deps.sh installs it)")
+    a, b = weir_factory(), weir_factory()
+    front = free_port()
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(haproxy_config(front, [a.port, b.port]))
+    subprocess.run([haproxy, "-c", "-f", str(cfg)], check=True, stdout=subprocess.PIPE)
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", front), timeout=0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(up, 10, what="haproxy to listen")
+        # leastconn with clients held open: both instances get some
+        held = [psycopg.connect(host="127.0.0.1", port=front, dbname=pg.db, user=pg.user, password="weir-test-pw",
+                                connect_timeout=10, autocommit=True) for _ in range(10)]
+        for c in held:
+            assert c.execute("SELECT 1").fetchone()[0] == 1
+        assert logins(a) >= 3 and logins(b) >= 3, (logins(a), logins(b))
+        for c in held:
+            c.close()
+        # one weir stops: its check fails and new clients all reach the other
+        b.signal(signal.SIGTERM)
+        b.wait_exit(10)
+        b.expected_exit = True
+        time.sleep(2.5)  # inter 1s, fall 2
+        before = logins(a)
+        spread_connections(front, pg, 10)
+        assert logins(a) == before + 10
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_kubernetes_manifests_parse_and_fit_together(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    docs = {}
+    kdir = os.path.join(ROOT, "conf", "kubernetes")
+    for name in sorted(os.listdir(kdir)):
+        if name.endswith(".yaml"):
+            with open(os.path.join(kdir, name)) as f:
+                for doc in yaml.safe_load_all(f):
+                    docs[doc["kind"]] = doc
+    assert {"ConfigMap", "Deployment", "Service", "Secret"} <= set(docs)
+    dep, svc, cm, sec = docs["Deployment"], docs["Service"], docs["ConfigMap"], docs["Secret"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert svc["spec"]["selector"].items() <= labels.items()
+    pod = dep["spec"]["template"]["spec"]
+    vols = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert vols["config"]["configMap"]["name"] == cm["metadata"]["name"]
+    assert vols["userlist"]["secret"]["secretName"] == sec["metadata"]["name"]
+    ini_path = pod["containers"][0]["args"][0]
+    assert os.path.dirname(ini_path) == mounts["config"] and os.path.basename(ini_path) in cm["data"]
+    ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    ini = cm["data"]["weir.ini"]
+    assert "listen_port = %d" % ports["postgres"] in ini and "metrics_port = %d" % ports["metrics"] in ini
+    assert {p["targetPort"] for p in svc["spec"]["ports"]} <= set(ports)
+    # the ini is a valid weir config (the auth_file path moved to where it exists here)
+    auth = re.search(r"auth_file = (\S+)", ini).group(1)
+    assert os.path.dirname(auth) == mounts["userlist"] and os.path.basename(auth) in sec["stringData"]
+    (tmp_path / "userlist.txt").write_text(sec["stringData"]["userlist.txt"])
+    (tmp_path / "weir.ini").write_text(ini.replace(auth, str(tmp_path / "userlist.txt")))
+    daemon = os.environ.get("WEIR_DAEMON") or os.path.join(ROOT, "daemon", "weir")
+    r = subprocess.run([daemon, "--check-config", str(tmp_path / "weir.ini")], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert r.returncode == 0, r.stdout.decode()
+    assert b"warning" not in r.stdout.lower(), r.stdout.decode()
