@@ -359,16 +359,19 @@ static void check_failed(struct ha_host *hh, const char *why)
     enum host_role role = hh->role;
     enum host_state before = hh->state;
 
+    /* why may point into the connection's own buffer: copy it first */
+    while (*why == ' ' || *why == '\n')
+        why++;
+    snprintf(hh->last_error, sizeof(hh->last_error), "%s", why[0] ? why : "server closed the connection");
+    for (char *p = hh->last_error; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
     host_close_check(hh);
     if (hh->cs != CHECK_WAIT)
         check_set_state(hh, CHECK_WAIT);
     hh->failures++;
     hh->check_failures++;
     hh->lag_over = 0;
-    snprintf(hh->last_error, sizeof(hh->last_error), "%s", why);
-    for (char *p = hh->last_error; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
     hh->state = HOST_DOWN;
     if (before != HOST_DOWN) {
         log_at(&hh->db->h->d->log, LG_WARNING, "health %s %s:%s: check failed: %s", hh->db->name, hh->host,
