@@ -472,12 +472,12 @@ static void console_db_row(struct client *c)
 }
 
 /* weir's columns after PgBouncer's: what the entry asks for, how it
- * balances, and each host's role and state (NULL when not watched). */
-static void database_ha_cols(struct daemon *d, struct admin_row *r, const char *name)
+ * balances, and each host's role and state (NULL when not watched). The
+ * row points at hosts, which the caller keeps until the row is sent. */
+static void database_ha_cols(struct daemon *d, struct admin_row *r, const char *name, char *hosts, size_t len)
 {
     static const char *const balance[] = {"round-robin", "disable", "least-connections"};
     const struct ha_db *hd = health_find_db(d, name);
-    char hosts[1024] = "";
     size_t at = 0;
 
     if (hd == NULL) {
@@ -486,12 +486,13 @@ static void database_ha_cols(struct daemon *d, struct admin_row *r, const char *
         row_str(r, NULL);
         return;
     }
-    for (int i = 0; i < hd->nhosts && at < sizeof(hosts); i++) {
+    hosts[0] = '\0';
+    for (int i = 0; i < hd->nhosts && at < len; i++) {
         const struct ha_host *hh = &hd->hosts[i];
-        at += (size_t)snprintf(hosts + at, sizeof(hosts) - at, "%s%s:%s %s %s", i ? ", " : "", hh->host, hh->port,
+        at += (size_t)snprintf(hosts + at, len - at, "%s%s:%s %s %s", i ? ", " : "", hh->host, hh->port,
                                health_role_name(hh->role), health_state_name(hh->state));
-        if (at < sizeof(hosts) && hh->role == ROLE_STANDBY)
-            at += (size_t)snprintf(hosts + at, sizeof(hosts) - at, " lag %lldms", llround(hh->lag_s * 1000));
+        if (at < len && hh->role == ROLE_STANDBY)
+            at += (size_t)snprintf(hosts + at, len - at, " lag %lldms", llround(hh->lag_s * 1000));
     }
     row_str(r, hd->tsa);
     row_str(r, balance[hd->balance]);
@@ -502,6 +503,7 @@ static void database_row(struct client *c, const char *name, const struct db_con
 {
     const struct weir_config *cfg = c->d->cfg;
     struct admin_row r = {0};
+    char hosts[1024];
 
     row_str(&r, name);
     row_str(&r, db->host);
@@ -516,7 +518,7 @@ static void database_row(struct client *c, const char *name, const struct db_con
     row_int(&r, db_connections(c->d, name));
     row_int(&r, admin_db_paused(c->d, name));
     row_int(&r, admin_db_disabled(c->d, name));
-    database_ha_cols(c->d, &r, name);
+    database_ha_cols(c->d, &r, name, hosts, sizeof(hosts));
     row_send(c, &r);
 }
 

@@ -689,6 +689,14 @@ static int all_down_or_pending(const struct ha_db *hd, int *pending)
     return down == hd->nhosts;
 }
 
+static int any_standby(struct ha_db *hd)
+{
+    for (int i = 0; i < hd->nhosts; i++)
+        if (candidate(&hd->hosts[i], 1))
+            return 1;
+    return 0;
+}
+
 static int health_choose(void *arg, const char *conninfo, char **out, uintptr_t *tag, char *errbuf, size_t errlen)
 {
     struct dpool *dp = arg;
@@ -698,6 +706,13 @@ static int health_choose(void *arg, const char *conninfo, char **out, uintptr_t 
 
     if (hd == NULL)
         return 0; /* no longer watched: libpq decides */
+    if (hd->want == WANT_PREFER_STANDBY && !any_standby(hd) && hd->check_conninfo) {
+        (void)all_down_or_pending(hd, &pending);
+        if (pending) { /* a host not checked yet may be the standby we prefer */
+            snprintf(errbuf, errlen, "waiting for the first health check of database %s", hd->name);
+            return WEIR_EAGAIN;
+        }
+    }
     if ((hh = pick_host(hd)) != NULL) {
         if ((*out = host_conninfo(hh, conninfo, "")) == NULL)
             return WEIR_ENOMEM;

