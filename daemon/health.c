@@ -3,12 +3,14 @@
  * health.h). Each watched host has one check connection, driven by libpq's
  * non-blocking calls on the daemon's event loop:
  *
- *            timer, no connection                connected
- *   WAIT ---------------------------> CONNECTING -----------> QUERYING
- *    ^  \ timer, connection kept                                  |
- *    |   `---------------------------------------------------->--'
- *    |            answer (role, lag), failure or timeout          |
- *    `------------------------------------------------------------'
+ *          timer, no connection, a host name     address
+ *   WAIT ---------------------------> RESOLVING ------> CONNECTING
+ *    |  \ timer, no connection, an address or a socket    |  connected
+ *    |   `------------------------------------------------+--------> QUERYING
+ *    |  \ timer, connection kept                                      |
+ *    |   `------------------------------------------------------------'
+ *    ^         answer (role, lag), failure or timeout                 |
+ *    `----------------------------------------------------------------'
  *
  * Only check_set_state() moves it. A connection kept between checks is
  * watched for reading, so a server that goes away is noticed at once, not
@@ -22,24 +24,37 @@
 #include <string.h>
 #include <strings.h>
 
+#include <arpa/inet.h>
+#include <event2/dns.h>
 #include <event2/event.h>
+#include <event2/util.h>
 
 #include "config.h"
 #include "health.h"
 #include "pooler.h"
 
 #define LAG_CHECKS_TO_EXCLUDE 2 /* a momentary replay gap is not lag */
+/* New connections wait this long at most for every host's first check. */
+#define FIRST_CHECKS_GRACE_US 1000000
 
 static const char check_query[] =
     "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() AND "
     "pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn() THEN "
     "COALESCE(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END";
 
-static const char *const check_state_names[] = {"wait", "connecting", "querying"};
-static const unsigned char check_transitions[3][3] = {
-    [CHECK_WAIT] = {[CHECK_CONNECTING] = 1, [CHECK_QUERYING] = 1},
+static const char *const check_state_names[] = {"wait", "resolving", "connecting", "querying"};
+static const unsigned char check_transitions[4][4] = {
+    [CHECK_WAIT] = {[CHECK_RESOLVING] = 1, [CHECK_CONNECTING] = 1, [CHECK_QUERYING] = 1},
+    [CHECK_RESOLVING] = {[CHECK_WAIT] = 1, [CHECK_CONNECTING] = 1},
     [CHECK_CONNECTING] = {[CHECK_WAIT] = 1, [CHECK_QUERYING] = 1},
     [CHECK_QUERYING] = {[CHECK_WAIT] = 1},
+};
+
+/* One evdns lookup. Separate from the host so that a host freed meanwhile
+ * only unhooks itself (hh = NULL); the callback always frees the job. */
+struct resolve_job {
+    struct ha_host *hh;
+    struct evdns_getaddrinfo_request *req;
 };
 
 static void check_set_state(struct ha_host *hh, enum check_state to)
@@ -126,6 +141,12 @@ static char *db_key(const struct db_config *db)
 
 static void host_close_check(struct ha_host *hh)
 {
+    if (hh->resolving) {
+        struct resolve_job *job = hh->resolving;
+        hh->resolving = NULL;
+        job->hh = NULL;
+        evdns_getaddrinfo_cancel(job->req); /* its callback frees the job */
+    }
     if (hh->io_ev) {
         event_free(hh->io_ev);
         hh->io_ev = NULL;
@@ -281,6 +302,8 @@ void health_stop(struct daemon *d)
         h->dbs = hd->next;
         ha_db_free(hd);
     }
+    if (h->dns)
+        evdns_base_free(h->dns, 1);
     free(h);
     d->health = NULL;
 }
@@ -301,7 +324,7 @@ int health_host_eligible(const struct ha_host *hh)
 }
 
 /* The host's eligibility changed from was to now: act on the entry's pools. */
-static void health_changed(struct ha_host *hh, int was, enum host_role old_role)
+static void health_changed(struct ha_host *hh, int was, enum host_role old_role, int first)
 {
     struct ha_db *hd = hh->db;
     struct daemon *d = hd->h->d;
@@ -320,8 +343,8 @@ static void health_changed(struct ha_host *hh, int was, enum host_role old_role)
                 weir_pool_invalidate_all(dp->pool); /* failover: the whole generation */
             weir_pool_invalidate_target(dp->pool, hh->id);
             weir_pool_invalidate_target(dp->pool, 0);
-        } else if (now && !was) {
-            weir_pool_retry_now(dp->pool);
+        } else if ((now && !was) || first) {
+            weir_pool_retry_now(dp->pool); /* first: connects waited for this check */
         }
     }
 }
@@ -376,7 +399,7 @@ static void check_failed(struct ha_host *hh, const char *why)
     if (before != HOST_DOWN) {
         log_at(&hh->db->h->d->log, LG_WARNING, "health %s %s:%s: check failed: %s", hh->db->name, hh->host,
                hh->port, hh->last_error);
-        health_changed(hh, was, role);
+        health_changed(hh, was, role, before == HOST_UNCHECKED);
     }
     schedule(hh, backoff_us(hh));
 }
@@ -403,7 +426,7 @@ static void check_answered(struct ha_host *hh, int in_recovery, double lag_s)
                     ? HOST_LAGGING
                     : HOST_UP;
     if (old_role != hh->role || old_state != hh->state)
-        health_changed(hh, was, old_role);
+        health_changed(hh, was, old_role, old_state == HOST_UNCHECKED);
     schedule(hh, period_us(hh));
 }
 
@@ -553,6 +576,8 @@ static void check_io_cb(evutil_socket_t fd, short what, void *arg)
     case CHECK_WAIT:
         check_idle_input(hh);
         break;
+    case CHECK_RESOLVING: /* no socket yet: nothing to do */
+        break;
     }
 }
 
@@ -573,7 +598,8 @@ static void put_kv(char *out, size_t *at, const char *key, const char *value)
  * earlier one, so the entry's host list is replaced by this one host. */
 static char *host_conninfo(const struct ha_host *hh, const char *base, const char *extra)
 {
-    size_t len = strlen(base) + 2 * (strlen(hh->host) + strlen(hh->port)) + strlen(extra) + 32, at;
+    size_t len = strlen(base) + 2 * (strlen(hh->host) + strlen(hh->port)) + strlen(hh->addr) + strlen(extra) + 48,
+           at;
     char *s = malloc(len);
 
     if (s == NULL)
@@ -581,24 +607,20 @@ static char *host_conninfo(const struct ha_host *hh, const char *base, const cha
     at = (size_t)sprintf(s, "%s", base);
     put_kv(s, &at, "host", hh->host);
     put_kv(s, &at, "port", hh->port);
+    if (hh->addr[0]) /* looked up already: libpq must not block on DNS */
+        put_kv(s, &at, "hostaddr", hh->addr);
     snprintf(s + at, len - at, "%s", extra);
     return s;
 }
 
-static void check_start(struct ha_host *hh)
+static void check_connect(struct ha_host *hh)
 {
-    char *conninfo;
+    char *conninfo = host_conninfo(hh, hh->db->check_conninfo,
+                                   " target_session_attrs='any' gssencmode='disable' "
+                                   "application_name='weir health check'");
 
-    hh->op_start_us = weir__now_us();
-    if (hh->pg && PQstatus(hh->pg) == CONNECTION_OK) {
-        check_send(hh);
-        return;
-    }
-    host_close_check(hh);
-    conninfo = host_conninfo(hh, hh->db->check_conninfo,
-                             " target_session_attrs='any' gssencmode='disable' application_name='weir health check'");
     if (conninfo == NULL) {
-        schedule(hh, period_us(hh));
+        check_failed(hh, "out of memory");
         return;
     }
     hh->pg = PQconnectStart(conninfo);
@@ -610,6 +632,112 @@ static void check_start(struct ha_host *hh)
     }
     if (check_arm(hh, EV_WRITE, op_left_us(hh)) != 0)
         check_failed(hh, "cannot wait for the server");
+}
+
+/* A name, not a socket directory nor an address: look it up first. */
+static int needs_lookup(const struct ha_host *hh)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    return hh->host[0] != '/' && hh->host[0] != '@' && inet_pton(AF_INET, hh->host, buf) != 1 &&
+           inet_pton(AF_INET6, hh->host, buf) != 1;
+}
+
+static void resolved_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct resolve_job *job = arg;
+    struct ha_host *hh = job->hh;
+    char why[160];
+
+    free(job);
+    if (hh == NULL) { /* cancelled: the host was closed or freed */
+        if (res)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    hh->resolving = NULL;
+    if (result == 0 && res) {
+        /* hostaddr takes one address: IPv4 when there is one (what servers
+         * usually listen on), else the first */
+        struct evutil_addrinfo *ai = res;
+        const void *a;
+        for (struct evutil_addrinfo *p = res; p; p = p->ai_next)
+            if (p->ai_family == AF_INET) {
+                ai = p;
+                break;
+            }
+        a = ai->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                                      : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+        if (evutil_inet_ntop(ai->ai_family, a, hh->addr, sizeof(hh->addr)) == NULL)
+            hh->addr[0] = '\0';
+    }
+    if (res)
+        evutil_freeaddrinfo(res);
+    if (result != 0) {
+        snprintf(why, sizeof(why), "could not resolve host \"%s\": %s", hh->host, evutil_gai_strerror(result));
+        check_failed(hh, why);
+        return;
+    }
+    check_connect(hh);
+}
+
+static struct evdns_base *health_dns(struct health *h)
+{
+    const char *conf = h->d->cfg->resolv_conf;
+
+    if (!h->dns_tried) {
+        h->dns_tried = 1;
+        if (conf[0]) {
+            h->dns = evdns_base_new(h->d->base, 0);
+            if (h->dns && evdns_base_resolv_conf_parse(h->dns, DNS_OPTIONS_ALL, conf) != 0) {
+                evdns_base_free(h->dns, 0);
+                h->dns = NULL;
+            }
+        } else {
+            h->dns = evdns_base_new(h->d->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+        }
+        if (h->dns == NULL)
+            log_at(&h->d->log, LG_WARNING, "health: no DNS resolver; libpq resolves host names (blocking)");
+    }
+    return h->dns;
+}
+
+/* Look the host name up without blocking, then connect (to its address). */
+static void check_resolve(struct ha_host *hh, struct evdns_base *dns)
+{
+    struct evutil_addrinfo hints;
+    struct resolve_job *job = calloc(1, sizeof(*job));
+    struct evdns_getaddrinfo_request *req;
+
+    if (job == NULL) {
+        check_connect(hh);
+        return;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    job->hh = hh;
+    hh->resolving = job;
+    check_set_state(hh, CHECK_RESOLVING);
+    req = evdns_getaddrinfo(dns, hh->host, hh->port, &hints, resolved_cb, job);
+    if (hh->resolving == job) /* still pending (else the callback ran and freed it) */
+        job->req = req;
+}
+
+static void check_start(struct ha_host *hh)
+{
+    struct evdns_base *dns;
+
+    hh->op_start_us = weir__now_us();
+    if (hh->pg && PQstatus(hh->pg) == CONNECTION_OK) {
+        check_send(hh);
+        return;
+    }
+    host_close_check(hh);
+    if (needs_lookup(hh) && (dns = health_dns(hh->db->h)) != NULL)
+        check_resolve(hh, dns);
+    else
+        check_connect(hh);
 }
 
 static void check_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -689,14 +817,6 @@ static int all_down_or_pending(const struct ha_db *hd, int *pending)
     return down == hd->nhosts;
 }
 
-static int any_standby(struct ha_db *hd)
-{
-    for (int i = 0; i < hd->nhosts; i++)
-        if (candidate(&hd->hosts[i], 1))
-            return 1;
-    return 0;
-}
-
 static int health_choose(void *arg, const char *conninfo, char **out, uintptr_t *tag, char *errbuf, size_t errlen)
 {
     struct dpool *dp = arg;
@@ -706,12 +826,12 @@ static int health_choose(void *arg, const char *conninfo, char **out, uintptr_t 
 
     if (hd == NULL)
         return 0; /* no longer watched: libpq decides */
-    if (hd->want == WANT_PREFER_STANDBY && !any_standby(hd) && hd->check_conninfo) {
-        (void)all_down_or_pending(hd, &pending);
-        if (pending) { /* a host not checked yet may be the standby we prefer */
-            snprintf(errbuf, errlen, "waiting for the first health check of database %s", hd->name);
-            return WEIR_EAGAIN;
-        }
+    /* Until every host answered once (for a short while), wait: the hosts
+     * not checked yet may be where these connections belong. */
+    (void)all_down_or_pending(hd, &pending);
+    if (pending && hd->check_conninfo && weir__now_us() - hd->started_us < FIRST_CHECKS_GRACE_US) {
+        snprintf(errbuf, errlen, "waiting for the first health check of database %s", hd->name);
+        return WEIR_EAGAIN;
     }
     if ((hh = pick_host(hd)) != NULL) {
         if ((*out = host_conninfo(hh, conninfo, "")) == NULL)
@@ -757,9 +877,11 @@ void health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc
     /* During a failover clients wait for the new primary (query_wait_timeout)
      * rather than failing at the first refused connect. */
     pc->fail_waiters_on_connect_error = 0;
-    if (hd->check_conninfo == NULL && (hd->check_conninfo = strdup(dp->conninfo)) != NULL)
+    if (hd->check_conninfo == NULL && (hd->check_conninfo = strdup(dp->conninfo)) != NULL) {
+        hd->started_us = weir__now_us();
         for (int i = 0; i < hd->nhosts; i++)
             check_soon(&hd->hosts[i]);
+    }
 }
 
 void health_server_lost(struct dpool *dp, uintptr_t tag)

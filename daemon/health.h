@@ -9,7 +9,10 @@
  * the host of each new server connection here (libweir's weir_pool_target):
  * the current primary for read-write entries, a healthy standby under
  * max_standby_lag for standby entries, balanced round-robin or by least
- * connections (load_balance_hosts). A host that fails its checks is left
+ * connections (load_balance_hosts). Host names are looked up with libevent's
+ * evdns before each check connection, and the address found is passed to
+ * libpq as hostaddr (checks and server connections alike), so libpq does
+ * not block the loop on DNS. A host that fails its checks is left
  * out, with back-off (doubling from health_check_period up to
  * server_login_retry) before it is checked again. When a host stops being
  * usable its connections are closed (a read-write entry's whole pool
@@ -42,6 +45,7 @@ enum host_state {
 /* The check connection of one host; moved only by check_set_state(). */
 enum check_state {
     CHECK_WAIT,       /* timer armed for the next check (connection kept, or none) */
+    CHECK_RESOLVING,  /* looking the host name up (evdns), before connecting */
     CHECK_CONNECTING, /* PQconnectPoll in progress */
     CHECK_QUERYING,   /* role and lag query sent, answer pending */
 };
@@ -50,11 +54,13 @@ enum check_state {
 enum ha_want { WANT_ANY, WANT_PRIMARY, WANT_STANDBY, WANT_PREFER_STANDBY };
 
 struct ha_db;
+struct resolve_job;
 
 struct ha_host {
     struct ha_db *db;
     uintptr_t id;         /* the pool target tag of its connections; unique */
     char *host, *port;
+    char addr[64];        /* the host name's address from the last lookup ("" = none: libpq resolves) */
     enum host_role role;
     enum host_state state;
     double lag_s;         /* replay lag at the last check (standbys) */
@@ -66,6 +72,7 @@ struct ha_host {
     char last_error[160];
     /* the check connection */
     enum check_state cs;
+    struct resolve_job *resolving;
     PGconn *pg;
     struct event *io_ev, *timer_ev;
     int64_t op_start_us;
@@ -80,6 +87,7 @@ struct ha_db {
     enum ha_want want;
     int balance;          /* enum load_balance_hosts */
     char *check_conninfo; /* from the entry's first pool (its login); NULL until then */
+    int64_t started_us;   /* when the checks began (check_conninfo set) */
     struct ha_host *hosts;
     int nhosts;
     unsigned rr;          /* round-robin cursor */
@@ -89,6 +97,8 @@ struct health {
     struct daemon *d;
     struct ha_db *dbs;
     uintptr_t next_id;
+    struct evdns_base *dns; /* made on first need; NULL: libpq resolves (blocking) */
+    int dns_tried;
 };
 
 /* Start (creates d->health from d->cfg) and stop. 0 or -1 (out of memory). */

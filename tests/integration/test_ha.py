@@ -396,7 +396,9 @@ def test_read_replicas_balance_and_exclusion(started):
         p, s1, s2 = cl.nodes
         p.sql("CREATE TABLE lagtest (id serial, at timestamptz DEFAULT now())")
         w = make_weir({"ro": entry([s1, s2], "standby", load_balance_hosts="round-robin"),
-                       "lc": entry([s1, s2], "standby", load_balance_hosts="least-connections"),
+                       # host names: looked up by weir (evdns), handed to libpq as hostaddr
+                       "lc": entry([s1, s2], "standby", load_balance_hosts="least-connections",
+                                   host="localhost,localhost"),
                        "pref": entry([p, s1, s2], "prefer-standby")},
                       settings={"max_standby_lag": "1", "default_pool_size": 8})
         started(w)

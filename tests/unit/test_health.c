@@ -143,6 +143,11 @@ static void test_waits_for_first_checks_then_lets_libpq_try(void **state)
     int port;
 
     assert_int_equal(choose(f, 0, &port, NULL), WEIR_EAGAIN); /* checks started, none answered */
+    set_host(f, "rw", 0, ROLE_PRIMARY, HOST_UP);
+    assert_int_equal(choose(f, 0, &port, NULL), WEIR_EAGAIN); /* the others may matter: wait a little */
+    health_find_db(&f->d, "rw")->started_us -= 2000000;       /* not longer than that */
+    assert_int_equal(choose(f, 0, &port, NULL), 0);
+    assert_int_equal(port, 5432);
     for (int h = 0; h < 3; h++)
         set_host(f, "rw", h, ROLE_UNKNOWN, HOST_DOWN);
     assert_int_equal(choose(f, 0, &port, NULL), 0); /* every check fails: libpq decides */
