@@ -351,6 +351,10 @@ def test_failover_to_promoted_standby(started):
         assert set(server_ports(console, "app")) == {new.port}
         rows = {r[0] for r in new.sql("SELECT id FROM t")}
         assert set(load2.acked) <= rows
+        # weir's only session there is its health check, not a server connection
+        names = [r[0] for r in old.sql("SELECT application_name FROM pg_stat_activity WHERE backend_type = "
+                                        "'client backend' AND pid <> pg_backend_pid()")]
+        assert names == ["weir health check"] * len(names) and 1 <= len(names) <= 2, names
         # and the read-only entry now reads from it
         ro = w.connect("ro", user=OSUSER, password="x")
         assert ro.execute("SELECT inet_server_port()").fetchone()[0] == old.port
