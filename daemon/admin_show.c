@@ -26,6 +26,7 @@
 #include "prepared.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 
 /* ---- helpers ---- */
 
@@ -278,10 +279,12 @@ static void socket_extra(struct admin_row *r, const struct stream *io, uint32_t 
 static void client_row(struct client *viewer, const struct client *c, const char *state, int sockets)
 {
     struct admin_row r = {0};
-    char conn_t[40], req_t[40], ptr[24], link[24] = "", laddr[64];
+    char conn_t[40], req_t[40], ptr[24], link[24] = "", laddr[64], tls[128] = "";
     int64_t now = weir__now_us(), wait = c->state == CL_WAITING ? now - c->wait_start_us : 0;
     int lport;
 
+    if (c->tls && c->io.ssl)
+        tls_describe(c->io.ssl, tls, sizeof(tls));
     format_time(c->connect_us, conn_t, sizeof(conn_t));
     format_time(c->wait_start_us > c->connect_us ? c->wait_start_us : c->connect_us, req_t, sizeof(req_t));
     format_id(c->id, ptr, sizeof(ptr));
@@ -306,7 +309,7 @@ static void client_row(struct client *viewer, const struct client *c, const char
     row_str(&r, ptr);
     row_str(&r, link);
     row_int(&r, 0); /* remote_pid: a peer's pid is not asked for */
-    row_str(&r, "");
+    row_str(&r, tls);
     row_str(&r, c->params.v[TP_APPLICATION_NAME] ? c->params.v[TP_APPLICATION_NAME] : "");
     if (sockets)
         socket_extra(&r, &c->io, c->fwd_remaining);
@@ -322,6 +325,7 @@ static const char *server_state_name(const struct server *s, int sockets)
     case SV_SETUP:
         return sockets ? "sv_active" : "active";
     case SV_RESETTING:
+    case SV_CHECKING:
         return sockets ? "sv_tested" : "tested";
     default:
         return sockets ? "sv_idle" : "idle";

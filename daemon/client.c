@@ -1,10 +1,12 @@
 /*
  * Client connections (see client.h for the state machine): the startup
- * packet (and SSLRequest, GSSENCRequest, CancelRequest), authentication
- * against auth_file (trust, plain, md5, SCRAM-SHA-256), the login welcome
- * (the server's parameters, weir's own cancel key), then asking the pooler
- * for a server whenever a query arrives and none is linked. Every way out
- * goes through client_disconnect(), which logs the reason.
+ * packet (and SSLRequest, which starts TLS on the client's stream when
+ * client TLS is on, GSSENCRequest, CancelRequest), authentication against
+ * auth_file (trust, plain, md5, SCRAM-SHA-256) or a TLS client certificate
+ * (cert), the login welcome (the server's parameters, weir's own cancel
+ * key), then asking the pooler for a server whenever a query arrives and
+ * none is linked. Every way out goes through client_disconnect(), which
+ * logs the reason.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -26,6 +28,7 @@
 #include "pooler.h"
 #include "prepared.h"
 #include "server.h"
+#include "tls.h"
 
 #define STARTUP_MAX 10000
 #define SERVER_OUT_HIGH (256 * 1024)
@@ -65,6 +68,11 @@ void client_log(struct client *c, int level, const char *fmt, ...)
     log_line(&c->d->log, level, prefix, "%s", msg);
 }
 
+const char *client_tls_peer_cn(const struct client *c)
+{
+    return c->tls_cn;
+}
+
 int client_flush(struct client *c)
 {
     if (stream_flush(&c->io) != 0) {
@@ -76,7 +84,7 @@ int client_flush(struct client *c)
 
 void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg)
 {
-    if (c->io.out)
+    if (stream_wake(&c->io) == 0)
         (void)weir_proto_build_error(c->io.out, severity, sqlstate, msg, NULL, NULL);
 }
 
@@ -99,6 +107,17 @@ static void client_wipe_auth(struct client *c)
         free(c->secret);
         c->secret = NULL;
     }
+}
+
+/* The stream, then its TLS session (close_notify first when healthy), then the socket. */
+static void client_close_io(struct client *c)
+{
+    SSL *ssl = c->io.ssl;
+    int clean = !c->io.failed && !c->io.tls_handshake;
+
+    stream_release(&c->io);
+    tls_conn_close(ssl, clean);
+    close(c->fd);
 }
 
 void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, ...)
@@ -133,11 +152,13 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     }
     if (c->dp)
         c->dp->nclients--;
-    if (c->timer_ready)
-        event_del(&c->timer);
-    stream_release(&c->io);
-    close(c->fd);
+    if (c->timer)
+        event_free(c->timer);
+    c->timer = NULL;
+    client_close_io(c);
     client_wipe_auth(c);
+    free(c->tls_cn);
+    c->tls_cn = NULL;
     client_stmts_free(c->stmts, d->pstmts);
     c->stmts = NULL;
     free(c->dealloc_target);
@@ -190,21 +211,42 @@ void client_arm_timer(struct client *c, int64_t us)
 {
     struct timeval tv;
 
-    if (!c->timer_ready || (us <= 0 && !c->timer_armed))
+    if (us <= 0 && !c->timer_armed)
         return; /* the common case: no timeouts configured, nothing to do */
-    event_del(&c->timer);
-    c->timer_armed = us > 0;
-    if (us <= 0)
+    if (c->timer_armed)
+        event_del(c->timer);
+    c->timer_armed = 0;
+    if (us <= 0 || c->state == CL_CLOSING)
         return;
+    if (c->timer == NULL && (c->timer = evtimer_new(c->d->base, client_timer_cb, c)) == NULL)
+        return; /* out of memory: this client goes without its timeout */
     tv.tv_sec = us / 1000000;
     tv.tv_usec = us % 1000000;
-    event_add(&c->timer, &tv);
+    c->timer_armed = event_add(c->timer, &tv) == 0;
+}
+
+/* An idle client keeps only its struct: buffers and timer come back on use. */
+static void client_trim(struct client *c)
+{
+    stream_trim(&c->io);
+    if (c->timer && !c->timer_armed) {
+        event_free(c->timer);
+        c->timer = NULL;
+    }
+}
+
+void client_trim_idle(struct daemon *d)
+{
+    for (struct client *c = d->clients; c; c = c->next)
+        if (c->state == CL_IDLE && !c->admin && c->server == NULL && ++c->quiet_ticks >= 2)
+            client_trim(c);
 }
 
 /* ---- login ---- */
 
 static void client_finish_login(struct client *c);
 static void client_on_read(struct stream *io, void *arg);
+static void client_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n);
 static void client_on_drain(struct stream *io, void *arg);
 
 static int ignored_startup_param(const struct client *c, const char *name)
@@ -300,6 +342,30 @@ static void start_scram(struct client *c, const char *secret)
     (void)client_flush(c);
 }
 
+/* auth_type cert (PgBouncer's rules): a TLS connection whose verified client
+ * certificate's common name is the user name; with an auth_file, a user it lists. */
+static void start_cert_auth(struct client *c)
+{
+    const char *why = NULL;
+
+    if (!c->tls)
+        why = "TLS connection required";
+    else if (c->tls_cn == NULL)
+        why = "TLS client certificate required";
+    else if (c->d->users && user_secret(c) == NULL)
+        why = "no such user";
+    else if (strcmp(c->tls_cn, c->user) != 0)
+        why = "TLS certificate name mismatch";
+    if (why == NULL) {
+        client_finish_login(c);
+        return;
+    }
+    client_log(c, LG_WARNING, "%s%s%s%s", why, c->tls_cn ? " (certificate CN \"" : "",
+               c->tls_cn ? c->tls_cn : "", c->tls_cn ? "\")" : "");
+    c->d->stats.logins_failed++;
+    client_disconnect(c, "08P01", "certificate authentication failed");
+}
+
 /* Decide how to authenticate; may finish the login at once. */
 void client_start_auth(struct client *c)
 {
@@ -336,6 +402,9 @@ void client_start_auth(struct client *c)
         return;
     case AUTH_TYPE_SCRAM_SHA_256:
         start_scram(c, secret);
+        return;
+    case AUTH_TYPE_CERT:
+        start_cert_auth(c);
         return;
     default:
         client_disconnect(c, "28000", "auth_type %d is not supported by this weir build",
@@ -453,11 +522,12 @@ static void client_enter_idle(struct client *c)
 static void client_default_params(struct client *c)
 {
     for (int i = 0; i < TP_COUNT; i++) {
-        if (c->params.v[i] != NULL)
+        if (c->dp->welcome_params.v[i] == NULL)
             continue;
-        for (size_t j = 0; j < c->dp->nwelcome; j++)
-            if (strcasecmp(c->dp->welcome_names[j], tracked_param_name(i)) == 0)
-                param_set_put(&c->params, i, c->dp->welcome_values[j]);
+        if (c->params.v[i] == NULL)
+            param_set_share(&c->params, i, &c->dp->welcome_params);
+        else
+            (void)param_same(&c->params, i, &c->dp->welcome_params); /* one copy of equal values */
     }
 }
 
@@ -480,8 +550,12 @@ static void client_finish_login(struct client *c)
             client_disconnect(c, "08P01", "cannot queue for a server");
         return;
     }
-    if (c->d->cfg->log_connections)
-        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
+    if (c->d->cfg->log_connections) {
+        char tls[128] = "no";
+        if (c->tls)
+            tls_describe(c->io.ssl, tls, sizeof(tls));
+        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user, tls);
+    }
     client_default_params(c);
     client_send_welcome(c);
     if (client_flush(c) != 0)
@@ -489,6 +563,8 @@ static void client_finish_login(struct client *c)
     client_enter_idle(c);
     if (evbuffer_get_length(c->io.in) > 0)
         client_resume(c);
+    else
+        client_trim(c); /* logged in and quiet: the next login reuses this memory */
 }
 
 static void connect_failed(struct client *c, int status)
@@ -544,6 +620,8 @@ static void client_startup(struct client *c, const weir_startup *st)
     }
     c->user = strdup(user);
     c->dbname = strdup(db && db[0] ? db : user);
+    if (c->tls)
+        c->tls_cn = tls_peer_cn(c->io.ssl); /* the handshake is done: data arrived over it */
     if (c->user == NULL || c->dbname == NULL) {
         client_disconnect(c, "08P01", "out of memory");
         return;
@@ -588,6 +666,33 @@ static void client_cancel_request(struct client *c, const weir_startup *st)
     client_disconnect(c, NULL, "cancel request");
 }
 
+/* SSLRequest with client TLS on: answer 'S' in the clear, then the handshake
+ * runs on the client's stream; the startup packet arrives through TLS. */
+static void client_accept_tls(struct client *c)
+{
+    SSL *ssl;
+
+    /* Bytes sent before the handshake were not encrypted: maybe injected. */
+    if (evbuffer_get_length(c->io.in) > 0) {
+        client_disconnect(c, "08P01", "received unencrypted data after SSL request");
+        return;
+    }
+    evbuffer_add(c->io.out, "S", 1);
+    if (client_flush(c) != 0)
+        return;
+    if (evbuffer_get_length(c->io.out) > 0) {
+        client_disconnect(c, NULL, "failed to ack SSL");
+        return;
+    }
+    ssl = tls_accept_new(c->d->tls, c->fd);
+    if (ssl == NULL) {
+        client_disconnect(c, NULL, "failed to accept SSL: out of memory");
+        return;
+    }
+    c->tls = 1;
+    stream_start_tls(&c->io, ssl, 1);
+}
+
 /* STARTUP state: parse the first packet(s). */
 static void client_read_startup(struct client *c)
 {
@@ -604,6 +709,14 @@ static void client_read_startup(struct client *c)
             client_disconnect(c, "08P01", "bad startup packet");
             return;
         }
+        if (st.kind == WEIR_STARTUP_SSL && c->tls) {
+            client_disconnect(c, NULL, "SSL req inside SSL");
+            return;
+        }
+        if (st.kind == WEIR_STARTUP_SSL && c->d->tls && !c->is_unix) {
+            client_accept_tls(c);
+            return;
+        }
         if (st.kind == WEIR_STARTUP_SSL || st.kind == WEIR_STARTUP_GSSENC) {
             evbuffer_add(c->io.out, "N", 1); /* no encryption on this listener */
             if (client_flush(c) != 0)
@@ -612,6 +725,11 @@ static void client_read_startup(struct client *c)
         }
         if (st.kind == WEIR_STARTUP_CANCEL) {
             client_cancel_request(c, &st);
+            return;
+        }
+        /* As PgBouncer: TLS is required of TCP clients only. */
+        if (c->d->cfg->client_tls_sslmode >= TLS_MODE_REQUIRE && !c->tls && !c->is_unix) {
+            client_disconnect(c, "08P01", "SSL required");
             return;
         }
         client_startup(c, &st);
@@ -646,11 +764,26 @@ void client_admin_ready(struct client *c)
     client_enter_idle(c);
     if (evbuffer_get_length(c->io.in) > 0)
         client_resume(c);
+    else
+        client_trim(c); /* logged in and quiet: the next login reuses this memory */
 }
 
 /* ---- after login ---- */
 
 static void server_cb(int status, weir_pooled *pooled, void *arg);
+
+static void client_request_server(struct client *c);
+
+/* Linked at last: forward what the client sent. */
+static void client_link(struct client *c, struct server *s)
+{
+    c->dp->wait_us += (uint64_t)(daemon_now(c->d) - c->wait_start_us);
+    client_set_state(c, CL_ACTIVE);
+    client_arm_timer(c, 0);
+    stream_set_reading(&c->io, 1);
+    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
+        client_disconnect(c, "08P01", "server conn crashed?");
+}
 
 static void client_got_server(struct client *c, weir_pooled *pooled)
 {
@@ -661,18 +794,33 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
         client_disconnect(c, "08P01", "out of memory");
         return;
     }
-    c->dp->wait_us += (uint64_t)(weir__now_us() - c->wait_start_us);
-    client_set_state(c, CL_ACTIVE);
-    client_arm_timer(c, 0);
-    stream_set_reading(&c->io, 1);
-    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
-        client_disconnect(c, "08P01", "server conn crashed?");
+    if (!server_check_due(s)) {
+        client_link(c, s);
+        return;
+    }
+    /* Idle too long (server_check_delay): the client waits for the check. */
+    if (c->state == CL_IDLE) {
+        client_set_state(c, CL_WAITING);
+        stream_set_reading(&c->io, 0);
+    }
+    if (server_start_check(s, c) != 0)
+        client_request_server(c);
+}
+
+void client_server_checked(struct client *c, struct server *s)
+{
+    stream_loop_tick(&c->d->loop);
+    if (s != NULL)
+        client_link(c, s);
+    else
+        client_request_server(c); /* that one was dead: the next */
 }
 
 static void server_cb(int status, weir_pooled *pooled, void *arg)
 {
     struct client *c = arg;
 
+    stream_loop_tick(&c->d->loop); /* called from the pool's own event */
     c->waiter = NULL;
     if (status != 0) {
         connect_failed(c, status);
@@ -708,18 +856,23 @@ static void client_request_server(struct client *c)
 
     if (client_follow_pool(c) != 0)
         return;
-
-    if (c->d->shutting_down) {
-        client_disconnect(c, "57P01", "pgbouncer is shutting down");
-        return;
+    /* WAITING here: back from a failed server check, already in line. */
+    if (c->state != CL_WAITING) {
+        if (c->d->shutting_down) {
+            client_disconnect(c, "57P01", "pgbouncer is shutting down");
+            return;
+        }
+        stream_loop_tick(&c->d->loop); /* also reached from signals and admin commands */
+        c->wait_start_us = daemon_now(c->d);
     }
-    c->wait_start_us = weir__now_us();
     if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
     }
-    client_set_state(c, CL_WAITING);
-    stream_set_reading(&c->io, 0);
+    if (c->state != CL_WAITING) {
+        client_set_state(c, CL_WAITING);
+        stream_set_reading(&c->io, 0);
+    }
     client_arm_timer(c, 0);
     if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
         client_disconnect(c, "08P01", "cannot queue for a server");
@@ -729,11 +882,20 @@ static void client_request_server(struct client *c)
 void client_resume(struct client *c)
 {
     unsigned char hdr[5];
-    size_t avail = evbuffer_get_length(c->io.in);
+    /* Fresh bytes in c->rx mean the buffer was empty when they came. */
+    size_t buffered = c->rx_len > 0 || c->io.in == NULL ? 0 : evbuffer_get_length(c->io.in);
+    size_t avail = buffered + c->rx_len;
 
     if (c->state != CL_IDLE || avail == 0)
         return;
-    evbuffer_copyout(c->io.in, hdr, avail < 5 ? avail : 5);
+    if (stream_wake(&c->io) != 0) { /* the buffers of a trimmed idle client */
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    if (buffered > 0)
+        evbuffer_copyout(c->io.in, hdr, buffered < 5 ? buffered : 5);
+    else
+        memcpy(hdr, c->rx, avail < 5 ? avail : 5);
     if (hdr[0] == 'X') {
         client_disconnect(c, NULL, "client close request");
         return;
@@ -762,6 +924,12 @@ static void client_on_read(struct stream *io, void *arg)
 {
     struct client *c = arg;
 
+    if (io->failed && io->ssl) {
+        char why[256];
+        tls_error_text(io->tls_err, why, sizeof(why));
+        client_disconnect(c, NULL, "%s: %s", io->tls_handshake ? "TLS handshake failed" : "TLS error", why);
+        return;
+    }
     if (io->eof || io->failed) {
         client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
         return;
@@ -787,6 +955,33 @@ static void client_on_read(struct stream *io, void *arg)
             stream_set_reading(&c->io, 0);
         break;
     }
+}
+
+/* Fresh bytes in the loop's scratch buffer. A linked or idle session
+ * forwards them from there (server_forward_from_client takes c->rx); every
+ * other state, and whatever is left, goes through the client's buffer. */
+static void client_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n)
+{
+    struct client *c = arg;
+
+    c->quiet_ticks = 0;
+    if ((c->state == CL_ACTIVE || c->state == CL_IDLE) && !c->admin) {
+        c->rx = p;
+        c->rx_len = n;
+        client_on_read(io, c);
+        p = c->rx;
+        n = c->rx_len;
+        c->rx = NULL;
+        c->rx_len = 0;
+        if (n == 0 || c->state == CL_CLOSING)
+            return;
+        stream_stash(io, p, n);
+        if (c->state == CL_WAITING)
+            client_on_read(io, c); /* bound what waits, as for any input */
+        return;
+    }
+    stream_stash(io, p, n);
+    client_on_read(io, c);
 }
 
 static void client_on_drain(struct stream *io, void *arg)
@@ -848,6 +1043,7 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
         return;
     }
     c->d = d;
+    stream_set_flat(&c->io, client_on_flat, &d->loop);
     c->fd = fd;
     c->is_unix = is_unix;
     c->id = ++d->next_id;
@@ -856,8 +1052,6 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
     c->state = CL_STARTUP;
     describe_peer(c, sa);
     tune_socket(c);
-    event_assign(&c->timer, d->base, -1, 0, client_timer_cb, c);
-    c->timer_ready = 1;
     d->stats.clients_total++;
     if (daemon_register_client(d, c) != 0) {
         stream_release(&c->io);

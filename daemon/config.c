@@ -13,6 +13,7 @@
  * conninfo quoting is '...' with '' for a quote.
  */
 #include "config.h"
+#include "tls.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1198,21 +1199,48 @@ static void check_auth(struct load_ctx *ctx)
         check_readable(ctx, "auth_hba_file", cfg->auth_hba_file, "auth_type is hba");
 }
 
-/* TLS files are only read when the mode enables TLS; PgBouncer ignores them otherwise. */
+static void check_protocols(struct load_ctx *ctx, const char *name, const char *value)
+{
+    unsigned mask;
+
+    if (tls_parse_protocols(value, &mask) != 0)
+        report_setting(ctx, WEIR_LOG_ERROR, name,
+                       "invalid %s \"%s\": a list of tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3, or all, secure, legacy",
+                       name, value);
+}
+
+/* TLS files are only read when the mode enables TLS; PgBouncer ignores them
+ * otherwise. The combinations PgBouncer refuses to start with are errors. */
 static void check_tls(struct load_ctx *ctx)
 {
     const struct weir_config *cfg = ctx->cfg;
+    const char *ciphers = cfg->server_tls_ciphers;
 
     if (cfg->client_tls_sslmode != TLS_MODE_DISABLE) {
         const char *why = "client_tls_sslmode is not disable";
+        const char *dh = cfg->client_tls_dheparams;
         check_readable(ctx, "client_tls_key_file", cfg->client_tls_key_file, why);
         check_readable(ctx, "client_tls_cert_file", cfg->client_tls_cert_file, why);
-        check_readable(ctx, "client_tls_ca_file", cfg->client_tls_ca_file, NULL);
+        check_readable(ctx, "client_tls_ca_file", cfg->client_tls_ca_file,
+                       cfg->client_tls_sslmode == TLS_MODE_VERIFY_FULL ? "client_tls_sslmode is verify-full" : NULL);
+        check_protocols(ctx, "client_tls_protocols", cfg->client_tls_protocols);
+        if (dh[0] && strcasecmp(dh, "auto") != 0 && strcasecmp(dh, "none") != 0 && strcasecmp(dh, "legacy") != 0)
+            report_setting(ctx, WEIR_LOG_ERROR, "client_tls_dheparams",
+                           "invalid client_tls_dheparams \"%s\": auto, none or legacy", dh);
     }
+    if (cfg->auth_type == AUTH_TYPE_CERT && cfg->client_tls_sslmode != TLS_MODE_VERIFY_FULL)
+        report_setting(ctx, WEIR_LOG_ERROR, "auth_type", "auth_type cert requires client_tls_sslmode = verify-full");
     if (cfg->server_tls_sslmode != TLS_MODE_DISABLE) {
         check_readable(ctx, "server_tls_ca_file", cfg->server_tls_ca_file, NULL);
         check_readable(ctx, "server_tls_key_file", cfg->server_tls_key_file, NULL);
         check_readable(ctx, "server_tls_cert_file", cfg->server_tls_cert_file, NULL);
+        check_protocols(ctx, "server_tls_protocols", cfg->server_tls_protocols);
+        if (ciphers[0] && strcasecmp(ciphers, "fast") != 0 && strcasecmp(ciphers, "normal") != 0 &&
+            strcasecmp(ciphers, "default") != 0 && strcasecmp(ciphers, "secure") != 0)
+            report_setting(ctx, WEIR_LOG_WARNING, "server_tls_ciphers",
+                           "server_tls_ciphers \"%s\" is not applied: libpq, which makes the backend "
+                           "connections, takes no cipher list; OpenSSL's defaults are used",
+                           ciphers);
     }
 }
 

@@ -33,6 +33,7 @@
 #include "prepared.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 
 struct options {
     int daemonize, quiet, verbose, check_only;
@@ -126,6 +127,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pooler_collect(d);
+    client_trim_idle(d);
     daemon_client_gone(d);
 }
 
@@ -215,6 +217,15 @@ static int check_config(const char *path)
         }
         userlist_free(ul);
     }
+    if (rc == 0) { /* the certificates and keys load, the TLS settings are valid */
+        struct tls_ctx *t = NULL;
+        char err[1400];
+        if (tls_ctx_new(cfg, &t, err, sizeof(err)) != 0) {
+            fprintf(stderr, "ERROR: %s\n", err);
+            rc = -1;
+        }
+        tls_ctx_free(t);
+    }
     config_free(cfg);
     if (rc == 0)
         printf("%s: configuration is valid\n", path);
@@ -233,7 +244,7 @@ static int daemon_start(struct daemon *d, const struct options *o)
         log_at(&d->log, LG_WARNING, "cannot open logfile %s", d->cfg->logfile);
     if (log_set_syslog(&d->log, d->cfg->syslog, d->cfg->syslog_ident, d->cfg->syslog_facility) != 0)
         log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", d->cfg->syslog_facility);
-    if (daemon_load_userlist(d, d->cfg, &d->users) != 0)
+    if (daemon_load_userlist(d, d->cfg, &d->users) != 0 || tls_start(d) != 0)
         return -1;
     d->scram = scram_cache_new(0);
     d->pstmts = pstmt_registry_new();
@@ -274,6 +285,7 @@ static void daemon_stop(struct daemon *d)
     if (d->cfg && d->cfg->pidfile[0])
         unlink(d->cfg->pidfile);
     userlist_free(d->users);
+    tls_ctx_free(d->tls);
     scram_cache_free(d->scram);
     config_free(d->cfg);
     free(d->by_id);

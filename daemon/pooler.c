@@ -16,6 +16,7 @@
 #include "pooler.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 
 static const char *const welcome_params[] = {
     "server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle",
@@ -49,6 +50,43 @@ static const char *backend_password(struct daemon *d, const struct db_config *db
     return secret && secret_kind_of(secret) == SECRET_PLAIN ? secret : NULL;
 }
 
+static int entry_sets(const struct db_config *db, const char *key)
+{
+    for (size_t i = 0; i < db->n_extra; i++)
+        if (strcmp(db->extra[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * server_tls_* as libpq's keys, where the entry does not give its own. The
+ * mode always goes in, so libpq's default (prefer) or PGSSLMODE never decides
+ * behind the operator's back. libpq has no key for TLS 1.2 cipher lists: the
+ * backend connection uses OpenSSL's defaults whatever server_tls_ciphers says.
+ */
+static void add_server_tls(struct evbuffer *b, const struct weir_config *cfg, const struct db_config *db)
+{
+    static const char *const modes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+    unsigned mask = 0;
+    int tls = cfg->server_tls_sslmode != TLS_MODE_DISABLE;
+    int have_mask = tls && tls_parse_protocols(cfg->server_tls_protocols, &mask) == 0;
+    const struct {
+        const char *key, *value;
+    } kv[] = {
+        {"sslmode", modes[cfg->server_tls_sslmode]},
+        {"sslrootcert", tls ? cfg->server_tls_ca_file : ""},
+        {"sslcert", tls ? cfg->server_tls_cert_file : ""},
+        {"sslkey", tls ? cfg->server_tls_key_file : ""},
+        {"ssl_min_protocol_version", have_mask ? tls_libpq_min_protocol(mask) : ""},
+        /* none above TLS 1.3: newer versions stay allowed */
+        {"ssl_max_protocol_version", have_mask && !(mask & TLS_PROTO_V13) ? tls_libpq_max_protocol(mask) : ""},
+    };
+
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+        if (kv[i].value && kv[i].value[0] && !entry_sets(db, kv[i].key))
+            add_kv(b, kv[i].key, kv[i].value);
+}
+
 static char *build_conninfo(struct daemon *d, const struct db_config *db, const char *dbname, const char *user)
 {
     struct evbuffer *b = evbuffer_new();
@@ -72,6 +110,7 @@ static char *build_conninfo(struct daemon *d, const struct db_config *db, const 
                  db->timezone ? db->timezone : "");
         add_kv(b, "options", opts);
     }
+    add_server_tls(b, d->cfg, db);
     for (size_t i = 0; i < db->n_extra; i++)
         add_kv(b, db->extra[i].key, db->extra[i].value);
     len = evbuffer_get_length(b);
@@ -197,6 +236,7 @@ static struct dpool *dpool_find(struct daemon *d, const char *dbname, const char
 static void dpool_free(struct dpool *dp)
 {
     weir_pool_free(dp->pool);
+    param_set_clear(&dp->welcome_params);
     for (size_t i = 0; i < dp->nwelcome; i++) {
         free(dp->welcome_names[i]);
         free(dp->welcome_values[i]);
@@ -297,6 +337,8 @@ void pooler_learn_welcome(struct dpool *dp, const struct server *s)
         }
         dp->nwelcome++;
     }
+    for (int i = 0; i < TP_COUNT; i++)
+        param_set_share(&dp->welcome_params, i, &s->params);
     dp->welcome_known = 1;
 }
 
