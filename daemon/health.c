@@ -865,12 +865,12 @@ static void health_release(void *arg, uintptr_t tag, int connected)
         check_soon(hh);
 }
 
-void health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
+int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
 {
     struct ha_db *hd = health_find_db(d, dp->dbname);
 
     if (hd == NULL)
-        return;
+        return 0;
     pc->target.choose = health_choose;
     pc->target.release = health_release;
     pc->target.arg = dp;
@@ -882,6 +882,7 @@ void health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc
         for (int i = 0; i < hd->nhosts; i++)
             check_soon(&hd->hosts[i]);
     }
+    return 1;
 }
 
 void health_server_lost(struct dpool *dp, uintptr_t tag)

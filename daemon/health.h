@@ -107,9 +107,10 @@ void health_stop(struct daemon *d);
 /* After a reload: entries whose hosts changed start afresh. */
 void health_apply_config(struct daemon *d);
 
-/* A pool is being created for entry dbname with conninfo (its login): hand
- * it the host chooser when the entry is watched here. The pool's arg is dp. */
-void health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc);
+/* A pool is being made (or reconfigured) for dp: when its entry is watched
+ * here, give pc the host chooser (whose arg is dp) and return 1; the first
+ * pool's login also becomes the checks' login. 0 when not watched. */
+int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc);
 /* A server connection of dp's was lost: check its host now. */
 void health_server_lost(struct dpool *dp, uintptr_t tag);
 

@@ -28,6 +28,7 @@ struct dpool {
     struct param_set welcome_params; /* the tracked ones, shared with clients */
     int welcome_known;
     int removed;           /* gone from the config: drains, then freed */
+    int ha;                /* health.c chooses the host of each connection */
     int nclients;
     /* SHOW STATS counters */
     uint64_t xact_count, query_count, bytes_in, bytes_out, xact_us, query_us, wait_us;

@@ -362,19 +362,30 @@ def test_failover_to_promoted_standby(started):
         cl.destroy()
 
 
-@pytest.mark.timeout(60)
-def test_healthz_503_without_a_primary(started):
-    cl = Cluster(standbys=0)
+@pytest.mark.timeout(90)
+def test_reload_to_multi_host_and_healthz(started):
+    cl = Cluster(standbys=1)
     try:
-        p = cl.primary
-        w = make_weir({"app": entry([p], "read-write")})
+        p, s = cl.nodes
+        plain = "host=127.0.0.1 port=%d dbname=postgres user=%s" % (p.port, OSUSER)
+        w = make_weir({"app": plain})
         started(w)
-        w.connect("app", user=OSUSER, password="x").execute("SELECT 1")
+        console = Console(w)
+        c = w.connect("app", user=OSUSER, password="x")
+        assert c.execute("SELECT inet_server_port()").fetchone()[0] == p.port
+        assert db_row(console, "app")["hosts"] is None  # one host, any role: not watched
+        # a reload makes it a read-only entry over both: the idle client's next
+        # transaction runs on the standby, from a new pool
+        w.reload(databases={"app": entry([p, s], "standby")})
+        assert c.execute("SELECT inet_server_port()").fetchone()[0] == s.port
+        assert host_states(console, "app") == {p.port: ("primary", "up"), s.port: ("standby", "up")}
+        w.reload(databases={"app": entry([p, s], "read-write")})
+        assert c.execute("SELECT inet_server_port()").fetchone()[0] == p.port
         wait_for(lambda: http_get(w.metrics + "/healthz")[0] == 200, 10, what="healthz 200")
         p.stop("immediate")
         status, _, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(w.metrics + "/healthz")),
                                    10, what="healthz 503")
-        assert "no primary" in body, body
+        assert "database app: no primary reachable" in body, body
     finally:
         cl.destroy()
 
