@@ -486,9 +486,7 @@ static void health_reply(struct evhttp_request *req, int ok, struct evbuffer *bo
 static void health_finish(struct health_check *hc)
 {
     struct evbuffer *body = evbuffer_new();
-    int ok = 1;
-
-    int watched[hc->ndbs + 1];
+    int ok = 1, watched[hc->ndbs + 1];
 
     /* Multi-host entries answer from the health checks: reachable means a
      * usable host of the kind the entry wants (a primary for read-write). */
