@@ -42,7 +42,7 @@ static const char *const auth_type_words[] = {"any", "trust", "plain", "md5", "s
                                               "cert", "hba", "pam", NULL};
 static const char *const tls_mode_words[] = {"disable", "allow", "prefer", "require",
                                              "verify-ca", "verify-full", NULL};
-static const char *const load_balance_words[] = {"round-robin", "disable", NULL};
+static const char *const load_balance_words[] = {"round-robin", "disable", "least-connections", NULL};
 
 #define RELOAD true
 #define RESTART false
@@ -87,6 +87,7 @@ static const struct config_setting settings[] = {
     TIME(dns_max_ttl, "15", RELOAD),
     TIME(dns_nxdomain_ttl, "15", RELOAD),
     TIME(dns_zone_check_period, "0", RELOAD),
+    TIME(health_check_period, "2", RELOAD),             /* weir_own: role and lag checks (health.c) */
     TIME(idle_transaction_timeout, "0", RELOAD),
     STR(ignore_startup_parameters, "", RELOAD),
     STR(job_name, "pgbouncer", RESTART),
@@ -103,6 +104,7 @@ static const struct config_setting settings[] = {
     INT(max_db_connections, "0", RELOAD, 0, INT_MAX),
     INT(max_packet_size, "2147483647", RELOAD, 1, INT_MAX),
     INT(max_prepared_statements, "200", RELOAD, 0, INT_MAX), /* weir_own (PgBouncer 1.21) */
+    TIME(max_standby_lag, "0", RELOAD),                 /* weir_own: 0 = no bound */
     INT(max_user_connections, "0", RELOAD, 0, INT_MAX),
     STR(metrics_addr, "127.0.0.1", RESTART),           /* weir_own */
     INT(metrics_port, "0", RESTART, 0, 65535),         /* weir_own */
@@ -758,7 +760,7 @@ static bool parse_count(const char *text, int *out)
     return true;
 }
 
-enum db_key_kind { DBK_STR, DBK_PORT, DBK_COUNT, DBK_POOL_MODE };
+enum db_key_kind { DBK_STR, DBK_PORT, DBK_COUNT, DBK_POOL_MODE, DBK_LOAD_BALANCE };
 
 /* PgBouncer 1.18's per-database keys; others go to libpq. */
 static const struct db_key {
@@ -773,7 +775,7 @@ static const struct db_key {
     D(pool_size, DBK_COUNT),     D(min_pool_size, DBK_COUNT), D(reserve_pool, DBK_COUNT),
     D(connect_query, DBK_STR),   D(pool_mode, DBK_POOL_MODE), D(max_db_connections, DBK_COUNT),
     D(client_encoding, DBK_STR), D(datestyle, DBK_STR),      D(timezone, DBK_STR),
-    D(application_name, DBK_STR),
+    D(application_name, DBK_STR), D(load_balance_hosts, DBK_LOAD_BALANCE), /* PgBouncer 1.24's */
 #undef D
 };
 
@@ -858,6 +860,14 @@ static int db_set(struct load_ctx *ctx, struct db_config *db, char *key, char *v
             report_here(ctx, WEIR_LOG_ERROR,
                         "database \"%s\": invalid value \"%.50s\" for %s: expected a non-negative integer",
                         db->name, val, key);
+            bad = 1;
+        }
+    } else if (k->kind == DBK_LOAD_BALANCE) {
+        if ((db->load_balance_hosts = find_word(load_balance_words, val)) < 0) {
+            report_here(ctx, WEIR_LOG_ERROR,
+                        "database \"%s\": invalid load_balance_hosts \"%.50s\": expected round-robin, disable "
+                        "or least-connections",
+                        db->name, val);
             bad = 1;
         }
     } else if ((db->pool_mode = find_word(pool_mode_words, val)) < 0) {
@@ -952,7 +962,7 @@ static void on_database(struct load_ctx *ctx, const char *name, const char *text
         return;
     }
     db.pool_size = db.min_pool_size = db.reserve_pool = db.max_db_connections = CONFIG_UNSET;
-    db.pool_mode = CONFIG_UNSET;
+    db.pool_mode = db.load_balance_hosts = CONFIG_UNSET;
     db.name = strdup(name);
     if (db.name == NULL) {
         report_oom(ctx);

@@ -44,7 +44,7 @@ enum tls_mode {
 };
 
 /* How a comma-separated host list is used: PgBouncer's words. */
-enum load_balance_hosts { LOAD_BALANCE_ROUND_ROBIN, LOAD_BALANCE_DISABLE };
+enum load_balance_hosts { LOAD_BALANCE_ROUND_ROBIN, LOAD_BALANCE_DISABLE, LOAD_BALANCE_LEAST_CONNECTIONS };
 
 /* One key=value of a [databases] entry that weir passes on to libpq. */
 struct config_kv {
@@ -68,6 +68,7 @@ struct db_config {
     char *connect_query, *client_encoding, *datestyle, *timezone, *application_name;
     int pool_size, min_pool_size, reserve_pool, max_db_connections;
     int pool_mode; /* enum pool_mode or CONFIG_UNSET */
+    int load_balance_hosts; /* enum load_balance_hosts or CONFIG_UNSET */
     struct config_kv *extra; /* every other key, in file order, for libpq */
     size_t n_extra;
 };
@@ -148,6 +149,8 @@ struct weir_config {
     char *metrics_addr;
     int max_prepared_statements;
     enum load_balance_hosts load_balance_hosts;
+    int64_t health_check_period_us; /* role and lag checks of multi-host entries; 0 = off */
+    int64_t max_standby_lag_us;     /* standbys further behind are not used; 0 = no bound */
 
     /* [databases] and [users], sorted by name, names unique */
     struct db_config *dbs;

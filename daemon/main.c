@@ -27,6 +27,7 @@
 #include "authquery.h"
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "listener.h"
 #include "metrics.h"
 #include "pooler.h"
@@ -281,6 +282,7 @@ static void daemon_stop(struct daemon *d)
     server_close_unlinked(d);
     listeners_close(d);
     pooler_free_all(d);
+    health_stop(d); /* after the pools: their connections report to it when closed */
     pstmt_registry_free(d->pstmts); /* after every server and client that referenced it */
     if (d->cfg && d->cfg->pidfile[0])
         unlink(d->cfg->pidfile);
@@ -323,6 +325,8 @@ int main(int argc, char **argv)
         sigs[i] = add_signal(&d, signals[i]);
     (void)stats_start(&d);   /* logged; the pooler runs without them */
     (void)metrics_start(&d);
+    if (health_start(&d) != 0)
+        log_at(&d.log, LG_ERROR, "health checks: out of memory; multi-host entries use libpq's choice");
     tick = event_new(d.base, -1, EV_PERSIST, tick_cb, &d);
     event_add(tick, &second);
     log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d", WEIR_VERSION_STRING, event_get_version(),

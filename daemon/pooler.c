@@ -14,6 +14,7 @@
 #include "admin.h"
 #include "auth.h"
 #include "backend.h"
+#include "health.h"
 #include "pooler.h"
 #include "server.h"
 #include "stats.h"
@@ -323,6 +324,7 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     pc.log_arg = d;
     pc.groups[0] = limit_group_get(d, 'd', dbname);
     pc.groups[1] = limit_group_get(d, 'u', user);
+    dp->ha = health_pool_config(d, dp, &pc); /* multi-host entries: a host per connection */
     if (dp->dbname == NULL || dp->user == NULL || dp->conninfo == NULL || weir_pool_new(&pc, &dp->pool) != 0) {
         dpool_free(dp);
         return NULL;
@@ -493,6 +495,7 @@ static void pooler_retarget(struct daemon *d, struct dpool *dp, char *conninfo)
 
 void pooler_apply_config(struct daemon *d)
 {
+    health_apply_config(d);
     limit_groups_apply(d);
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         const struct db_config *db = config_find_db(d->cfg, dp->dbname);
@@ -502,8 +505,11 @@ void pooler_apply_config(struct daemon *d)
         if (dp->removed)
             continue;
         conninfo = db ? build_conninfo(d, db, dp, dp->dbname, db->user ? db->user : dp->user) : NULL;
-        if (db == NULL || conninfo == NULL || (db->user && strcmp(db->user, dp->user) != 0)) {
-            /* Gone: let it drain; its clients move to a new pool at their next query. */
+        if (db == NULL || conninfo == NULL || (db->user && strcmp(db->user, dp->user) != 0) ||
+            (health_find_db(d, dp->dbname) != NULL) != dp->ha) {
+            /* Gone (or now choosing hosts differently: its pool has or lacks
+             * health.c's chooser): let it drain; its clients move to a new
+             * pool at their next query. */
             log_at(&d->log, LG_LOG, "pool %s/%s: database removed from config, draining", dp->dbname, dp->user);
             dp->removed = 1;
             weir_pool_drain(dp->pool);
@@ -517,6 +523,7 @@ void pooler_apply_config(struct daemon *d)
         dp->mode = effective_mode(d, db, dp->user);
         weir_pool_config_init(&pc);
         fill_pool_config(d, db, &pc);
+        (void)health_pool_config(d, dp, &pc);
         if (weir_pool_reconfigure(dp->pool, &pc) != 0)
             log_at(&d->log, LG_WARNING, "pool %s/%s: new sizes rejected", dp->dbname, dp->user);
     }

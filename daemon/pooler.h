@@ -28,6 +28,7 @@ struct dpool {
     struct param_set welcome_params; /* the tracked ones, shared with clients */
     int welcome_known;
     int removed;           /* gone from the config: drains, then freed */
+    int ha;                /* health.c chooses the host of each connection */
     int nclients;
     /* server login secrets beyond auth_file (wiped when freed) */
     char *auth_secret;     /* the user's secret from auth_query */

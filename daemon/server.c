@@ -18,6 +18,7 @@
 #include "backend.h"
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "prepared_relay.h"
@@ -599,6 +600,7 @@ static void server_lost(struct server *s, const char *why)
     struct client *c = s->client;
 
     server_log(s, LG_LOG, "closing because: ", why);
+    health_server_lost(s->dp, weir_pooled_target(s->pooled)); /* failover? look at its host now */
     if (c != NULL && s->state == SV_CHECKING) {
         server_check_done(s, 0); /* the check found it dead: the client tries another */
         return;
@@ -885,6 +887,7 @@ static void server_idle_input(struct server *s)
     evbuffer_drain(s->io.in, evbuffer_get_length(s->io.in));
     if (s->io.eof || s->io.failed) {
         server_log(s, LG_LOG, "closing because: ", "server closed the connection while idle");
+        health_server_lost(s->dp, weir_pooled_target(s->pooled));
         stream_set_reading(&s->io, 0);
         weir_pool_invalidate(s->dp->pool, s->pooled);
     }
