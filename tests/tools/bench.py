@@ -27,7 +27,8 @@ and the table shows the median of the rounds, with the ratio weir / PgBouncer. R
 
 Other knobs: BENCH_SECONDS (5) per run, BENCH_ROUNDS (3), BENCH_POOL_SIZE (20), BENCH_OUT (directory
 for bench-results.csv, bench-rounds.csv, bench-results.md and bench-results.png; default
-tests/tmp/bench), BENCH_PGBOUNCER (path; default the one on PATH or /usr/sbin/pgbouncer).
+tests/tmp/bench), BENCH_PGBOUNCER (path; default the one on PATH or /usr/sbin/pgbouncer), BENCH_WEIR
+(default daemon/weir), BENCH_DB (a database with pgbench's tables; default $WEIR_TEST_DB).
 PgBouncer refuses to run as root: as root it runs as the `postgres` user (setpriv, which execs, so
 the pid we hold is PgBouncer's own). Numbers from a shared machine are noisy; compare ratios.
 """
@@ -337,7 +338,7 @@ class Bench:
         if unknown:
             sys.exit(f"bench: unknown BENCH_ONLY group(s) {unknown}; choose from {', '.join(GROUPS)}, engine")
         self.out = os.environ.get("BENCH_OUT") or os.path.join(ROOT, "tests", "tmp", "bench")
-        self.weir_bin = os.path.join(ROOT, "daemon", "weir")
+        self.weir_bin = os.environ.get("BENCH_WEIR") or os.path.join(ROOT, "daemon", "weir")
         self.pgb_bin = os.environ.get("BENCH_PGBOUNCER") or shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
         if not os.access(self.pgb_bin, os.X_OK):
             self.pgb_bin = None
@@ -345,7 +346,7 @@ class Bench:
         pgbin = os.environ.get("WEIR_TEST_PGBIN", "")
         self.pgbench_bin = os.path.join(pgbin, "pgbench") if pgbin else shutil.which("pgbench")
         self.pg_port = int(os.environ["WEIR_TEST_PGPORT"])
-        self.db = os.environ.get("WEIR_TEST_DB", "weir_test")
+        self.db = os.environ.get("BENCH_DB") or os.environ.get("WEIR_TEST_DB", "weir_test")
         self.user = os.environ.get("WEIR_TEST_USER", "weir_test")
         self.scram_user = os.environ["WEIR_TEST_SCRAM_USER"]
         self.scram_password = os.environ["WEIR_TEST_SCRAM_PASSWORD"]
@@ -766,7 +767,9 @@ class Bench:
                 ratio = r.ratio()
                 if ratio is not None and ratio > 0 and r.better:
                     arrow = "↑" if r.better == "higher" else "↓"
-                    f.write(f'"{r.short} {arrow}" {ratio:.6g}\n')
+                    weir_better = ratio > 1 if r.better == "higher" else ratio < 1
+                    colour = 0x2ca02c if weir_better else 0xd62728
+                    f.write(f'"{r.short} {arrow}" {ratio:.6g} {colour}\n')
                     n_ratio += 1
         png = os.path.join(self.out, "bench-results.png")
         plots = []
@@ -782,9 +785,10 @@ plot '{cpu}' using 2:xtic(1) title 'weir' lc rgb '#1f77b4', '' using 3 title 'Pg
             plots.append(f"""{style} set title "Latency µs: 1 client mean; overload p50/p99 (lower is better)"; set logscale y;
 plot '{lat}' using 2:xtic(1) title 'PostgreSQL direct' lc rgb '#999999', '' using 3 title 'weir' lc rgb '#1f77b4', '' using 4 title 'PgBouncer' lc rgb '#ff7f0e'""")
         if n_ratio:
-            plots.append(f"""{style} set title "weir ÷ PgBouncer (↑ higher is better, ↓ lower is better)"; set logscale y; set yrange [*:*];
+            plots.append(f"""{style} set title "weir ÷ PgBouncer (↑ higher is better, ↓ lower is better; green: weir better)";
+set logscale y; set xrange [-0.6:{n_ratio - 0.4}]; set boxwidth 0.6;
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2 lc rgb '#444444';
-plot '{ratio_path}' using 2:xtic(1) notitle lc rgb '#2ca02c'""")
+plot '{ratio_path}' using 0:2:3:xtic(1) with boxes notitle lc rgb variable""")
         if not plots:
             return None
         cols = 2 if len(plots) > 1 else 1
