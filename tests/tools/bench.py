@@ -457,7 +457,7 @@ class Bench:
             if key.startswith("prepared") and self.pgb_version < (1, 21):
                 # Protocol-level prepared statements in transaction mode came with PgBouncer 1.21.
                 skip.add("pgbouncer")
-                tps.note["pgbouncer"] = cpu.note["pgbouncer"] = "n/a (<1.21)"
+                tps.note["pgbouncer"] = cpu.note["pgbouncer"] = "n/a (1.21+)"
             say(f"bench: {label} ...")
             for r in range(self.nrounds):
                 for t in self.rotated([t for t in self.targets() if t not in skip], r):
@@ -647,20 +647,18 @@ class Bench:
         if main_groups:
             ends = self.start_poolers("main")
             try:
-                if "tps" in main_groups:
-                    self.group_tps(ends)
-                if "latency" in main_groups:
-                    self.group_latency(ends)
-                if "overload" in main_groups:
-                    self.group_overload(ends)
+                for g in main_groups:
+                    self.timed_group(g, getattr(self, f"group_{g}"), ends)
             finally:
                 self.stop_poolers()
-        if "logins" in self.groups:
-            self.group_logins()
-        if "instr" in self.groups:
-            self.group_instr()
-        if "rss" in self.groups:
-            self.group_rss()
+        for g in ("logins", "instr", "rss"):
+            if g in self.groups:
+                self.timed_group(g, getattr(self, f"group_{g}"))
+
+    def timed_group(self, name, fn, *args):
+        t0 = time.monotonic()
+        fn(*args)
+        say(f"bench: {name} done in {time.monotonic() - t0:.0f} s")
 
     # --- output ---------------------------------------------------------------------------------
 
@@ -688,7 +686,7 @@ class Bench:
         return f"weir {commit}, {pgb}, PostgreSQL/pgbench {pg}"
 
     def header(self):
-        return (f"transaction mode, pool {self.pool}, {self.secs} s per run, {self.nrounds} rounds alternating "
+        return (f"Transaction mode, pool {self.pool}, {self.secs} s per run, {self.nrounds} rounds alternating "
                 f"(median), loopback; ratio = weir / PgBouncer")
 
     def table_lines(self):
@@ -814,7 +812,7 @@ plot '{ratio_path}' using 0:2:3:xtic(1) with boxes notitle lc rgb variable""")
         when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         load = " / ".join(", ".join(f"{x:.1f}" for x in la) for la in (self.load_before, os.getloadavg()))
         print()
-        print(f"== weir vs PgBouncer vs PostgreSQL: {self.header()} ==")
+        print(f"== weir vs PgBouncer vs PostgreSQL. {self.header()} ==")
         for line in self.table_lines():
             print(line)
         print(f"-- {when}; {self.machine()}; {self.versions()}; load average before/after {load}")
