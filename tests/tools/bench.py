@@ -4,8 +4,9 @@
 tests/tools/bench.sh starts a throwaway PostgreSQL cluster, exports its env.sh and runs this.
 Both poolers get the same pgbouncer.ini (transaction mode, the same pool sizes and limits); each
 scenario runs against every target in alternating rounds (the order rotates from round to round)
-and the table shows the median of the rounds, with the ratio weir / PgBouncer. Row groups
-(BENCH_ONLY=group,group,... selects some; default all):
+and the table shows the median of the rounds, with the ratio weir / PgBouncer and the spread (the
+largest max/min of one target's rounds: how noisy that row was). Row groups (BENCH_ONLY=group,...
+selects some; default all):
 
   tps       TPS and the pooler's CPU µs per transaction (utime+stime from /proc/PID/stat over the
             run / transactions): select-only simple and extended at 10 and 100 clients, and
@@ -312,6 +313,20 @@ class Row:
         if w is None or p is None or p == 0:
             return None
         return w / p
+
+    def spread(self):
+        """The largest max/min over the rounds of one target: how noisy this row was."""
+        worst = None
+        for vals in self.rounds.values():
+            vals = [v for v in vals if v is not None and v > 0]
+            if len(vals) >= 2:
+                s = max(vals) / min(vals)
+                worst = s if worst is None else max(worst, s)
+        return worst
+
+    def spread_cell(self):
+        s = self.spread()
+        return "-" if s is None else f"{s:.2f}"
 
     def cell(self, target):
         v = self.value(target)
@@ -691,35 +706,37 @@ class Bench:
 
     def table_lines(self):
         w = max(len(f"{r.label} ({r.unit})") for r in self.rows)
-        lines = [f"{'':<{w}}  {'direct':>12} {'weir':>12} {'pgbouncer':>12} {'weir/pgb':>9}"]
+        lines = [f"{'':<{w}}  {'direct':>12} {'weir':>12} {'pgbouncer':>12} {'weir/pgb':>9} {'spread':>7}"]
         for r in self.rows:
             ratio = r.ratio()
             name = f"{r.label} ({r.unit})"
             lines.append(f"{name:<{w}}  {r.cell('direct'):>12} {r.cell('weir'):>12} {r.cell('pgbouncer'):>12} "
-                         f"{'-' if ratio is None else f'{ratio:.2f}':>9}")
+                         f"{'-' if ratio is None else f'{ratio:.2f}':>9} {r.spread_cell():>7}")
         return lines
 
     def markdown(self, when, load):
         lines = [f"Measured {when} on {self.machine()}; {self.versions()}.", "",
-                 f"{self.header()}; load average before/after {load}.", "",
-                 "| metric | unit | PostgreSQL direct | weir | PgBouncer | weir / PgBouncer |",
-                 "|---|---|---:|---:|---:|---:|"]
+                 f"{self.header()}; spread = the largest max/min of one target's rounds; "
+                 f"load average before/after {load}.", "",
+                 "| metric | unit | PostgreSQL direct | weir | PgBouncer | weir / PgBouncer | spread |",
+                 "|---|---|---:|---:|---:|---:|---:|"]
         for r in self.rows:
             ratio = r.ratio()
             lines.append(f"| {r.label} | {r.unit} | {r.cell('direct')} | {r.cell('weir')} | {r.cell('pgbouncer')} "
-                         f"| {'-' if ratio is None else f'{ratio:.2f}'} |")
+                         f"| {'-' if ratio is None else f'{ratio:.2f}'} | {r.spread_cell()} |")
         return lines
 
     def write_csv(self):
         with open(os.path.join(self.out, "bench-results.csv"), "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["metric", "label", "unit", "better", "direct", "weir", "pgbouncer", "weir_per_pgbouncer"])
+            w.writerow(["metric", "label", "unit", "better", "direct", "weir", "pgbouncer", "weir_per_pgbouncer",
+                        "spread"])
             for r in self.rows:
                 vals = [r.value(t) for t in TARGETS]
                 ratio = r.ratio()
                 w.writerow([r.key, r.label, r.unit, r.better or ""] +
                            ["" if v is None else f"{v:.6g}" for v in vals] +
-                           ["" if ratio is None else f"{ratio:.4f}"])
+                           ["" if ratio is None else f"{ratio:.4f}", "" if r.spread() is None else f"{r.spread():.4f}"])
         with open(os.path.join(self.out, "bench-rounds.csv"), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["metric", "target", "round", "value"])
@@ -771,20 +788,25 @@ class Bench:
                     n_ratio += 1
         png = os.path.join(self.out, "bench-results.png")
         plots = []
-        style = ("set style data histogram; set style histogram clustered gap 1; set style fill solid 0.85 border -1; "
-                 "set boxwidth 0.9; set xtics rotate by -35 left nomirror; set grid ytics; set key top left;")
+        style = ("set style data histogram; set style histogram clustered gap 1; "
+                 "set style fill solid 0.85 border -1; set boxwidth 0.9; set xtics rotate by -35 left nomirror; "
+                 "set grid ytics; set key top left; set logscale y;")
+        colours = {"direct": ("PostgreSQL direct", "#999999"), "weir": ("weir", "#1f77b4"),
+                   "pgbouncer": ("PgBouncer", "#ff7f0e")}
+
+        def bars(path, title, targets):
+            series = [f"'{path if i == 0 else ''}' using {i + 2}{':xtic(1)' if i == 0 else ''} "
+                      f"title '{colours[t][0]}' lc rgb '{colours[t][1]}'" for i, t in enumerate(targets)]
+            return f'{style} set title "{title}";\nplot ' + ", ".join(series)
         if n_tps:
-            plots.append(f"""{style} set title "Transactions per second (higher is better)"; set logscale y; unset ylabel;
-plot '{tps}' using 2:xtic(1) title 'PostgreSQL direct' lc rgb '#999999', '' using 3 title 'weir' lc rgb '#1f77b4', '' using 4 title 'PgBouncer' lc rgb '#ff7f0e'""")
+            plots.append(bars(tps, "Transactions per second (higher is better)", TARGETS))
         if n_cpu:
-            plots.append(f"""{style} set title "Pooler CPU µs per transaction / login (lower is better)"; set logscale y;
-plot '{cpu}' using 2:xtic(1) title 'weir' lc rgb '#1f77b4', '' using 3 title 'PgBouncer' lc rgb '#ff7f0e'""")
+            plots.append(bars(cpu, "Pooler CPU µs per transaction / login (lower is better)", ("weir", "pgbouncer")))
         if n_lat:
-            plots.append(f"""{style} set title "Latency µs: 1 client mean; overload p50/p99 (lower is better)"; set logscale y;
-plot '{lat}' using 2:xtic(1) title 'PostgreSQL direct' lc rgb '#999999', '' using 3 title 'weir' lc rgb '#1f77b4', '' using 4 title 'PgBouncer' lc rgb '#ff7f0e'""")
+            plots.append(bars(lat, "Latency µs: 1 client mean; overload p50/p99 (lower is better)", TARGETS))
         if n_ratio:
-            plots.append(f"""{style} set title "weir ÷ PgBouncer (↑ higher is better, ↓ lower is better; green: weir better)";
-set logscale y; set xrange [-0.6:{n_ratio - 0.4}]; set boxwidth 0.6;
+            plots.append(f"""{style} set boxwidth 0.6; set xrange [-0.6:{n_ratio - 0.4}];
+set title "weir ÷ PgBouncer (↑ higher is better, ↓ lower is better; green: weir better)";
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2 lc rgb '#444444';
 plot '{ratio_path}' using 0:2:3:xtic(1) with boxes notitle lc rgb variable""")
         if not plots:
