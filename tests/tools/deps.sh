@@ -11,7 +11,7 @@ PKGS=(
     postgresql postgresql-contrib
     python3-pytest python3-psycopg python3-psycopg2 python3-asyncpg
     clang libclang-rt-14-dev
-    pgbouncer valgrind
+    pgbouncer valgrind gnuplot-nox
     haproxy python3-yaml
 )
 
