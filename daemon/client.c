@@ -951,10 +951,8 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
         return;
     }
     /* Idle too long (server_check_delay): the client waits for the check. */
-    if (c->state == CL_IDLE) {
+    if (c->state == CL_IDLE)
         client_set_state(c, CL_WAITING);
-        stream_set_reading(&c->io, 0);
-    }
     if (server_start_check(s, c) != 0)
         client_request_server(c);
 }
@@ -1021,10 +1019,11 @@ static void client_request_server(struct client *c)
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
     }
-    if (c->state != CL_WAITING) {
+    /* The read event stays registered while waiting: no epoll_ctl pair per
+     * wait, and a client that leaves is noticed at once. What it sends is
+     * kept, up to a bound (client_on_read). */
+    if (c->state != CL_WAITING)
         client_set_state(c, CL_WAITING);
-        stream_set_reading(&c->io, 0);
-    }
     client_arm_timer(c, 0);
     if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
         client_disconnect(c, "08P01", "cannot queue for a server");

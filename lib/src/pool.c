@@ -785,6 +785,12 @@ int pool_unref(weir_pool *pool)
 
 void pool_destroy(weir_pool *pool)
 {
+    while (pool->spare) {
+        weir_pool_waiter *w = pool->spare;
+        pool->spare = w->spare_next;
+        event_free(w->ev);
+        free(w);
+    }
     pthread_mutex_destroy(&pool->lock);
     free(pool->conninfo);
     free(pool->name);

@@ -127,6 +127,33 @@ int weir_pool_checkout(weir_pool *pool, int timeout_ms, weir_pooled **out)
     return w.status;
 }
 
+static void async_waiter_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Under lock: keep a finished async waiter for the next one, unless the
+ * pool is going away or has enough. Returns 1 when kept. */
+static int waiter_keep(weir_pool *pool, weir_pool_waiter *w, int destroy)
+{
+    if (destroy || pool->closed || pool->nspare >= POOL_SPARE_WAITERS)
+        return 0;
+    w->spare_next = pool->spare;
+    pool->spare = w;
+    pool->nspare++;
+    return 1;
+}
+
+/* Under lock: a spare waiter set up for base, or NULL. */
+static weir_pool_waiter *waiter_reuse(weir_pool *pool, struct event_base *base)
+{
+    weir_pool_waiter *w = pool->spare;
+
+    if (w == NULL)
+        return NULL;
+    pool->spare = w->spare_next;
+    pool->nspare--;
+    event_assign(w->ev, base, -1, 0, async_waiter_cb, w);
+    return w;
+}
+
 /* Runs on the caller's base: delivery, failure, or the waiter's deadline. */
 static void async_waiter_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -139,18 +166,34 @@ static void async_waiter_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    int kept;
+
     pthread_mutex_lock(&pool->lock);
     if (!w->done)
         pool_waiter_expire(pool, w);
     status = w->status;
     conn = w->conn;
     destroy = pool_unref(pool);
+    kept = waiter_keep(pool, w, destroy);
     pthread_mutex_unlock(&pool->lock);
-    event_free(w->ev);
-    free(w);
+    if (!kept) {
+        event_free(w->ev);
+        free(w);
+    }
     if (destroy)
         pool_destroy(pool);
     cb(status, conn, cb_arg);
+}
+
+static weir_pool_waiter *waiter_alloc(struct event_base *base)
+{
+    weir_pool_waiter *w = calloc(1, sizeof(*w));
+
+    if (w != NULL && (w->ev = event_new(base, -1, 0, async_waiter_cb, w)) == NULL) {
+        free(w);
+        w = NULL;
+    }
+    return w;
 }
 
 int weir_pool_checkout_async(weir_pool *pool, struct event_base *base, int timeout_ms, weir_pool_cb cb,
@@ -164,18 +207,14 @@ int weir_pool_checkout_async(weir_pool *pool, struct event_base *base, int timeo
         *waiter = NULL;
     if (base == NULL || cb == NULL)
         return WEIR_EINVAL;
-    w = calloc(1, sizeof(*w));
-    if (w == NULL)
-        return WEIR_ENOMEM;
-    w->cb = cb;
-    w->arg = arg;
-    w->pool = pool;
-    w->ev = event_new(base, -1, 0, async_waiter_cb, w);
-    if (w->ev == NULL) {
-        free(w);
-        return WEIR_ENOMEM;
-    }
     pthread_mutex_lock(&pool->lock);
+    if ((w = waiter_reuse(pool, base)) == NULL) {
+        pthread_mutex_unlock(&pool->lock); /* allocate outside the lock */
+        if ((w = waiter_alloc(base)) == NULL)
+            return WEIR_ENOMEM;
+        pthread_mutex_lock(&pool->lock);
+    }
+    *w = (weir_pool_waiter){.ev = w->ev, .cb = cb, .arg = arg, .pool = pool};
     if (timeout_ms == -2)
         timeout_ms = pool->cfg.timeout_ms;
     if (!pool->closed && !pool->draining && weir_list_empty(&pool->waiters))

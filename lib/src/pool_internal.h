@@ -55,7 +55,12 @@ struct weir_pool_waiter {
     struct event *ev;        /* async front: on the caller's base */
     weir_pool_cb cb;
     void *arg;
+    weir_pool_waiter *spare_next; /* in the pool's spare list */
 };
+
+/* Async waiters kept for reuse (with their event), so a busy pool's
+ * check-outs that must wait allocate nothing. */
+#define POOL_SPARE_WAITERS 64
 
 /* A pool's place in one of its groups' member lists. */
 struct pool_membership {
@@ -74,6 +79,8 @@ struct weir_pool {
     int closed, paused, draining;
     uint64_t generation;
     struct weir_link all, idle, waiters, ops;
+    weir_pool_waiter *spare; /* finished async waiters, under lock */
+    int nspare;
     int nwaiters;
     int count[ITEM_NSTATES];
     int64_t next_connect_us;
