@@ -317,6 +317,7 @@ static const char *server_state_name(const struct server *s, int sockets)
     case SV_SETUP:
         return sockets ? "sv_active" : "active";
     case SV_RESETTING:
+    case SV_CHECKING:
         return sockets ? "sv_tested" : "tested";
     default:
         return sockets ? "sv_idle" : "idle";

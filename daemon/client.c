@@ -76,7 +76,7 @@ int client_flush(struct client *c)
 
 void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg)
 {
-    if (c->io.out)
+    if (stream_wake(&c->io) == 0)
         (void)weir_proto_build_error(c->io.out, severity, sqlstate, msg, NULL, NULL);
 }
 
@@ -133,8 +133,9 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     }
     if (c->dp)
         c->dp->nclients--;
-    if (c->timer_ready)
-        event_del(&c->timer);
+    if (c->timer)
+        event_free(c->timer);
+    c->timer = NULL;
     stream_release(&c->io);
     close(c->fd);
     client_wipe_auth(c);
@@ -190,21 +191,42 @@ void client_arm_timer(struct client *c, int64_t us)
 {
     struct timeval tv;
 
-    if (!c->timer_ready || (us <= 0 && !c->timer_armed))
+    if (us <= 0 && !c->timer_armed)
         return; /* the common case: no timeouts configured, nothing to do */
-    event_del(&c->timer);
-    c->timer_armed = us > 0;
-    if (us <= 0)
+    if (c->timer_armed)
+        event_del(c->timer);
+    c->timer_armed = 0;
+    if (us <= 0 || c->state == CL_CLOSING)
         return;
+    if (c->timer == NULL && (c->timer = evtimer_new(c->d->base, client_timer_cb, c)) == NULL)
+        return; /* out of memory: this client goes without its timeout */
     tv.tv_sec = us / 1000000;
     tv.tv_usec = us % 1000000;
-    event_add(&c->timer, &tv);
+    c->timer_armed = event_add(c->timer, &tv) == 0;
+}
+
+/* An idle client keeps only its struct: buffers and timer come back on use. */
+static void client_trim(struct client *c)
+{
+    stream_trim(&c->io);
+    if (c->timer && !c->timer_armed) {
+        event_free(c->timer);
+        c->timer = NULL;
+    }
+}
+
+void client_trim_idle(struct daemon *d)
+{
+    for (struct client *c = d->clients; c; c = c->next)
+        if (c->state == CL_IDLE && !c->admin && c->server == NULL && ++c->quiet_ticks >= 2)
+            client_trim(c);
 }
 
 /* ---- login ---- */
 
 static void client_finish_login(struct client *c);
 static void client_on_read(struct stream *io, void *arg);
+static void client_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n);
 static void client_on_drain(struct stream *io, void *arg);
 
 static int ignored_startup_param(const struct client *c, const char *name)
@@ -453,11 +475,12 @@ static void client_enter_idle(struct client *c)
 static void client_default_params(struct client *c)
 {
     for (int i = 0; i < TP_COUNT; i++) {
-        if (c->params.v[i] != NULL)
+        if (c->dp->welcome_params.v[i] == NULL)
             continue;
-        for (size_t j = 0; j < c->dp->nwelcome; j++)
-            if (strcasecmp(c->dp->welcome_names[j], tracked_param_name(i)) == 0)
-                param_set_put(&c->params, i, c->dp->welcome_values[j]);
+        if (c->params.v[i] == NULL)
+            param_set_share(&c->params, i, &c->dp->welcome_params);
+        else
+            (void)param_same(&c->params, i, &c->dp->welcome_params); /* one copy of equal values */
     }
 }
 
@@ -489,6 +512,8 @@ static void client_finish_login(struct client *c)
     client_enter_idle(c);
     if (evbuffer_get_length(c->io.in) > 0)
         client_resume(c);
+    else
+        client_trim(c); /* logged in and quiet: the next login reuses this memory */
 }
 
 static void connect_failed(struct client *c, int status)
@@ -646,11 +671,26 @@ void client_admin_ready(struct client *c)
     client_enter_idle(c);
     if (evbuffer_get_length(c->io.in) > 0)
         client_resume(c);
+    else
+        client_trim(c); /* logged in and quiet: the next login reuses this memory */
 }
 
 /* ---- after login ---- */
 
 static void server_cb(int status, weir_pooled *pooled, void *arg);
+
+static void client_request_server(struct client *c);
+
+/* Linked at last: forward what the client sent. */
+static void client_link(struct client *c, struct server *s)
+{
+    c->dp->wait_us += (uint64_t)(daemon_now(c->d) - c->wait_start_us);
+    client_set_state(c, CL_ACTIVE);
+    client_arm_timer(c, 0);
+    stream_set_reading(&c->io, 1);
+    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
+        client_disconnect(c, "08P01", "server conn crashed?");
+}
 
 static void client_got_server(struct client *c, weir_pooled *pooled)
 {
@@ -661,18 +701,33 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
         client_disconnect(c, "08P01", "out of memory");
         return;
     }
-    c->dp->wait_us += (uint64_t)(weir__now_us() - c->wait_start_us);
-    client_set_state(c, CL_ACTIVE);
-    client_arm_timer(c, 0);
-    stream_set_reading(&c->io, 1);
-    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
-        client_disconnect(c, "08P01", "server conn crashed?");
+    if (!server_check_due(s)) {
+        client_link(c, s);
+        return;
+    }
+    /* Idle too long (server_check_delay): the client waits for the check. */
+    if (c->state == CL_IDLE) {
+        client_set_state(c, CL_WAITING);
+        stream_set_reading(&c->io, 0);
+    }
+    if (server_start_check(s, c) != 0)
+        client_request_server(c);
+}
+
+void client_server_checked(struct client *c, struct server *s)
+{
+    stream_loop_tick(&c->d->loop);
+    if (s != NULL)
+        client_link(c, s);
+    else
+        client_request_server(c); /* that one was dead: the next */
 }
 
 static void server_cb(int status, weir_pooled *pooled, void *arg)
 {
     struct client *c = arg;
 
+    stream_loop_tick(&c->d->loop); /* called from the pool's own event */
     c->waiter = NULL;
     if (status != 0) {
         connect_failed(c, status);
@@ -708,18 +763,23 @@ static void client_request_server(struct client *c)
 
     if (client_follow_pool(c) != 0)
         return;
-
-    if (c->d->shutting_down) {
-        client_disconnect(c, "57P01", "pgbouncer is shutting down");
-        return;
+    /* WAITING here: back from a failed server check, already in line. */
+    if (c->state != CL_WAITING) {
+        if (c->d->shutting_down) {
+            client_disconnect(c, "57P01", "pgbouncer is shutting down");
+            return;
+        }
+        stream_loop_tick(&c->d->loop); /* also reached from signals and admin commands */
+        c->wait_start_us = daemon_now(c->d);
     }
-    c->wait_start_us = weir__now_us();
     if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
     }
-    client_set_state(c, CL_WAITING);
-    stream_set_reading(&c->io, 0);
+    if (c->state != CL_WAITING) {
+        client_set_state(c, CL_WAITING);
+        stream_set_reading(&c->io, 0);
+    }
     client_arm_timer(c, 0);
     if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
         client_disconnect(c, "08P01", "cannot queue for a server");
@@ -729,11 +789,20 @@ static void client_request_server(struct client *c)
 void client_resume(struct client *c)
 {
     unsigned char hdr[5];
-    size_t avail = evbuffer_get_length(c->io.in);
+    /* Fresh bytes in c->rx mean the buffer was empty when they came. */
+    size_t buffered = c->rx_len > 0 || c->io.in == NULL ? 0 : evbuffer_get_length(c->io.in);
+    size_t avail = buffered + c->rx_len;
 
     if (c->state != CL_IDLE || avail == 0)
         return;
-    evbuffer_copyout(c->io.in, hdr, avail < 5 ? avail : 5);
+    if (stream_wake(&c->io) != 0) { /* the buffers of a trimmed idle client */
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    if (buffered > 0)
+        evbuffer_copyout(c->io.in, hdr, buffered < 5 ? buffered : 5);
+    else
+        memcpy(hdr, c->rx, avail < 5 ? avail : 5);
     if (hdr[0] == 'X') {
         client_disconnect(c, NULL, "client close request");
         return;
@@ -787,6 +856,33 @@ static void client_on_read(struct stream *io, void *arg)
             stream_set_reading(&c->io, 0);
         break;
     }
+}
+
+/* Fresh bytes in the loop's scratch buffer. A linked or idle session
+ * forwards them from there (server_forward_from_client takes c->rx); every
+ * other state, and whatever is left, goes through the client's buffer. */
+static void client_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n)
+{
+    struct client *c = arg;
+
+    c->quiet_ticks = 0;
+    if ((c->state == CL_ACTIVE || c->state == CL_IDLE) && !c->admin) {
+        c->rx = p;
+        c->rx_len = n;
+        client_on_read(io, c);
+        p = c->rx;
+        n = c->rx_len;
+        c->rx = NULL;
+        c->rx_len = 0;
+        if (n == 0 || c->state == CL_CLOSING)
+            return;
+        stream_stash(io, p, n);
+        if (c->state == CL_WAITING)
+            client_on_read(io, c); /* bound what waits, as for any input */
+        return;
+    }
+    stream_stash(io, p, n);
+    client_on_read(io, c);
 }
 
 static void client_on_drain(struct stream *io, void *arg)
@@ -848,6 +944,7 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
         return;
     }
     c->d = d;
+    stream_set_flat(&c->io, client_on_flat, &d->loop);
     c->fd = fd;
     c->is_unix = is_unix;
     c->id = ++d->next_id;
@@ -856,8 +953,6 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
     c->state = CL_STARTUP;
     describe_peer(c, sa);
     tune_socket(c);
-    event_assign(&c->timer, d->base, -1, 0, client_timer_cb, c);
-    c->timer_ready = 1;
     d->stats.clients_total++;
     if (daemon_register_client(d, c) != 0) {
         stream_release(&c->io);

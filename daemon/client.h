@@ -58,10 +58,13 @@ struct client {
     char *dealloc_target;         /* unnamed statement is "DEALLOCATE this" (weir answers it) */
     int dealloc_bound;            /* ... and the unnamed portal is bound to it */
     uint32_t fwd_remaining;       /* rest of a message being streamed to the server */
+    const unsigned char *rx;      /* fresh input still in the loop's scratch, logically after io.in */
+    size_t rx_len;
     int unsynced;                 /* extended-protocol messages since the last Sync */
     int64_t connect_us, request_us, wait_start_us;
-    struct event timer;           /* login timeout, idle timeouts */
-    int timer_ready, timer_armed;
+    struct event *timer;          /* login timeout, idle timeouts; made when first armed */
+    int timer_armed;
+    int quiet_ticks;              /* daemon ticks without input (client_trim_idle) */
     int deferred_free;
 };
 
@@ -74,6 +77,9 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
 void client_send_error(struct client *c, const char *severity, const char *sqlstate, const char *msg);
 /* The server finished a transaction (transaction/statement mode): back to IDLE. */
 void client_server_released(struct client *c);
+/* The check of the server this waiting client was to get is over: s when
+ * it passed (link it), NULL when it failed (ask for another). */
+void client_server_checked(struct client *c, struct server *s);
 /* Data is waiting in the client's buffer and a server may now take it. */
 void client_resume(struct client *c);
 /* Authentication per auth_type, for the admin console's login. */
@@ -84,6 +90,8 @@ void client_admin_ready(struct client *c);
 void client_arm_timer(struct client *c, int64_t us);
 /* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Once a second: clients idle for a while give back buffers and timer. */
+void client_trim_idle(struct daemon *d);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
 

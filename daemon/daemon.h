@@ -14,6 +14,7 @@
 
 #include "internal.h" /* libweir's clock and helpers: the daemon links the library statically */
 #include "log.h"
+#include "stream.h"
 
 struct weir_config;
 struct userlist;
@@ -41,8 +42,12 @@ enum tracked_param {
     TP_COUNT
 };
 
+/* Values are shared, reference-counted strings: equal values found by a
+ * comparison are merged (param_same), so after the first transactions
+ * clients and servers with the same settings hold the same pointers and the
+ * check per transaction is a pointer comparison. */
 struct param_set {
-    char *v[TP_COUNT]; /* NULL = not set / unknown */
+    const char *v[TP_COUNT]; /* NULL = not set / unknown */
 };
 
 /* Name as the server spells it; index by name (case-insensitive), -1 if untracked. */
@@ -50,6 +55,15 @@ const char *tracked_param_name(int i);
 int tracked_param_index(const char *name);
 int tracked_param_reported(int i);
 void param_set_put(struct param_set *p, int i, const char *value);
+/* dst takes src's value of parameter i (shared, not copied). */
+void param_set_share(struct param_set *dst, int i, const struct param_set *src);
+/* Does have hold want's value of i (want's value not NULL)? When the strings
+ * are equal but separate, both end up sharing one, so the next check is cheap. */
+int param_same_slow(struct param_set *have, int i, struct param_set *want);
+static inline int param_same(struct param_set *have, int i, struct param_set *want)
+{
+    return have->v[i] == want->v[i] || param_same_slow(have, i, want);
+}
 void param_set_clear(struct param_set *p);
 
 struct daemon_stats {
@@ -90,9 +104,16 @@ struct daemon {
     uint32_t rng;
     uint8_t mock_secret[32];     /* SCRAM for unknown users looks like a wrong password */
     struct daemon_stats stats;
+    struct stream_loop loop;     /* the loop's scratch buffer and cached clock */
 };
 
 uint32_t daemon_random(struct daemon *d);
+
+/* The loop's clock for statistics: read once per event callback. */
+static inline int64_t daemon_now(struct daemon *d)
+{
+    return stream_loop_now(&d->loop);
+}
 
 /* Client registry for CancelRequest lookup. */
 int daemon_register_client(struct daemon *d, struct client *c);

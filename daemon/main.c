@@ -125,6 +125,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pooler_collect(d);
+    client_trim_idle(d);
     daemon_client_gone(d);
 }
 

@@ -196,6 +196,7 @@ static struct dpool *dpool_find(struct daemon *d, const char *dbname, const char
 static void dpool_free(struct dpool *dp)
 {
     weir_pool_free(dp->pool);
+    param_set_clear(&dp->welcome_params);
     for (size_t i = 0; i < dp->nwelcome; i++) {
         free(dp->welcome_names[i]);
         free(dp->welcome_values[i]);
@@ -295,6 +296,8 @@ void pooler_learn_welcome(struct dpool *dp, const struct server *s)
         }
         dp->nwelcome++;
     }
+    for (int i = 0; i < TP_COUNT; i++)
+        param_set_share(&dp->welcome_params, i, &s->params);
     dp->welcome_known = 1;
 }
 

@@ -25,6 +25,7 @@ struct dpool {
     /* server parameters sent to clients at login, learnt from the first server */
     char *welcome_names[16], *welcome_values[16];
     size_t nwelcome;
+    struct param_set welcome_params; /* the tracked ones, shared with clients */
     int welcome_known;
     int removed;           /* gone from the config: drains, then freed */
     int nclients;

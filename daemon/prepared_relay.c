@@ -56,23 +56,41 @@ static struct expect *q_head(struct server *s)
     return s->expect_count ? q_at(s, 0) : NULL;
 }
 
+static int q_grow(struct server *s)
+{
+    unsigned cap = s->expect_cap ? s->expect_cap * 2 : 16;
+    struct expect *v = malloc(cap * sizeof(*v));
+
+    if (v == NULL)
+        return -1;
+    for (unsigned i = 0; i < s->expect_count; i++)
+        v[i] = *q_at(s, i);
+    free(s->expect);
+    s->expect = v;
+    s->expect_cap = cap;
+    s->expect_head = 0;
+    return 0;
+}
+
+/* The common entry: an answer to forward, no statement, no text. */
+static inline int q_push_plain(struct server *s, unsigned char kind)
+{
+    struct expect *e;
+
+    if (s->expect_count == s->expect_cap && q_grow(s) != 0)
+        return -1;
+    e = q_at(s, s->expect_count++);
+    *e = (struct expect){.kind = kind, .action = A_FORWARD};
+    return 0;
+}
+
 static int q_push(struct server *s, unsigned char kind, unsigned char action, unsigned char flags,
                   struct pstmt *p, const char *text)
 {
     struct expect *e;
 
-    if (s->expect_count == s->expect_cap) {
-        unsigned cap = s->expect_cap ? s->expect_cap * 2 : 16;
-        struct expect *v = malloc(cap * sizeof(*v));
-        if (v == NULL)
-            return -1;
-        for (unsigned i = 0; i < s->expect_count; i++)
-            v[i] = *q_at(s, i);
-        free(s->expect);
-        s->expect = v;
-        s->expect_cap = cap;
-        s->expect_head = 0;
-    }
+    if (s->expect_count == s->expect_cap && q_grow(s) != 0)
+        return -1;
     e = q_at(s, s->expect_count);
     memset(e, 0, sizeof(*e));
     e->kind = kind;
@@ -91,8 +109,10 @@ static void q_pop(struct server *s)
 {
     struct expect *e = q_head(s);
 
-    pstmt_unref(registry(s), e->p);
-    free(e->text);
+    if (e->p != NULL)
+        pstmt_unref(registry(s), e->p);
+    if (e->text != NULL)
+        free(e->text);
     s->expect_head = (s->expect_head + 1) & (s->expect_cap - 1);
     s->expect_count--;
 }
@@ -523,8 +543,10 @@ int prep_query_is_ours(const unsigned char *body, size_t len)
 
     while (i < len && isspace(body[i]))
         i++;
-    if (len - i >= 7 && (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
-                         strncasecmp((const char *)body + i, "discard", 7) == 0))
+    /* Most queries start with another letter: skip the compares. */
+    if (len - i >= 7 && (body[i] | 0x20) == 'd' &&
+        (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
+         strncasecmp((const char *)body + i, "discard", 7) == 0))
         return 1;
     for (semi = memchr(body, ';', len); semi; semi = memchr(semi + 1, ';', len - (size_t)(semi + 1 - body))) {
         const unsigned char *q = semi + 1;
@@ -581,21 +603,21 @@ int prep_expect_forwarded(struct server *s, char type)
 {
     switch (type) {
     case 'Q':
-        return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_QUERY);
     case 'P': /* with max_prepared_statements = 0: kept only to follow the answers */
-        return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_PARSE);
     case 'B':
-        return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_BIND);
     case 'D':
-        return q_push(s, K_DESCRIBE, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_DESCRIBE);
     case 'C':
-        return q_push(s, K_CLOSE, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_CLOSE);
     case 'E':
-        return q_push(s, K_EXECUTE, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_EXECUTE);
     case 'S':
-        return q_push(s, K_SYNC, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_SYNC);
     case 'F':
-        return q_push(s, K_FUNC, A_FORWARD, 0, NULL, NULL);
+        return q_push_plain(s, K_FUNC);
     default:
         return 0;
     }

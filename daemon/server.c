@@ -27,13 +27,14 @@
 /* How much of a buffer one scan looks at before moving bytes. */
 #define RELAY_WINDOW (64 * 1024)
 
-static const char *const state_names[] = {"idle", "linked", "setup", "resetting"};
+static const char *const state_names[] = {"idle", "linked", "setup", "resetting", "checking"};
 
-static const unsigned char server_transitions[4][4] = {
-    [SV_IDLE] = {[SV_LINKED] = 1},
+static const unsigned char server_transitions[5][5] = {
+    [SV_IDLE] = {[SV_LINKED] = 1, [SV_CHECKING] = 1},
     [SV_LINKED] = {[SV_IDLE] = 1, [SV_SETUP] = 1, [SV_RESETTING] = 1},
     [SV_SETUP] = {[SV_SETUP] = 1, [SV_LINKED] = 1, [SV_IDLE] = 1, [SV_RESETTING] = 1},
     [SV_RESETTING] = {[SV_IDLE] = 1},
+    [SV_CHECKING] = {[SV_LINKED] = 1, [SV_IDLE] = 1},
 };
 
 static void server_set_state(struct server *s, enum server_state to)
@@ -102,6 +103,7 @@ static void server_detach(void *data)
 }
 
 static void server_on_read(struct stream *io, void *arg);
+static void server_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n);
 static void server_on_drain(struct stream *io, void *arg);
 
 struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled)
@@ -127,6 +129,7 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
         free(s);
         return NULL;
     }
+    stream_set_flat(&s->io, server_on_flat, &d->loop);
     for (int i = 0; i < TP_COUNT; i++)
         if (tracked_param_reported(i))
             param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
@@ -158,6 +161,7 @@ static void server_checkin(struct server *s, int clean)
         clean = 0; /* bytes in flight: not at a boundary after all */
     if (!clean)
         server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
+    s->idle_since_us = daemon_now(s->d);
     weir_pool_checkin(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN : WEIR_CHECKIN_BROKEN);
 }
 
@@ -194,6 +198,46 @@ static void server_start_reset(struct server *s)
     s->swallow++;
 }
 
+int server_check_due(const struct server *s)
+{
+    const struct weir_config *cfg = s->d->cfg;
+
+    return s->idle_since_us != 0 && cfg->server_check_query && cfg->server_check_query[0] &&
+           cfg->server_check_delay_us >= 0 && daemon_now(s->d) - s->idle_since_us >= cfg->server_check_delay_us;
+}
+
+int server_start_check(struct server *s, struct client *c)
+{
+    server_set_state(s, SV_CHECKING);
+    s->client = c;
+    c->server = s;
+    s->reset_failed = 0;
+    s->fwd_remaining = 0;
+    stream_set_reading(&s->io, 1);
+    if (weir_proto_build_query(s->io.out, s->d->cfg->server_check_query) != 0 || stream_flush(&s->io) != 0) {
+        server_release(s, 0);
+        return -1;
+    }
+    s->pending++;
+    s->swallow++;
+    return 0;
+}
+
+/* The check answered (ok) or failed: the waiting client learns which. */
+static void server_check_done(struct server *s, int ok)
+{
+    struct client *c = s->client;
+
+    if (!ok) {
+        server_log(s, LG_LOG, "closing because: ", "server check failed");
+        server_release(s, 0);
+    } else {
+        s->client = NULL; /* server_link moves it on from CHECKING */
+        c->server = NULL;
+    }
+    client_server_checked(c, ok ? s : NULL);
+}
+
 void server_release(struct server *s, int clean)
 {
     struct dpool *dp = s->dp;
@@ -228,7 +272,7 @@ static int build_param_sets(struct server *s, struct client *c, struct evbuffer 
     for (int i = 0; i < TP_COUNT; i++) {
         const char *want = c->params.v[i];
         char *lit;
-        if (want == NULL || (s->params.v[i] && strcmp(s->params.v[i], want) == 0))
+        if (want == NULL || param_same(&s->params, i, &c->params))
             continue;
         lit = weir_dialect_quote_literal(weir_dialect_find("postgresql"), want);
         if (lit == NULL)
@@ -236,19 +280,17 @@ static int build_param_sets(struct server *s, struct client *c, struct evbuffer 
         evbuffer_add_printf(sql, "SET %s = %s;", tracked_param_name(i), lit);
         free(lit);
         if (!tracked_param_reported(i)) /* no ParameterStatus will tell us */
-            param_set_put(&s->params, i, want);
+            param_set_share(&s->params, i, &c->params);
         n++;
     }
     return n;
 }
 
-static int params_differ(const struct server *s, const struct client *c)
+static int params_differ(struct server *s, struct client *c)
 {
-    for (int i = 0; i < TP_COUNT; i++) {
-        const char *want = c->params.v[i];
-        if (want != NULL && (s->params.v[i] == NULL || strcmp(s->params.v[i], want) != 0))
+    for (int i = 0; i < TP_COUNT; i++)
+        if (c->params.v[i] != NULL && !param_same(&s->params, i, &c->params))
             return 1;
-    }
     return 0;
 }
 
@@ -298,7 +340,7 @@ int server_link(struct server *s, struct client *c)
     server_set_state(s, SV_LINKED);
     s->client = c;
     c->server = s;
-    s->link_start_us = weir__now_us();
+    s->link_start_us = daemon_now(s->d);
     s->fwd_remaining = 0;
     stream_set_reading(&s->io, 1);
     if ((s->fresh && send_connect_query(s) != 0) || send_param_sets(s, c) != 0)
@@ -326,14 +368,14 @@ static void move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
 static void note_xact_start(struct server *s, struct client *c)
 {
     if (s->txn == 'I' && s->pending == s->swallow && !c->unsynced)
-        s->xact_start_us = weir__now_us();
+        s->xact_start_us = daemon_now(s->d);
 }
 
 /* A simple query or function call starts: SHOW STATS' query count and times. */
 static void note_query_start(struct server *s, struct client *c)
 {
     note_xact_start(s, c);
-    s->query_start_us = weir__now_us();
+    s->query_start_us = daemon_now(s->d);
     s->dp->query_count++;
 }
 
@@ -358,7 +400,7 @@ static void note_client_message(struct server *s, struct client *c, char type)
     case 'H':
         if (!c->unsynced) {
             note_xact_start(s, c);
-            s->query_start_us = weir__now_us();
+            s->query_start_us = daemon_now(s->d);
         }
         c->unsynced = 1;
         if (type == 'E')
@@ -369,18 +411,22 @@ static void note_client_message(struct server *s, struct client *c, char type)
     }
 }
 
+/* What a scan of client bytes ran into: a Terminate at the head (stop), a
+ * protocol violation (bad), or a message prepared_relay.c must handle. */
+struct client_step {
+    int stop;
+    const char *bad;
+    char special;
+    size_t special_total;
+};
+
 /*
- * Scan complete client messages from the head of the buffer; returns the
- * number of bytes to forward, sets *stop when a Terminate is at the head
- * and *bad for a protocol violation.
+ * Scan complete client messages at p (window bytes visible of avail);
+ * returns the number of bytes to forward and says in st why it stopped.
  */
-static size_t scan_client(struct server *s, struct client *c, int *stop, const char **bad, char *special,
-                          size_t *special_total)
+static size_t scan_client(struct server *s, struct client *c, const unsigned char *p, size_t window, size_t avail,
+                          struct client_step *st)
 {
-    struct evbuffer *in = c->io.in;
-    size_t avail = evbuffer_get_length(in);
-    size_t window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
-    const unsigned char *p = evbuffer_pullup(in, (ssize_t)window);
     size_t off = 0;
     uint32_t max = (uint32_t)s->d->cfg->max_packet_size;
 
@@ -390,25 +436,25 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
         size_t total = 1 + (size_t)len;
 
         if (len < 4) {
-            *bad = "invalid packet length";
+            st->bad = "invalid packet length";
             return off;
         }
         if (max > 0 && len > max) {
-            *bad = "max_packet_size exceeded";
+            st->bad = "max_packet_size exceeded";
             return off;
         }
         if (type == 'X') {
-            *stop = 1;
+            st->stop = 1;
             return off;
         }
         if (s->track) {
             if (s->rewrite && prep_needs_weir(s, c, type, p + off, total, window - off)) {
-                *special = type; /* rewritten or answered by prepared_relay.c */
-                *special_total = total;
+                st->special = type; /* rewritten or answered by prepared_relay.c */
+                st->special_total = total;
                 return off;
             }
             if (prep_expect_forwarded(s, type) != 0) {
-                *bad = "out of memory";
+                st->bad = "out of memory";
                 return off;
             }
         }
@@ -422,52 +468,90 @@ static size_t scan_client(struct server *s, struct client *c, int *stop, const c
     return off;
 }
 
+/* One step over client bytes at p: the rest of a message being streamed,
+ * or a scan. Returns the bytes to forward. */
+static size_t client_step(struct server *s, struct client *c, const unsigned char *p, size_t window, size_t avail,
+                          struct client_step *st)
+{
+    size_t n;
+
+    if (c->fwd_remaining == 0)
+        return scan_client(s, c, p, window, avail, st);
+    n = avail < c->fwd_remaining ? avail : c->fwd_remaining;
+    c->fwd_remaining -= (uint32_t)n;
+    return n;
+}
+
+/* Bytes that arrived in the loop's scratch buffer (c->rx): forward what can
+ * go as it lies, keep the rest (from a message weir must look at) in the
+ * client's buffer for the loop below. Returns how much was kept. */
+static size_t forward_client_flat(struct server *s, struct client *c)
+{
+    const unsigned char *p = c->rx;
+    size_t len = c->rx_len;
+
+    c->rx = NULL;
+    c->rx_len = 0;
+    while (len > 0) {
+        struct client_step st = {0};
+        size_t n = client_step(s, c, p, len, len, &st);
+
+        s->dp->bytes_in += n;
+        stream_write_flat(&s->io, p, n);
+        p += n;
+        len -= n;
+        if (st.special || st.bad || st.stop || n == 0)
+            break; /* the loop below meets it again at the head */
+    }
+    stream_stash(&c->io, p, len);
+    return len;
+}
+
 int server_forward_from_client(struct server *s)
 {
     struct client *c = s->client;
 
-    for (;;) {
-        size_t avail = evbuffer_get_length(c->io.in), n, special_total = 0;
-        int stop = 0;
-        const char *bad = NULL;
-        char special = 0;
+    /* All of a fresh read forwarded: the buffer is known empty. */
+    int buffered = c->rx_len == 0 || forward_client_flat(s, c) > 0;
+
+    while (buffered) {
+        size_t avail = evbuffer_get_length(c->io.in), n, window;
+        struct client_step st = {0};
+        const unsigned char *p;
 
         if (avail == 0)
             break;
-        if (c->fwd_remaining > 0) {
-            n = avail < c->fwd_remaining ? avail : c->fwd_remaining;
-            c->fwd_remaining -= (uint32_t)n;
-        } else {
-            n = scan_client(s, c, &stop, &bad, &special, &special_total);
-        }
+        window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
+        p = c->fwd_remaining > 0 ? NULL : evbuffer_pullup(c->io.in, (ssize_t)window);
+        n = client_step(s, c, p, window, avail, &st);
         s->dp->bytes_in += n;
         move_bytes(c->io.in, s->io.out, n);
-        if (special == 'Q' && bad == NULL && evbuffer_get_length(c->io.in) >= special_total)
+        if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total)
             note_query_start(s, c); /* the relay sends it on: count it once, whole */
-        if (special && bad == NULL) {
-            int rc = prep_client_message(s, c, special, special_total);
+        if (st.special && st.bad == NULL) {
+            int rc = prep_client_message(s, c, st.special, st.special_total);
             if (rc < 0)
-                bad = "invalid extended-protocol message";
+                st.bad = "invalid extended-protocol message";
             else if (rc == 0)
                 break; /* the rest of it has not arrived yet */
             else {
-                s->dp->bytes_in += special_total;
-                if (special != 'Q') {
+                s->dp->bytes_in += st.special_total;
+                if (st.special != 'Q') {
                     if (!c->unsynced) {
                         note_xact_start(s, c);
-                        s->query_start_us = weir__now_us();
+                        s->query_start_us = daemon_now(s->d);
                     }
                     c->unsynced = 1;
                 }
                 continue;
             }
         }
-        if (bad != NULL) {
+        if (st.bad != NULL) {
             stream_flush(&s->io);
-            client_disconnect(c, "08P01", "%s", bad);
+            client_disconnect(c, "08P01", "%s", st.bad);
             return -1;
         }
-        if (stop) {
+        if (st.stop) {
             /* Terminate: the client is done; the server goes back (or is
              * closed if the client left a transaction open). */
             stream_flush(&s->io);
@@ -508,6 +592,10 @@ static void server_lost(struct server *s, const char *why)
     struct client *c = s->client;
 
     server_log(s, LG_LOG, "closing because: ", why);
+    if (c != NULL && s->state == SV_CHECKING) {
+        server_check_done(s, 0); /* the check found it dead: the client tries another */
+        return;
+    }
     if (c != NULL) {
         client_disconnect(c, "08P01", "server conn crashed?");
         return; /* the client released us as broken */
@@ -521,7 +609,7 @@ static void server_lost(struct server *s, const char *why)
 /* Every client query has its answer: add to SHOW STATS' times and counts. */
 static void server_count_times(struct server *s)
 {
-    int64_t now = weir__now_us();
+    int64_t now = daemon_now(s->d);
 
     s->dp->query_us += (uint64_t)(now - s->query_start_us);
     if (s->txn == 'I') {
@@ -542,6 +630,11 @@ static int server_at_ready(struct server *s)
         if (s->pending == 0)
             server_checkin(s, s->txn == 'I' && !s->reset_failed);
         return s->pending == 0;
+    }
+    if (s->state == SV_CHECKING) {
+        if (s->pending == 0)
+            server_check_done(s, s->txn == 'I' && !s->reset_failed);
+        return 1; /* the client gets it (linked) or another one */
     }
     if (c == NULL || s->pending > 0 || c->unsynced || c->fwd_remaining > 0 || !prep_idle(s))
         return 0;
@@ -573,7 +666,7 @@ static int server_special(struct server *s, char type, size_t total)
 
     if (s->track && prep_server_message(s, type, body, blen))
         drop = 1;
-    if (type == 'E' && s->swallow > 0 && s->state == SV_RESETTING)
+    if (type == 'E' && s->swallow > 0 && (s->state == SV_RESETTING || s->state == SV_CHECKING))
         s->reset_failed = 1;
 
     if (type == 'Z') {
@@ -598,7 +691,7 @@ static int server_special(struct server *s, char type, size_t total)
         if (i >= 0) {
             param_set_put(&s->params, i, value);
             if (!drop && s->client)
-                param_set_put(&s->client->params, i, value);
+                param_set_share(&s->client->params, i, &s->params);
         }
     } else if (type == 'E' && drop) {
         if (weir_proto_parse_error(body, blen, &ef) == 0)
@@ -617,8 +710,6 @@ static int is_special(struct server *s, char type)
     return type == 'Z' || type == 'S' || (type == 'E' && s->swallow > 0) || (s->track && prep_is_special(s, type));
 }
 
-/* Forward or drop the run of ordinary messages at the head; stop before a
- * special one. Returns bytes handled; *special gets its type, or 0. */
 /* The common ReadyForQuery, taken in stride with the messages before it so
  * the whole answer moves and is sent in one piece. Returns 0 when it needs
  * the careful path (weir's own query, statement mode in a transaction,
@@ -639,27 +730,36 @@ static int ready_inline(struct server *s, unsigned char status)
     return 1;
 }
 
-static size_t server_run(struct server *s, char *special, size_t *special_len, int *bad, int *ready)
+/* Where a run over server bytes stopped, and why. */
+struct server_step {
+    char special;       /* a whole message to act on after the run */
+    size_t special_len;
+    int bad;            /* malformed length */
+    int ready;          /* the run ended with a ReadyForQuery taken in stride */
+};
+
+/* Forward or drop the run of ordinary messages at p (window bytes visible
+ * of avail); stop before a special one. Returns bytes handled. */
+static size_t server_run(struct server *s, const unsigned char *p, size_t window, size_t avail, struct server_step *st)
 {
-    struct evbuffer *in = s->io.in;
-    size_t avail = evbuffer_get_length(in);
-    size_t window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
-    const unsigned char *p = evbuffer_pullup(in, (ssize_t)window);
     size_t off = 0;
 
-    *special = 0;
     while (off + 5 <= window) {
         char type = (char)p[off];
         uint32_t len = be32(p + off + 1);
         size_t total = 1 + (size_t)len;
 
         if (len < 4) {
-            *bad = 1;
+            st->bad = 1;
             break;
+        }
+        if (type == 'D' && off + total <= avail) {
+            off += total; /* a DataRow is never the end of anything */
+            continue;
         }
         if (type == 'Z' && len == 5 && off + total <= window && ready_inline(s, p[off + 5])) {
             off += total;
-            *ready = 1;
+            st->ready = 1;
             break;
         }
         if (s->track && off + total <= window && s->client && prep_inline_answer(s, type, p + off + 5, total - 5)) {
@@ -668,8 +768,8 @@ static size_t server_run(struct server *s, char *special, size_t *special_len, i
         }
         if (is_special(s, type)) {
             if (off + total <= avail) { /* whole: act on it after the run */
-                *special = type;
-                *special_len = total;
+                st->special = type;
+                st->special_len = total;
             }
             break;
         }
@@ -683,55 +783,92 @@ static size_t server_run(struct server *s, char *special, size_t *special_len, i
     return off;
 }
 
+/* The rest of a message being streamed, or a run. Returns bytes to move. */
+static size_t server_step(struct server *s, const unsigned char *p, size_t window, size_t avail, struct server_step *st)
+{
+    size_t n;
+
+    if (s->fwd_remaining == 0)
+        return server_run(s, p, window, avail, st);
+    n = avail < s->fwd_remaining ? avail : s->fwd_remaining;
+    s->fwd_remaining -= (uint32_t)n;
+    return n;
+}
+
+/* After a step's bytes moved: act on why it stopped. 1 to go on relaying,
+ * 0 to stop (more bytes needed, or the server left its client). */
+static int server_after_step(struct server *s, const struct server_step *st, size_t n)
+{
+    if (st->bad) {
+        server_lost(s, "invalid packet from server");
+        return 0;
+    }
+    if (st->ready)
+        return client_flush(s->client) == 0 && !server_at_ready(s);
+    if (st->special) {
+        int rc = server_special(s, st->special, st->special_len);
+        if (rc < 0) {
+            server_lost(s, "invalid packet from server");
+            return 0;
+        }
+        if (rc == 2)
+            return 0; /* the client was refused and is gone */
+        if (rc == 1) {
+            struct client *c = s->client;
+            if (c && client_flush(c) != 0)
+                return 0;
+            if (server_at_ready(s))
+                return 0;
+        }
+        return 1;
+    }
+    return n > 0;
+}
+
 static void relay_to_client(struct server *s)
 {
     for (;;) {
         struct evbuffer *in = s->io.in;
-        size_t avail = evbuffer_get_length(in), n;
-        int drop = s->swallow > 0 || s->client == NULL, bad = 0, ready = 0;
-        char special = 0;
-        size_t special_len = 0;
+        size_t avail = evbuffer_get_length(in), n, window;
+        int drop = s->swallow > 0 || s->client == NULL;
+        struct server_step st = {0};
+        const unsigned char *p;
 
         if (avail == 0)
             return;
-        if (s->fwd_remaining > 0) {
-            n = avail < s->fwd_remaining ? avail : s->fwd_remaining;
-            s->fwd_remaining -= (uint32_t)n;
-        } else {
-            n = server_run(s, &special, &special_len, &bad, &ready);
-        }
+        window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
+        p = s->fwd_remaining > 0 ? NULL : evbuffer_pullup(in, (ssize_t)window);
+        n = server_step(s, p, window, avail, &st);
         if (!drop)
             s->dp->bytes_out += n;
         move_bytes(in, drop ? NULL : s->client->io.out, n);
-        if (bad) {
-            server_lost(s, "invalid packet from server");
+        if (!server_after_step(s, &st, n))
+            return;
+    }
+}
+
+/* Server bytes still in the loop's scratch buffer: send what goes through
+ * as it lies; from the first message weir must act on, keep the rest in
+ * the server's buffer and go on as above. */
+static void relay_flat(struct server *s, const unsigned char *p, size_t len)
+{
+    while (len > 0) {
+        struct server_step st = {0};
+        int drop = s->swallow > 0 || s->client == NULL;
+        size_t n = server_step(s, p, len, len, &st);
+
+        if (!drop) {
+            s->dp->bytes_out += n;
+            stream_write_flat(&s->client->io, p, n);
+        }
+        p += n;
+        len -= n;
+        if (st.special || st.ready || st.bad || n == 0) {
+            stream_stash(&s->io, p, len);
+            if (server_after_step(s, &st, n))
+                relay_to_client(s);
             return;
         }
-        if (ready) {
-            struct client *c = s->client;
-            if (client_flush(c) != 0 || server_at_ready(s))
-                return;
-            continue;
-        }
-        if (special) {
-            int rc = server_special(s, special, special_len);
-            if (rc < 0) {
-                server_lost(s, "invalid packet from server");
-                return;
-            }
-            if (rc == 2)
-                return; /* the client was refused and is gone */
-            if (rc == 1) {
-                struct client *c = s->client;
-                if (c && client_flush(c) != 0)
-                    return;
-                if (server_at_ready(s))
-                    return;
-            }
-            continue;
-        }
-        if (n == 0)
-            return; /* need more bytes */
     }
 }
 
@@ -746,10 +883,23 @@ static void server_idle_input(struct server *s)
     }
 }
 
+/* After relaying: push the client's output, and stop reading this server
+ * while the client is behind (back-pressure). */
+static void server_relayed(struct server *s)
+{
+    struct client *c = s->client;
+
+    if (c == NULL || s->state == SV_IDLE)
+        return;
+    if (client_flush(c) != 0)
+        return;
+    if (evbuffer_get_length(c->io.out) > CLIENT_OUT_HIGH)
+        stream_set_reading(&s->io, 0); /* resumes when the client drains */
+}
+
 static void server_on_read(struct stream *io, void *arg)
 {
     struct server *s = arg;
-    struct client *c;
 
     if (s->state == SV_IDLE && s->client == NULL) {
         server_idle_input(s);
@@ -760,13 +910,18 @@ static void server_on_read(struct stream *io, void *arg)
         return;
     }
     relay_to_client(s);
-    c = s->client;
-    if (c == NULL || s->state == SV_IDLE)
-        return;
-    if (client_flush(c) != 0)
-        return;
-    if (evbuffer_get_length(c->io.out) > CLIENT_OUT_HIGH)
-        stream_set_reading(&s->io, 0); /* resumes when the client drains */
+    server_relayed(s);
+}
+
+static void server_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n)
+{
+    struct server *s = arg;
+
+    (void)io;
+    if (s->state == SV_IDLE && s->client == NULL)
+        return; /* a notice to a pooled server: nobody to tell */
+    relay_flat(s, p, n);
+    server_relayed(s);
 }
 
 void server_client_drained(struct server *s)

@@ -18,15 +18,17 @@ struct server_stmts;
 
 /*
  *   (pool) --checkout--> LINKED <--------------------.
- *      ^                  |  \ params differ          | SET answered
- *      |                  |   `--> SETUP -------------'
+ *      ^  \               |  \ params differ          | SET answered
+ *      |   \ idle longer  |   `--> SETUP -------------'
+ *      |    \ than server_check_delay: CHECKING --answer ok--> LINKED
  *      |  clean           | client done (session) / reset_query_always
  *      +--------------- RESETTING
  *      |                  |
  *      +-- idle at RFQ ---' (transaction, statement mode: no reset)
- *   any state --error--> closed by the pool (checkin BROKEN)
+ *   any state --error--> closed by the pool (checkin BROKEN); a failed
+ *   check sends its client back for another server.
  */
-enum server_state { SV_IDLE, SV_LINKED, SV_SETUP, SV_RESETTING };
+enum server_state { SV_IDLE, SV_LINKED, SV_SETUP, SV_RESETTING, SV_CHECKING };
 
 struct server {
     struct daemon *d;
@@ -49,7 +51,8 @@ struct server {
     struct server_stmts *stmts;  /* statements prepared on this backend */
     struct expect *expect;   /* responses still owed, in order (prepared_relay.c) */
     unsigned expect_head, expect_count, expect_cap;
-    int reset_failed;        /* the reset query reported an error */
+    int reset_failed;        /* the reset or check query reported an error */
+    int64_t idle_since_us;   /* back in the pool clean at; 0 = never used */
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
     char txn;                /* last ReadyForQuery status: I, T or E */
     uint32_t fwd_remaining;  /* rest of a message being streamed to the client */
@@ -59,6 +62,11 @@ struct server {
 
 /* The server for a freshly checked-out connection (created on first use). */
 struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled);
+/* Has this server sat in the pool longer than server_check_delay? */
+int server_check_due(const struct server *s);
+/* Run server_check_query for client c, who waits: client_server_checked()
+ * tells it the outcome. 0, or -1 (the server is closed). */
+int server_start_check(struct server *s, struct client *c);
 /* Start serving client c: apply its parameters, then forward. 0 or -1. */
 int server_link(struct server *s, struct client *c);
 /* Client finished with it (transaction done, or disconnect). clean = the

@@ -238,7 +238,7 @@ void stats_pool_view(struct daemon *d, struct dpool *dp, struct pool_view *out)
             continue;
         if (s->state == SV_LINKED || s->state == SV_SETUP)
             out->sv_active++;
-        else if (s->state == SV_RESETTING)
+        else if (s->state == SV_RESETTING || s->state == SV_CHECKING)
             out->sv_tested++;
     }
     weir_pool_get_stats(dp->pool, &ps);

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include "internal.h"
 #include "stream.h"
 
 /* Small reads ask for a chain that fits glibc's per-thread cache (1 KiB
@@ -17,13 +18,43 @@
 #define STREAM_READ_SMALL 900
 #define STREAM_READ_BIG 16384
 
+static int transient(int err)
+{
+    return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
+}
+
+/* The usual case: nothing buffered, so read into the loop's scratch and let
+ * the owner act on the bytes where they lie. */
+static void stream_read_flat(struct stream *s)
+{
+    ssize_t n = recv(s->fd, s->loop->scratch, sizeof(s->loop->scratch), 0);
+
+    if (n > 0) {
+        s->on_flat(s, s->arg, s->loop->scratch, (size_t)n);
+        return;
+    }
+    if (n < 0 && transient(errno))
+        return;
+    if (n == 0)
+        s->eof = 1;
+    else
+        s->failed = 1;
+    s->on_read(s, s->arg);
+}
+
 static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct stream *s = arg;
 
     (void)fd;
     (void)what;
-    if (stream_fill(s) != 0 || s->eof || s->failed)
+    if (s->loop)
+        stream_loop_tick(s->loop);
+    if (s->on_flat != NULL && (s->in == NULL || evbuffer_get_length(s->in) == 0)) {
+        stream_read_flat(s);
+        return;
+    }
+    if (stream_wake(s) != 0 || stream_fill(s) != 0 || s->eof || s->failed)
         s->on_read(s, s->arg);
 }
 
@@ -33,11 +64,13 @@ static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (s->loop)
+        stream_loop_tick(s->loop);
     if (stream_flush(s) < 0) {
         s->on_read(s, s->arg); /* report the failure through the reader */
         return;
     }
-    if (evbuffer_get_length(s->out) == 0 && s->on_drain)
+    if ((s->out == NULL || evbuffer_get_length(s->out) == 0) && s->on_drain)
         s->on_drain(s, s->arg);
 }
 
@@ -53,7 +86,6 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
         return -1;
     }
     event_assign(&s->rd, base, fd, EV_READ | EV_PERSIST, stream_read_cb, s);
-    event_assign(&s->wr, base, fd, EV_WRITE | EV_PERSIST, stream_write_cb, s);
     s->on_read = on_read;
     s->on_drain = on_drain;
     s->arg = arg;
@@ -63,10 +95,11 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
 
 void stream_release(struct stream *s)
 {
-    if (s->ready) {
+    if (s->ready)
         event_del(&s->rd);
-        event_del(&s->wr);
-    }
+    if (s->wr)
+        event_free(s->wr);
+    s->wr = NULL;
     if (s->in)
         evbuffer_free(s->in);
     if (s->out)
@@ -84,6 +117,72 @@ void stream_set_reading(struct stream *s, int on)
         event_add(&s->rd, NULL);
     else
         event_del(&s->rd);
+}
+
+void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop)
+{
+    s->on_flat = loop != NULL ? on_flat : NULL;
+    s->loop = loop;
+}
+
+int64_t stream_loop_now(struct stream_loop *l)
+{
+    if (!l->now_valid) {
+        l->now_us = weir__now_us();
+        l->now_valid = 1;
+    }
+    return l->now_us;
+}
+
+void stream_trim(struct stream *s)
+{
+    if (!s->ready || s->writing || (s->in && evbuffer_get_length(s->in) > 0) ||
+        (s->out && evbuffer_get_length(s->out) > 0))
+        return;
+    if (s->in)
+        evbuffer_free(s->in);
+    if (s->out)
+        evbuffer_free(s->out);
+    if (s->wr)
+        event_free(s->wr);
+    s->in = s->out = NULL;
+    s->wr = NULL;
+}
+
+int stream_wake(struct stream *s)
+{
+    if (!s->ready)
+        return -1;
+    if (s->in == NULL && (s->in = evbuffer_new()) == NULL)
+        return -1;
+    if (s->out == NULL && (s->out = evbuffer_new()) == NULL)
+        return -1;
+    return 0;
+}
+
+void stream_stash(struct stream *s, const void *p, size_t n)
+{
+    if (n > 0 && (stream_wake(s) != 0 || evbuffer_add(s->in, p, n) != 0))
+        s->failed = 1;
+}
+
+void stream_write_flat(struct stream *s, const void *p, size_t n)
+{
+    const char *b = p;
+
+    if (n == 0 || !s->ready)
+        return;
+    if (s->out == NULL || evbuffer_get_length(s->out) == 0) {
+        ssize_t w = send(s->fd, b, n, MSG_NOSIGNAL);
+        if (w == (ssize_t)n)
+            return;
+        if (w > 0) {
+            b += w;
+            n -= (size_t)w;
+        }
+    }
+    if (stream_wake(s) != 0 || evbuffer_add(s->out, b, n) != 0)
+        s->failed = 1;
 }
 
 int stream_fill(struct stream *s)
@@ -144,6 +243,8 @@ static int stream_send(struct stream *s)
 
 int stream_flush(struct stream *s)
 {
+    if (!s->writing && (s->out == NULL || evbuffer_get_length(s->out) == 0))
+        return 0; /* the usual case after a direct send */
     while (evbuffer_get_length(s->out) > 0) {
         int n = stream_send(s);
         if (n < 0) {
@@ -157,12 +258,17 @@ int stream_flush(struct stream *s)
     }
     if (evbuffer_get_length(s->out) > 0) {
         if (!s->writing) {
+            if (s->wr == NULL &&
+                (s->wr = event_new(event_get_base(&s->rd), s->fd, EV_WRITE | EV_PERSIST, stream_write_cb, s)) == NULL) {
+                s->failed = 1;
+                return -1;
+            }
             s->writing = 1;
-            event_add(&s->wr, NULL);
+            event_add(s->wr, NULL);
         }
     } else if (s->writing) {
         s->writing = 0;
-        event_del(&s->wr);
+        event_del(s->wr);
     }
     return 0;
 }

@@ -1,7 +1,8 @@
 /*
  * A stream is one non-blocking socket with an input and an output evbuffer:
  * a persistent read event, and a write event armed only while output waits
- * for the kernel. Reads go straight into reserved evbuffer space with one
+ * for the kernel. An idle stream can give its buffers back (stream_trim):
+ * they are made again when bytes next arrive or must be sent. Reads go straight into reserved evbuffer space with one
  * read(2) (no FIONREAD), writes try at once with writev(2), so a small
  * request costs one read and one write system call. Clients and servers
  * each own one; the fd itself belongs to the owner (a server's to libpq).
@@ -9,21 +10,48 @@
 #ifndef WEIR_DAEMON_STREAM_H
 #define WEIR_DAEMON_STREAM_H
 
+#include <stdint.h>
+
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
 struct stream;
 
+/* What the streams of one event loop share: the scratch buffer reads land
+ * in, and the loop's clock read at most once per callback (timestamps for
+ * statistics, as precise as the event that caused them). */
+#define STREAM_SCRATCH (64 * 1024)
+struct stream_loop {
+    unsigned char scratch[STREAM_SCRATCH];
+    int64_t now_us;
+    int now_valid;
+};
+
+/* Monotonic microseconds, read once per event callback. */
+int64_t stream_loop_now(struct stream_loop *l);
+/* An event callback starts: the next stream_loop_now() reads the clock. */
+static inline void stream_loop_tick(struct stream_loop *l)
+{
+    l->now_valid = 0;
+}
+
 /* on_read: bytes were appended to in (or eof/error set). on_drain: out fell
  * to empty after having been over the high mark or having needed EV_WRITE. */
 typedef void (*stream_cb)(struct stream *s, void *arg);
+/* on_flat: n fresh bytes arrived in a scratch buffer the loop reuses, while
+ * in was empty. The handler acts on them in place and must append to in
+ * (stream_stash) whatever it leaves, before it returns. */
+typedef void (*stream_flat_cb)(struct stream *s, void *arg, const unsigned char *p, size_t n);
 
 struct stream {
     evutil_socket_t fd;
-    struct event rd, wr;
+    struct event rd;
+    struct event *wr;             /* made the first time output has to wait */
     struct evbuffer *in, *out;
     stream_cb on_read, on_drain;
+    stream_flat_cb on_flat;
+    struct stream_loop *loop;     /* borrowed; set with on_flat */
     void *arg;
     unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1, bulk : 1;
 };
@@ -34,6 +62,20 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
 /* Remove events and free buffers; the fd is left open. Safe on a zeroed stream. */
 void stream_release(struct stream *s);
 void stream_set_reading(struct stream *s, int on);
+/* Read into the loop's scratch and hand it to on_flat whenever in is empty:
+ * the common small message is then never copied. */
+void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop);
+/* Idle with nothing buffered: free the buffers and the write event (an idle
+ * client then costs little more than its struct). Safe to call any time. */
+void stream_trim(struct stream *s);
+/* Make sure in and out exist again after a trim. 0 or -1 (ENOMEM). */
+int stream_wake(struct stream *s);
+/* Keep bytes the on_flat handler did not act on, at the end of in. */
+void stream_stash(struct stream *s, const void *p, size_t n);
+/* Queue n bytes for the peer: sent at once when nothing waits before them
+ * (no copy), the rest appended to out. A hard error leaves the bytes in out
+ * for the next stream_flush to report. */
+void stream_write_flat(struct stream *s, const void *p, size_t n);
 /* Read once into in: >0 bytes, 0 nothing now, -1 eof or error (flags set). */
 int stream_fill(struct stream *s);
 /* Write what the kernel takes; arms EV_WRITE for the rest. -1 on error. */

@@ -246,10 +246,8 @@ static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
  * give it to the oldest waiter, keep it idle, or close it. Under lock. Returns
  * 1 if the item was retired and must be destroyed by the caller.
  */
-static int item_available(weir_pool *pool, weir_pooled *item)
+static int item_available(weir_pool *pool, weir_pooled *item, int64_t now)
 {
-    int64_t now = weir__now_us();
-
     if (item_retired(pool, item, now)) {
         if (item->expires_us != 0 && now >= item->expires_us)
             pool->st.recycled++;
@@ -307,7 +305,7 @@ static void connect_succeeded(weir_pool *pool, weir_pooled *item)
                              : 0;
         item->expires_us = now + (int64_t)pool->cfg.recycle_ms * 1000 - jitter;
     }
-    if (fd >= 0)
+    if (fd >= 0 && pool->cfg.watch_idle) /* without it, check-outs need not touch an event */
         item->watch_ev = event_new(pool->base, fd, EV_READ, pool_watch_cb, item);
 }
 
@@ -337,7 +335,7 @@ static void item_op_done(weir_pooled *item, int ok, const char *why)
              was == ITEM_PINGING ? "ping" : "reset", why);
     }
     if (ok)
-        destroy = item_available(pool, item);
+        destroy = item_available(pool, item, weir__now_us());
     pthread_mutex_unlock(&pool->lock);
     if (destroy)
         item_destroy(item);
@@ -1050,7 +1048,7 @@ void weir_pool_checkin(weir_pool *pool, weir_pooled *item, int flags)
         weir_list_push_back(&pool->ops, &item->idle_link);
         kick = 1;
     } else {
-        destroy = item_available(pool, item);
+        destroy = item_available(pool, item, now);
         kick = destroy && !pool->closed;
     }
     if (pool->closed)

@@ -52,7 +52,7 @@ void weir_pool_group_free(weir_pool_group *g)
 void weir_pool_group_set_max(weir_pool_group *g, int max_connections)
 {
     pthread_mutex_lock(&g->lock);
-    g->max = max_connections < 0 ? 0 : max_connections;
+    __atomic_store_n(&g->max, max_connections < 0 ? 0 : max_connections, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&g->lock);
     group_kick_members(g, NULL);
 }
@@ -83,6 +83,8 @@ void group_leave(weir_pool_group *g, struct pool_membership *m)
 int group_room(weir_pool_group *g)
 {
     int room;
+    if (__atomic_load_n(&g->max, __ATOMIC_RELAXED) == 0)
+        return 0x7fffffff; /* unlimited: every check-in asks, keep it cheap */
     pthread_mutex_lock(&g->lock);
     room = g->max == 0 ? 0x7fffffff : g->max - g->count;
     pthread_mutex_unlock(&g->lock);
