@@ -9,7 +9,8 @@
  * client bytes go through server_forward_from_client(), server bytes
  * through server_on_read(), exactly as the event loop would call them.
  * When the server goes back to the pool the client gets it again (or a new
- * one if it went back broken) on its next message, as the pooler does.
+ * one if it went back broken) on its next message, as the pooler does, with
+ * server_check_query run first in one of the modes (server_check_delay 0).
  * After each step the harness checks the relay's bookkeeping; at the end it
  * frees everything and checks that no prepared statement is left referenced.
  */
@@ -125,6 +126,19 @@ void client_server_released(struct client *c)
     c->state = CL_IDLE;
 }
 
+/* As client_server_checked(): link the server that passed its check; after
+ * a failed one the client asks again (maybe_link, on the next step). */
+void client_server_checked(struct client *c, struct server *s)
+{
+    if (s == NULL) {
+        c->state = CL_IDLE;
+        return;
+    }
+    c->state = CL_ACTIVE;
+    if (server_link(s, c) != 0 && c->state != CL_CLOSING)
+        client_disconnect(c, "08P01", "server conn crashed?");
+}
+
 /* ---- setup and teardown ---- */
 
 static void drain_fd(int fd)
@@ -147,6 +161,7 @@ static void new_server(void)
     s->txn = 'I';
     s->fresh = 1;
     CHECK(stream_init(&s->io, H.base, H.sfd[0], server_on_read, server_on_drain, s) == 0);
+    stream_set_flat(&s->io, server_on_flat, &H.d.loop);
     /* What the backend reported at login; the client may want other values. */
     param_set_put(&s->params, TP_DATESTYLE, "ISO, MDY");
     param_set_put(&s->params, TP_APPLICATION_NAME, "");
@@ -171,7 +186,8 @@ static void free_server(void)
 }
 
 /*
- * flags: bits 0-1 pool mode (transaction, statement, session), bit 2
+ * flags: bits 0-1 pool mode (transaction, statement, session, transaction
+ * with server_check_query before each reuse), bit 2
  * max_prepared_statements 0, bit 3 a tiny server set (evictions), bit 4
  * server_reset_query_always, bit 5 max_packet_size 300, bit 6 the client
  * wants other parameters (SETs), bit 7 a connect_query.
@@ -190,11 +206,14 @@ static void harness_setup(uint8_t flags)
     H.cfg.server_reset_query_always = (flags & 16) != 0;
     H.cfg.max_prepared_statements = (flags & 4) ? 0 : (flags & 8) ? 2 : 100;
     H.cfg.max_packet_size = (flags & 32) ? 300 : 0;
+    H.cfg.server_check_query = (char *)((flags & 3) == 3 ? "SELECT 1" : "");
+    H.cfg.server_check_delay_us = 0;
 
     memset(&H.d, 0, sizeof(H.d));
     H.d.base = H.base;
     H.d.cfg = &H.cfg;
     H.d.log.min_level = LG_FATAL + 1; /* quiet */
+    H.d.loop.now_valid = 0;
     H.d.pstmts = pstmt_registry_new();
     CHECK(H.d.pstmts != NULL);
 
@@ -250,6 +269,12 @@ static void maybe_link(void)
     if (H.s == NULL)
         new_server();
     H.s_in_pool = 0;
+    if (server_check_due(H.s)) { /* as client_got_server(): check, then link */
+        H.c.state = CL_WAITING;
+        if (server_start_check(H.s, &H.c) != 0)
+            H.c.state = CL_IDLE; /* it went back broken: the next step asks again */
+        return;
+    }
     H.c.state = CL_ACTIVE;
     if (server_link(H.s, &H.c) != 0 && H.c.state != CL_CLOSING)
         client_disconnect(&H.c, "08P01", "server conn crashed?");
@@ -262,12 +287,31 @@ static void collect(void)
         free_server();
     if (H.s != NULL)
         drain_fd(H.sfd[1]); /* the backend reads what weir sent */
+    drain_fd(H.cfd[1]);     /* the client reads what was sent straight to it */
+}
+
+static int in_empty(const struct stream *io)
+{
+    return io->in == NULL || evbuffer_get_length(io->in) == 0;
 }
 
 static void feed_client(const uint8_t *p, size_t n)
 {
     if (H.c.state == CL_CLOSING)
         return;
+    stream_loop_tick(&H.d.loop);
+    if (H.c.state == CL_ACTIVE && in_empty(&H.c.io) && n > 0) {
+        /* Straight from the scratch buffer, as client_on_flat() hands it over. */
+        memcpy(H.d.loop.scratch, p, n);
+        H.c.rx = H.d.loop.scratch;
+        H.c.rx_len = n;
+        (void)server_forward_from_client(H.c.server);
+        CHECK(H.c.rx == NULL && H.c.rx_len == 0);
+        collect();
+        check_invariants();
+        return;
+    }
+    CHECK(stream_wake(&H.c.io) == 0);
     CHECK(evbuffer_add(H.c.io.in, p, n) == 0);
     if (H.c.state == CL_IDLE) {
         /* A Terminate while idle ends the session, as client_resume() does. */
@@ -287,10 +331,16 @@ static void feed_client(const uint8_t *p, size_t n)
 
 static void feed_server(const uint8_t *p, size_t n)
 {
-    if (H.s == NULL)
+    if (H.s == NULL || n == 0)
         return;
-    CHECK(evbuffer_add(H.s->io.in, p, n) == 0);
-    server_on_read(&H.s->io, H.s);
+    stream_loop_tick(&H.d.loop);
+    if (in_empty(&H.s->io)) {
+        memcpy(H.d.loop.scratch, p, n);
+        server_on_flat(&H.s->io, H.s, H.d.loop.scratch, n);
+    } else {
+        CHECK(evbuffer_add(H.s->io.in, p, n) == 0);
+        server_on_read(&H.s->io, H.s);
+    }
     collect();
     check_invariants();
     if (H.c.state == CL_IDLE && evbuffer_get_length(H.c.io.in) >= 5) {
