@@ -7,7 +7,6 @@ import resource
 import socket
 import subprocess
 import struct
-import threading
 import time
 
 import psycopg

@@ -17,7 +17,6 @@ import subprocess
 import threading
 import time
 
-import psycopg
 import pytest
 
 import pgwire
