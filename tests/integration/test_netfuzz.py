@@ -8,7 +8,8 @@ alive, have closed every one of those connections (its fds back near where
 they were), report no sanitizer error or invalid state transition (the test
 runs the ASan+UBSan build, .build/asan-weir, when it is there), and serve
 normal clients in every pool mode. The random seed is printed (and can be
-set with WEIR_NETFUZZ_SEED) so a failure can be replayed."""
+set with WEIR_NETFUZZ_SEED) so a failure can be replayed; WEIR_NETFUZZ_SECONDS
+(default 8) sets how long each pool mode is fuzzed."""
 import os
 import random
 import socket
@@ -23,7 +24,7 @@ import pgwire
 from conftest import ROOT, wait_for
 
 ASAN_DAEMON = os.path.join(ROOT, ".build", "asan-weir")
-DURATION = 8.0    # seconds of fuzzing, per pool mode
+DURATION = float(os.environ.get("WEIR_NETFUZZ_SECONDS", 8))  # per pool mode
 THREADS = 6
 
 
