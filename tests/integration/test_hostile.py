@@ -94,7 +94,8 @@ def test_thousands_of_unfinished_logins(weir_factory):
         held = _open_fds(w.pid) - base_fds
         print("%d unfinished logins opened in %.1fs; weir holds %d of them" % (n, opened, held))
         if opened < 3:  # on a slow machine the first ones may already have timed out
-            wait_for(lambda: _open_fds(w.pid) >= base_fds + n, 1.5, what="weir to accept all %d" % n)
+            # (base_fds may count the start-up probe connection, not yet closed)
+            wait_for(lambda: _open_fds(w.pid) >= base_fds + n - 5, 2, what="weir to accept all %d" % n)
         # A real client gets in at once, though thousands are stuck before login
         # (psql in its own process: this one's fds are past select()'s range).
         t1 = time.monotonic()
