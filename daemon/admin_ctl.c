@@ -24,6 +24,7 @@
 #include "config.h"
 #include "pooler.h"
 #include "server.h"
+#include "tls.h"
 
 /* ---- pools of one database (NULL: all) ---- */
 
@@ -263,6 +264,8 @@ static int apply_setting(struct client *c, const struct config_setting *s)
             return -1;
         userlist_free(d->users);
         d->users = users;
+    } else if (strncmp(s->name, "client_tls_", 11) == 0 && tls_reload(d) != 0) {
+        return -1; /* the previous TLS context stays in use */
     }
     pooler_apply_config(d);
     return 0;

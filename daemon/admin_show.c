@@ -6,6 +6,7 @@
  * the same 0x form, the ones its log lines use (C-0x.., S-0x..). Rows
  * PgBouncer has for its own console (database "pgbouncer") are kept.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,14 @@
 
 #include "admin_internal.h"
 #include "auth.h"
+#include "backend.h"
 #include "config.h"
+#include "health.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 
 /* ---- helpers ---- */
 
@@ -233,11 +237,14 @@ static const char *const socket_names[] = {
     "recv_pos", "pkt_pos",   "pkt_remain", "send_pos",  "send_remain", "pkt_avail", "send_avail"};
 #define SOCKET_TYPES "sssssisissiiississ"
 #define SOCKET_EXTRA_TYPES "iiiiiii"
-/* SHOW CLIENTS / SERVERS: the socket columns, then PgBouncer 1.21's prepared_statements. */
+/* SHOW CLIENTS / SERVERS: the socket columns, then PgBouncer 1.21's
+ * prepared_statements; SERVERS then adds the role, replay lag and health
+ * state of the server's host (health.c; NULL for hosts not watched). */
 static const char *const conn_names[] = {
     "type",    "user",       "database",   "state",     "addr",     "port",       "local_addr",
     "local_port", "connect_time", "request_time", "wait", "wait_us", "close_needed", "ptr",
-    "link",    "remote_pid", "tls",        "application_name", "prepared_statements"};
+    "link",    "remote_pid", "tls",        "application_name", "prepared_statements",
+    "role", "lag_ms", "host_state"};
 
 /* The state a client has in SHOW CLIENTS (NULL: not listed there). */
 static const char *client_state_name(const struct client *c, int sockets)
@@ -273,10 +280,12 @@ static void socket_extra(struct admin_row *r, const struct stream *io, uint32_t 
 static void client_row(struct client *viewer, const struct client *c, const char *state, int sockets)
 {
     struct admin_row r = {0};
-    char conn_t[40], req_t[40], ptr[24], link[24] = "", laddr[64];
+    char conn_t[40], req_t[40], ptr[24], link[24] = "", laddr[64], tls[128] = "";
     int64_t now = weir__now_us(), wait = c->state == CL_WAITING ? now - c->wait_start_us : 0;
     int lport;
 
+    if (c->tls && c->io.ssl)
+        tls_describe(c->io.ssl, tls, sizeof(tls));
     format_time(c->connect_us, conn_t, sizeof(conn_t));
     format_time(c->wait_start_us > c->connect_us ? c->wait_start_us : c->connect_us, req_t, sizeof(req_t));
     format_id(c->id, ptr, sizeof(ptr));
@@ -301,7 +310,7 @@ static void client_row(struct client *viewer, const struct client *c, const char
     row_str(&r, ptr);
     row_str(&r, link);
     row_int(&r, 0); /* remote_pid: a peer's pid is not asked for */
-    row_str(&r, "");
+    row_str(&r, tls);
     row_str(&r, c->params.v[TP_APPLICATION_NAME] ? c->params.v[TP_APPLICATION_NAME] : "");
     if (sockets)
         socket_extra(&r, &c->io, c->fwd_remaining);
@@ -340,7 +349,7 @@ static void server_row(struct client *viewer, const struct server *s, int socket
 {
     struct admin_row r = {0};
     char conn_t[40], req_t[40], ptr[24], link[24] = "", laddr[64], tls[128];
-    const char *host = PQhost(s->pg);
+    const char *host = backend_host(s->be);
     int64_t born = weir__now_us() - weir_pooled_age_us(s->pooled);
     int lport;
 
@@ -349,14 +358,14 @@ static void server_row(struct client *viewer, const struct server *s, int socket
     format_id(s->id, ptr, sizeof(ptr));
     if (s->client)
         format_id(s->client->id, link, sizeof(link));
-    local_end(PQsocket(s->pg), laddr, sizeof(laddr), &lport);
+    local_end(backend_socket(s->be), laddr, sizeof(laddr), &lport);
     server_tls(s, tls, sizeof(tls));
     row_str(&r, "S");
     row_str(&r, s->dp->user);
     row_str(&r, s->dp->dbname);
     row_str(&r, server_state_name(s, sockets));
     row_str(&r, host && host[0] != '/' ? host : "unix");
-    row_int(&r, PQport(s->pg) ? atoi(PQport(s->pg)) : 0);
+    row_int(&r, backend_port(s->be));
     row_str(&r, laddr);
     row_int(&r, lport);
     row_str(&r, conn_t);
@@ -369,10 +378,18 @@ static void server_row(struct client *viewer, const struct server *s, int socket
     row_int(&r, s->backend_pid);
     row_str(&r, tls);
     row_str(&r, s->params.v[TP_APPLICATION_NAME] ? s->params.v[TP_APPLICATION_NAME] : "");
-    if (sockets)
+    if (sockets) {
         socket_extra(&r, &s->io, s->fwd_remaining);
-    else
+    } else {
+        const struct ha_host *hh = health_find_host(s->d, s->dp->dbname, weir_pooled_target(s->pooled));
         row_u64(&r, server_stmts_count(s->stmts));
+        row_str(&r, hh ? health_role_name(hh->role) : NULL);
+        if (hh)
+            row_int(&r, llround(hh->lag_s * 1000));
+        else
+            row_str(&r, NULL);
+        row_str(&r, hh ? health_state_name(hh->state) : NULL);
+    }
     row_send(viewer, &r);
 }
 
@@ -389,7 +406,7 @@ static void show_clients(struct client *c)
 
 static void show_servers(struct client *c)
 {
-    admin_columns(c, SOCKET_TYPES "i", conn_names);
+    admin_columns(c, SOCKET_TYPES "isis", conn_names);
     for (const struct server *s = c->d->servers; s; s = s->next)
         server_row(c, s, 0);
     show_done(c);
@@ -453,13 +470,45 @@ static void console_db_row(struct client *c)
     row_int(&r, 0);
     row_int(&r, 0);
     row_int(&r, 0);
+    row_str(&r, NULL); /* target_session_attrs, load_balance_hosts, hosts */
+    row_str(&r, NULL);
+    row_str(&r, NULL);
     row_send(c, &r);
+}
+
+/* weir's columns after PgBouncer's: what the entry asks for, how it
+ * balances, and each host's role and state (NULL when not watched). The
+ * row points at hosts, which the caller keeps until the row is sent. */
+static void database_ha_cols(struct daemon *d, struct admin_row *r, const char *name, char *hosts, size_t len)
+{
+    static const char *const balance[] = {"round-robin", "disable", "least-connections"};
+    const struct ha_db *hd = health_find_db(d, name);
+    size_t at = 0;
+
+    if (hd == NULL) {
+        row_str(r, NULL);
+        row_str(r, NULL);
+        row_str(r, NULL);
+        return;
+    }
+    hosts[0] = '\0';
+    for (int i = 0; i < hd->nhosts && at < len; i++) {
+        const struct ha_host *hh = &hd->hosts[i];
+        at += (size_t)snprintf(hosts + at, len - at, "%s%s:%s %s %s", i ? ", " : "", hh->host, hh->port,
+                               health_role_name(hh->role), health_state_name(hh->state));
+        if (at < len && hh->role == ROLE_STANDBY)
+            at += (size_t)snprintf(hosts + at, len - at, " lag %lldms", llround(hh->lag_s * 1000));
+    }
+    row_str(r, hd->tsa);
+    row_str(r, balance[hd->balance]);
+    row_str(r, hosts);
 }
 
 static void database_row(struct client *c, const char *name, const struct db_config *db)
 {
     const struct weir_config *cfg = c->d->cfg;
     struct admin_row r = {0};
+    char hosts[1024];
 
     row_str(&r, name);
     row_str(&r, db->host);
@@ -474,6 +523,7 @@ static void database_row(struct client *c, const char *name, const struct db_con
     row_int(&r, db_connections(c->d, name));
     row_int(&r, admin_db_paused(c->d, name));
     row_int(&r, admin_db_disabled(c->d, name));
+    database_ha_cols(c->d, &r, name, hosts, sizeof(hosts));
     row_send(c, &r);
 }
 
@@ -481,11 +531,12 @@ static void show_databases(struct client *c)
 {
     static const char *const names[] = {"name", "host", "port", "database", "force_user", "pool_size",
                                         "min_pool_size", "reserve_pool", "pool_mode", "max_connections",
-                                        "current_connections", "paused", "disabled"};
+                                        "current_connections", "paused", "disabled",
+                                        "target_session_attrs", "load_balance_hosts", "hosts"};
     const char **dbs = NULL;
     int n = db_names(c->d, &dbs);
 
-    admin_columns(c, "ssissiiisiiii", names);
+    admin_columns(c, "ssissiiisiiiisss", names);
     for (int i = 0; i < n; i++) {
         const struct db_config *db = config_find_db(c->d->cfg, dbs[i]);
         if (strcmp(dbs[i], "pgbouncer") == 0)

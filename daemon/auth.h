@@ -110,6 +110,14 @@ int md5_secret(const char *user, const char *password, char out[MD5_SECRET_LEN +
 int md5_verify(const char *secret, const char *user, const uint8_t salt[4],
                const char *client_response) AUTH_MUST_CHECK;
 
+/*
+ * The client side: the PasswordMessage answering AuthenticationMD5Password
+ * (salt) from an md5 secret, without knowing the password. AUTH_EWRONGKIND
+ * if secret is not an md5 secret.
+ */
+int md5_response(const char *secret, const uint8_t salt[4], char out[MD5_SECRET_LEN + 1])
+    AUTH_MUST_CHECK;
+
 /* ---- SCRAM-SHA-256 keys ------------------------------------------------- */
 
 #define SCRAM_KEY_LEN 32

@@ -1,10 +1,14 @@
 /*
  * Client connections (see client.h for the state machine): the startup
- * packet (and SSLRequest, GSSENCRequest, CancelRequest), authentication
- * against auth_file (trust, plain, md5, SCRAM-SHA-256), the login welcome
- * (the server's parameters, weir's own cancel key), then asking the pooler
- * for a server whenever a query arrives and none is linked. Every way out
- * goes through client_disconnect(), which logs the reason.
+ * packet (and SSLRequest, which starts TLS on the client's stream when
+ * client TLS is on, GSSENCRequest, CancelRequest), authentication
+ * (trust, plain, md5, SCRAM-SHA-256, peer, cert; per auth_type or the first
+ * matching auth_hba_file rule) against auth_file, or against what auth_query
+ * returns for users missing from it (the client waits in AUTH meanwhile),
+ * keeping the SCRAM keys a client proves for the pool's server logins; the
+ * login welcome (the server's parameters, weir's own cancel key), then asking
+ * the pooler for a server whenever a query arrives and none is linked. Every
+ * way out goes through client_disconnect(), which logs the reason.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -15,17 +19,21 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
 
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
+#include "hba.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "server.h"
+#include "tls.h"
 
 #define STARTUP_MAX 10000
 #define SERVER_OUT_HIGH (256 * 1024)
@@ -65,6 +73,11 @@ void client_log(struct client *c, int level, const char *fmt, ...)
     log_line(&c->d->log, level, prefix, "%s", msg);
 }
 
+const char *client_tls_peer_cn(const struct client *c)
+{
+    return c->tls_cn;
+}
+
 int client_flush(struct client *c)
 {
     if (stream_flush(&c->io) != 0) {
@@ -80,6 +93,7 @@ void client_send_error(struct client *c, const char *severity, const char *sqlst
         (void)weir_proto_build_error(c->io.out, severity, sqlstate, msg, NULL, NULL);
 }
 
+
 /* ---- the one exit ---- */
 
 static void client_free_later(evutil_socket_t fd, short what, void *arg)
@@ -94,11 +108,27 @@ static void client_wipe_auth(struct client *c)
 {
     scram_server_free(c->scram);
     c->scram = NULL;
+    if (c->authq_secret) {
+        OPENSSL_cleanse(c->authq_secret, strlen(c->authq_secret));
+        free(c->authq_secret);
+        c->authq_secret = NULL;
+    }
     if (c->secret) {
         OPENSSL_cleanse(c->secret, strlen(c->secret));
         free(c->secret);
         c->secret = NULL;
     }
+}
+
+/* The stream, then its TLS session (close_notify first when healthy), then the socket. */
+static void client_close_io(struct client *c)
+{
+    SSL *ssl = c->io.ssl;
+    int clean = !c->io.failed && !c->io.tls_handshake;
+
+    stream_release(&c->io);
+    tls_conn_close(ssl, clean);
+    close(c->fd);
 }
 
 void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, ...)
@@ -131,14 +161,17 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
         weir_pool_cancel(c->dp->pool, c->waiter);
         c->waiter = NULL;
     }
+    authq_abandon(c->authq_job);
+    c->authq_job = NULL;
     if (c->dp)
         c->dp->nclients--;
     if (c->timer)
         event_free(c->timer);
     c->timer = NULL;
-    stream_release(&c->io);
-    close(c->fd);
+    client_close_io(c);
     client_wipe_auth(c);
+    free(c->tls_cn);
+    c->tls_cn = NULL;
     client_stmts_free(c->stmts, d->pstmts);
     c->stmts = NULL;
     free(c->dealloc_target);
@@ -317,35 +350,113 @@ static void start_scram(struct client *c, const char *secret)
         return;
     }
     OPENSSL_cleanse(&keys, sizeof(keys));
+    if (kind == SECRET_SCRAM && (c->secret = strdup(secret)) == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
     c->auth = CA_SCRAM;
     (void)weir_proto_build_auth_sasl(c->io.out, mechs);
     (void)client_flush(c);
 }
 
-/* Decide how to authenticate; may finish the login at once. */
-void client_start_auth(struct client *c)
+/* The method auth_type (or, for hba, the first matching rule) asks for.
+ * Returns -1 after refusing the client (no rule, or an unusable address). */
+static int auth_method(struct client *c, enum hba_method *m)
 {
     const struct weir_config *cfg = c->d->cfg;
-    const char *secret = user_secret(c);
+    struct hba_peer peer;
+    int line;
 
-    client_set_state(c, CL_AUTH);
     switch (cfg->auth_type) {
-    case AUTH_TYPE_ANY:
-        client_finish_login(c);
-        return;
-    case AUTH_TYPE_TRUST:
+    case AUTH_TYPE_TRUST: *m = HBA_TRUST; return 0;
+    case AUTH_TYPE_PLAIN: *m = HBA_PASSWORD; return 0;
+    case AUTH_TYPE_MD5: *m = HBA_MD5; return 0;
+    case AUTH_TYPE_SCRAM_SHA_256: *m = HBA_SCRAM; return 0;
+    case AUTH_TYPE_CERT: *m = HBA_CERT; return 0;
+    case AUTH_TYPE_HBA: break;
+    default:
+        client_disconnect(c, "28000", "auth_type %d is not supported by this weir build", (int)cfg->auth_type);
+        return -1;
+    }
+    if (hba_peer_from_text(&peer, c->is_unix, c->addr, c->tls) != 0) {
+        client_disconnect(c, "28000", "login rejected: unknown client address");
+        return -1;
+    }
+    *m = hba_match(cfg->hba, &peer, c->dbname, c->user, &line);
+    if (*m != HBA_REJECT)
+        return 0;
+    c->d->stats.logins_failed++;
+    /* PostgreSQL's wording, so users recognise it. */
+    client_disconnect(c, "28000", "%s for host \"%s\", user \"%s\", database \"%s\", %s",
+                      line ? "pg_hba.conf rejects connection" : "no pg_hba.conf entry",
+                      c->is_unix ? "[local]" : c->addr, c->user, c->dbname, c->tls ? "SSL encryption" : "no encryption");
+    return -1;
+}
+
+/* peer: the Unix socket's other end runs as the OS user of the requested name. */
+static int peer_matches(struct client *c)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    struct passwd pw, *found = NULL;
+    char buf[4096];
+
+    if (!c->is_unix || getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return 0;
+    if (getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &found) != 0 || found == NULL) {
+        client_log(c, LG_WARNING, "peer: no user name for uid %u", (unsigned)cred.uid);
+        return 0;
+    }
+    return strcmp(found->pw_name, c->user) == 0;
+}
+
+/* cert (PgBouncer's rules): a TLS connection whose verified client
+ * certificate's common name is the user; with auth_type = cert and an
+ * auth_file, a user it lists (or auth_query finds). */
+static int cert_matches(struct client *c, const char *secret)
+{
+    const char *cn = c->tls ? client_tls_peer_cn(c) : NULL, *why = NULL;
+
+    if (!c->tls)
+        why = "TLS connection required";
+    else if (cn == NULL)
+        why = "TLS client certificate required";
+    else if (c->d->cfg->auth_type == AUTH_TYPE_CERT && c->d->users && secret == NULL)
+        why = "no such user";
+    else if (strcmp(cn, c->user) != 0)
+        why = "TLS certificate name mismatch";
+    if (why != NULL)
+        client_log(c, LG_WARNING, "%s%s%s%s", why, cn ? " (certificate CN \"" : "", cn ? cn : "", cn ? "\")" : "");
+    return why == NULL;
+}
+
+/* Authenticate by method m with the user's secret (NULL: unknown user). */
+static void client_auth_with(struct client *c, enum hba_method m, const char *secret)
+{
+    switch (m) {
+    case HBA_TRUST:
         if (c->d->users && secret == NULL) {
             client_disconnect(c, "28000", "no such user: %s", c->user);
             return;
         }
         client_finish_login(c);
         return;
-    case AUTH_TYPE_PLAIN:
+    case HBA_PEER:
+    case HBA_CERT:
+        if (m == HBA_PEER ? !peer_matches(c) : !cert_matches(c, secret)) {
+            c->d->stats.logins_failed++;
+            client_disconnect(c, m == HBA_PEER ? "28000" : "08P01",
+                              m == HBA_PEER ? "unix socket login rejected" : "certificate authentication failed");
+            return;
+        }
+        client_finish_login(c);
+        return;
+    case HBA_PASSWORD:
         c->secret = secret ? strdup(secret) : NULL;
         c->auth = CA_CLEARTEXT;
         send_auth_request(c, WEIR_AUTH_CLEARTEXT, NULL, 0);
         return;
-    case AUTH_TYPE_MD5:
+    case HBA_MD5:
         if (secret == NULL || secret_kind_of(secret) != SECRET_SCRAM) {
             for (int i = 0; i < 4; i++)
                 c->md5_salt[i] = (uint8_t)daemon_random(c->d);
@@ -356,14 +467,85 @@ void client_start_auth(struct client *c)
         }
         start_scram(c, secret); /* md5 cannot check a SCRAM secret: as PgBouncer, use SCRAM */
         return;
-    case AUTH_TYPE_SCRAM_SHA_256:
+    case HBA_SCRAM:
         start_scram(c, secret);
         return;
-    default:
-        client_disconnect(c, "28000", "auth_type %d is not supported by this weir build",
-                          (int)cfg->auth_type);
+    case HBA_REJECT:
+        break;
+    }
+    client_disconnect(c, "28000", "login rejected");
+}
+
+/* auth_query answered: go on with the secret it found, as if from auth_file. */
+static void authq_done(void *arg, enum authq_status status, const char *secret, const char *err)
+{
+    struct client *c = arg;
+    enum hba_method m;
+
+    c->authq_job = NULL;
+    if (status == AUTHQ_FAILED) {
+        client_log(c, LG_WARNING, "auth_query failed: %s", err);
+        client_disconnect(c, "08P01", "auth_query failed: %s", err);
         return;
     }
+    if (status == AUTHQ_FOUND && (c->authq_secret = strdup(secret)) == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    /* An unknown user gets the same exchange as a wrong password (unlike
+     * PgBouncer's "no such user"): nothing tells which users exist. */
+    if (status == AUTHQ_FOUND)
+        pooler_set_auth_secret(c->dp, c->user, secret); /* the server login uses it too */
+    if (auth_method(c, &m) == 0)
+        client_auth_with(c, m, c->authq_secret);
+}
+
+/* A user missing from auth_file is looked up with auth_query when the
+ * database (or the global setting) names an auth_user. 1 when started. */
+static int start_auth_query(struct client *c)
+{
+    struct daemon *d = c->d;
+    const struct db_config *db;
+    const char *auth_user;
+    char err[256], *conninfo;
+
+    if (c->admin || c->dp == NULL || d->cfg->auth_query[0] == '\0')
+        return 0;
+    db = config_find_db(d->cfg, c->dbname);
+    auth_user = db && db->auth_user && db->auth_user[0] ? db->auth_user : d->cfg->auth_user;
+    if (auth_user[0] == '\0')
+        return 0;
+    conninfo = pooler_auth_conninfo(d, c->dp, auth_user, err, sizeof(err));
+    if (conninfo == NULL) {
+        client_disconnect(c, "08P01", "auth_query failed: %s", err);
+        return 1;
+    }
+    if (d->authq == NULL)
+        d->authq = authq_new(d);
+    c->authq_job = d->authq ? authq_start(d->authq, conninfo, d->cfg->auth_query, c->user, authq_done, c) : NULL;
+    OPENSSL_cleanse(conninfo, strlen(conninfo));
+    free(conninfo);
+    if (c->authq_job == NULL)
+        client_disconnect(c, "08P01", "out of memory");
+    return 1;
+}
+
+/* Decide how to authenticate; may finish the login at once, or wait for auth_query. */
+void client_start_auth(struct client *c)
+{
+    const char *secret = user_secret(c);
+    enum hba_method m;
+
+    client_set_state(c, CL_AUTH);
+    if (c->d->cfg->auth_type == AUTH_TYPE_ANY) {
+        client_finish_login(c);
+        return;
+    }
+    if (auth_method(c, &m) != 0)
+        return;
+    if (secret == NULL && start_auth_query(c))
+        return;
+    client_auth_with(c, m, secret);
 }
 
 static void handle_password(struct client *c, const unsigned char *body, size_t len)
@@ -402,6 +584,22 @@ static void handle_password(struct client *c, const unsigned char *body, size_t 
     client_finish_login(c);
 }
 
+/* SCRAM pass-through: the client proved a stored SCRAM secret; the keys
+ * recovered from its proof let the pool log in to a server holding it. */
+static void keep_scram_keys(struct client *c)
+{
+    uint8_t client_key[SCRAM_KEY_LEN];
+    struct scram_keys keys;
+
+    if (c->dp == NULL || c->secret == NULL || secret_kind_of(c->secret) != SECRET_SCRAM)
+        return;
+    if (scram_server_client_key(c->scram, client_key) == AUTH_OK &&
+        scram_keys_from_secret(c->secret, &keys) == AUTH_OK)
+        pooler_set_scram_keys(c->dp, c->user, c->secret, client_key, keys.server_key);
+    OPENSSL_cleanse(client_key, sizeof(client_key));
+    OPENSSL_cleanse(&keys, sizeof(keys));
+}
+
 static void handle_sasl(struct client *c, const unsigned char *body, size_t len)
 {
     char err[256] = "", *reply = NULL;
@@ -431,6 +629,7 @@ static void handle_sasl(struct client *c, const unsigned char *body, size_t len)
     } else {
         rc = scram_server_final(c->scram, (const char *)body, len, &reply, err, sizeof(err));
         if (rc == AUTH_OK) {
+            keep_scram_keys(c);
             (void)weir_proto_build_auth(c->io.out, WEIR_AUTH_SASL_FINAL, reply, strlen(reply));
             free(reply);
             client_wipe_auth(c);
@@ -503,8 +702,12 @@ static void client_finish_login(struct client *c)
             client_disconnect(c, "08P01", "cannot queue for a server");
         return;
     }
-    if (c->d->cfg->log_connections)
-        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=no", c->dbname, c->user);
+    if (c->d->cfg->log_connections) {
+        char tls[128] = "no";
+        if (c->tls)
+            tls_describe(c->io.ssl, tls, sizeof(tls));
+        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user, tls);
+    }
     client_default_params(c);
     client_send_welcome(c);
     if (client_flush(c) != 0)
@@ -569,6 +772,8 @@ static void client_startup(struct client *c, const weir_startup *st)
     }
     c->user = strdup(user);
     c->dbname = strdup(db && db[0] ? db : user);
+    if (c->tls)
+        c->tls_cn = tls_peer_cn(c->io.ssl); /* the handshake is done: data arrived over it */
     if (c->user == NULL || c->dbname == NULL) {
         client_disconnect(c, "08P01", "out of memory");
         return;
@@ -613,6 +818,33 @@ static void client_cancel_request(struct client *c, const weir_startup *st)
     client_disconnect(c, NULL, "cancel request");
 }
 
+/* SSLRequest with client TLS on: answer 'S' in the clear, then the handshake
+ * runs on the client's stream; the startup packet arrives through TLS. */
+static void client_accept_tls(struct client *c)
+{
+    SSL *ssl;
+
+    /* Bytes sent before the handshake were not encrypted: maybe injected. */
+    if (evbuffer_get_length(c->io.in) > 0) {
+        client_disconnect(c, "08P01", "received unencrypted data after SSL request");
+        return;
+    }
+    evbuffer_add(c->io.out, "S", 1);
+    if (client_flush(c) != 0)
+        return;
+    if (evbuffer_get_length(c->io.out) > 0) {
+        client_disconnect(c, NULL, "failed to ack SSL");
+        return;
+    }
+    ssl = tls_accept_new(c->d->tls, c->fd);
+    if (ssl == NULL) {
+        client_disconnect(c, NULL, "failed to accept SSL: out of memory");
+        return;
+    }
+    c->tls = 1;
+    stream_start_tls(&c->io, ssl, 1);
+}
+
 /* STARTUP state: parse the first packet(s). */
 static void client_read_startup(struct client *c)
 {
@@ -629,6 +861,14 @@ static void client_read_startup(struct client *c)
             client_disconnect(c, "08P01", "bad startup packet");
             return;
         }
+        if (st.kind == WEIR_STARTUP_SSL && c->tls) {
+            client_disconnect(c, NULL, "SSL req inside SSL");
+            return;
+        }
+        if (st.kind == WEIR_STARTUP_SSL && c->d->tls && !c->is_unix) {
+            client_accept_tls(c);
+            return;
+        }
         if (st.kind == WEIR_STARTUP_SSL || st.kind == WEIR_STARTUP_GSSENC) {
             evbuffer_add(c->io.out, "N", 1); /* no encryption on this listener */
             if (client_flush(c) != 0)
@@ -637,6 +877,11 @@ static void client_read_startup(struct client *c)
         }
         if (st.kind == WEIR_STARTUP_CANCEL) {
             client_cancel_request(c, &st);
+            return;
+        }
+        /* As PgBouncer: TLS is required of TCP clients only. */
+        if (c->d->cfg->client_tls_sslmode >= TLS_MODE_REQUIRE && !c->tls && !c->is_unix) {
+            client_disconnect(c, "08P01", "SSL required");
             return;
         }
         client_startup(c, &st);
@@ -831,6 +1076,12 @@ static void client_on_read(struct stream *io, void *arg)
 {
     struct client *c = arg;
 
+    if (io->failed && io->ssl) {
+        char why[256];
+        tls_error_text(io->tls_err, why, sizeof(why));
+        client_disconnect(c, NULL, "%s: %s", io->tls_handshake ? "TLS handshake failed" : "TLS error", why);
+        return;
+    }
     if (io->eof || io->failed) {
         client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
         return;

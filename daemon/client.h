@@ -14,11 +14,12 @@
 struct server;
 struct scram_server;
 struct client_stmts;
+struct authq_job;
 
 /*
  *  STARTUP --startup ok--> AUTH --password ok--> WELCOME --params--> IDLE
- *     |  (SSLRequest: 'N', stay)  | (trust: skip)   (needs one server's   |
- *     |                           |                  parameters once)     |
+ *     |  (SSLRequest: 'S' + TLS   | (trust, cert:   (needs one server's   |
+ *     |   handshake, or 'N')      |  skip)           parameters once)     |
  *     v                           v                                       v
  *  CLOSING <------------------- any error ----------------- WAITING --server--> ACTIVE
  *                                                            ^                     |
@@ -52,7 +53,11 @@ struct client {
     uint8_t md5_salt[4];
     struct scram_server *scram;
     char *secret;                 /* for auth; wiped when done */
+    struct authq_job *authq_job;  /* auth_query lookup in progress */
+    char *authq_secret;           /* what it found; wiped when done */
     int admin;                    /* connected to the admin console */
+    int tls;                      /* the connection uses TLS (its SSL is io.ssl) */
+    char *tls_cn;                 /* CN of the verified client certificate, or NULL */
 
     struct client_stmts *stmts;   /* prepared statement names (transaction mode) */
     char *dealloc_target;         /* unnamed statement is "DEALLOCATE this" (weir answers it) */
@@ -94,5 +99,8 @@ void client_log(struct client *c, int level, const char *fmt, ...) __attribute__
 void client_trim_idle(struct daemon *d);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
+/* The common name of the client's verified TLS certificate, or NULL (no TLS,
+ * no certificate asked for or sent). Valid while the client is. */
+const char *client_tls_peer_cn(const struct client *c);
 
 #endif

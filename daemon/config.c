@@ -13,6 +13,8 @@
  * conninfo quoting is '...' with '' for a quote.
  */
 #include "config.h"
+#include "tls.h"
+#include "hba.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -40,7 +42,7 @@ static const char *const auth_type_words[] = {"any", "trust", "plain", "md5", "s
                                               "cert", "hba", "pam", NULL};
 static const char *const tls_mode_words[] = {"disable", "allow", "prefer", "require",
                                              "verify-ca", "verify-full", NULL};
-static const char *const load_balance_words[] = {"round-robin", "disable", NULL};
+static const char *const load_balance_words[] = {"round-robin", "disable", "least-connections", NULL};
 
 #define RELOAD true
 #define RESTART false
@@ -61,12 +63,11 @@ static const char *const load_balance_words[] = {"round-robin", "disable", NULL}
 static const struct config_setting settings[] = {
     STR(admin_users, "", RELOAD),
     BOOL(application_name_add_host, "0", RELOAD),
+    STR(auth_dbname, "", RELOAD), /* weir_own (PgBouncer 1.19) */
     STR(auth_file, "", RELOAD),
     STR(auth_hba_file, "", RELOAD),
     STR(auth_query,
-        "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END "
-        "FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
-        RELOAD),
+        "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", RELOAD),
     ENUM(auth_type, "md5", RELOAD, auth_type_words),
     STR(auth_user, "", RELOAD),
     TIME(autodb_idle_timeout, "3600", RELOAD),
@@ -86,6 +87,7 @@ static const struct config_setting settings[] = {
     TIME(dns_max_ttl, "15", RELOAD),
     TIME(dns_nxdomain_ttl, "15", RELOAD),
     TIME(dns_zone_check_period, "0", RELOAD),
+    TIME(health_check_period, "2", RELOAD),             /* weir_own: role and lag checks (health.c) */
     TIME(idle_transaction_timeout, "0", RELOAD),
     STR(ignore_startup_parameters, "", RELOAD),
     STR(job_name, "pgbouncer", RESTART),
@@ -102,6 +104,7 @@ static const struct config_setting settings[] = {
     INT(max_db_connections, "0", RELOAD, 0, INT_MAX),
     INT(max_packet_size, "2147483647", RELOAD, 1, INT_MAX),
     INT(max_prepared_statements, "200", RELOAD, 0, INT_MAX), /* weir_own (PgBouncer 1.21) */
+    TIME(max_standby_lag, "0", RELOAD),                 /* weir_own: 0 = no bound */
     INT(max_user_connections, "0", RELOAD, 0, INT_MAX),
     STR(metrics_addr, "127.0.0.1", RESTART),           /* weir_own */
     INT(metrics_port, "0", RESTART, 0, 65535),         /* weir_own */
@@ -777,7 +780,7 @@ static bool parse_count(const char *text, int *out)
     return true;
 }
 
-enum db_key_kind { DBK_STR, DBK_PORT, DBK_COUNT, DBK_POOL_MODE };
+enum db_key_kind { DBK_STR, DBK_PORT, DBK_COUNT, DBK_POOL_MODE, DBK_LOAD_BALANCE };
 
 /* PgBouncer 1.18's per-database keys; others go to libpq. */
 static const struct db_key {
@@ -788,10 +791,11 @@ static const struct db_key {
 #define D(n, k) {#n, k, offsetof(struct db_config, n)}
     D(dbname, DBK_STR),          D(host, DBK_STR),           D(port, DBK_PORT),
     D(user, DBK_STR),            D(password, DBK_STR),       D(auth_user, DBK_STR),
+    D(auth_dbname, DBK_STR), /* PgBouncer 1.19's; accepted here too */
     D(pool_size, DBK_COUNT),     D(min_pool_size, DBK_COUNT), D(reserve_pool, DBK_COUNT),
     D(connect_query, DBK_STR),   D(pool_mode, DBK_POOL_MODE), D(max_db_connections, DBK_COUNT),
     D(client_encoding, DBK_STR), D(datestyle, DBK_STR),      D(timezone, DBK_STR),
-    D(application_name, DBK_STR),
+    D(application_name, DBK_STR), D(load_balance_hosts, DBK_LOAD_BALANCE), /* PgBouncer 1.24's */
 #undef D
 };
 
@@ -876,6 +880,14 @@ static int db_set(struct load_ctx *ctx, struct db_config *db, char *key, char *v
             report_here(ctx, WEIR_LOG_ERROR,
                         "database \"%s\": invalid value \"%.50s\" for %s: expected a non-negative integer",
                         db->name, val, key);
+            bad = 1;
+        }
+    } else if (k->kind == DBK_LOAD_BALANCE) {
+        if ((db->load_balance_hosts = find_word(load_balance_words, val)) < 0) {
+            report_here(ctx, WEIR_LOG_ERROR,
+                        "database \"%s\": invalid load_balance_hosts \"%.50s\": expected round-robin, disable "
+                        "or least-connections",
+                        db->name, val);
             bad = 1;
         }
     } else if ((db->pool_mode = find_word(pool_mode_words, val)) < 0) {
@@ -970,7 +982,7 @@ static void on_database(struct load_ctx *ctx, const char *name, const char *text
         return;
     }
     db.pool_size = db.min_pool_size = db.reserve_pool = db.max_db_connections = CONFIG_UNSET;
-    db.pool_mode = CONFIG_UNSET;
+    db.pool_mode = db.load_balance_hosts = CONFIG_UNSET;
     db.name = strdup(name);
     if (db.name == NULL) {
         report_oom(ctx);
@@ -1191,6 +1203,24 @@ static bool any_auth_user(const struct weir_config *cfg)
     return false;
 }
 
+/* A skipped hba line is a warning (PgBouncer skips it too); an unreadable file an error. */
+static void hba_report(void *arg, const char *file, int line, const char *message)
+{
+    struct load_ctx *ctx = arg;
+    report_at(ctx, line > 0 ? WEIR_LOG_WARNING : WEIR_LOG_ERROR, file, line, "%s", message);
+}
+
+/* The rules hang off the config: a reload that fails keeps the old ones. */
+static void load_hba(struct load_ctx *ctx)
+{
+    struct weir_config *cfg = ctx->cfg;
+
+    if (cfg->auth_hba_file[0] == '\0' || access(cfg->auth_hba_file, R_OK) != 0)
+        return; /* check_readable said why */
+    if (hba_load(cfg->auth_hba_file, &cfg->hba, hba_report, ctx) < 0 && cfg->hba == NULL && !ctx->errors)
+        report_oom(ctx);
+}
+
 static void check_auth(struct load_ctx *ctx)
 {
     const struct weir_config *cfg = ctx->cfg;
@@ -1204,25 +1234,54 @@ static void check_auth(struct load_ctx *ctx)
         report_setting(ctx, WEIR_LOG_WARNING, "auth_type",
                        "auth_type is %s but neither auth_file nor auth_user is set: no client can log in",
                        auth_type_words[t]);
-    if (t == AUTH_TYPE_HBA)
+    if (t == AUTH_TYPE_HBA) {
         check_readable(ctx, "auth_hba_file", cfg->auth_hba_file, "auth_type is hba");
+        load_hba(ctx);
+    }
 }
 
-/* TLS files are only read when the mode enables TLS; PgBouncer ignores them otherwise. */
+static void check_protocols(struct load_ctx *ctx, const char *name, const char *value)
+{
+    unsigned mask;
+
+    if (tls_parse_protocols(value, &mask) != 0)
+        report_setting(ctx, WEIR_LOG_ERROR, name,
+                       "invalid %s \"%s\": a list of tlsv1.0, tlsv1.1, tlsv1.2, tlsv1.3, or all, secure, legacy",
+                       name, value);
+}
+
+/* TLS files are only read when the mode enables TLS; PgBouncer ignores them
+ * otherwise. The combinations PgBouncer refuses to start with are errors. */
 static void check_tls(struct load_ctx *ctx)
 {
     const struct weir_config *cfg = ctx->cfg;
+    const char *ciphers = cfg->server_tls_ciphers;
 
     if (cfg->client_tls_sslmode != TLS_MODE_DISABLE) {
         const char *why = "client_tls_sslmode is not disable";
+        const char *dh = cfg->client_tls_dheparams;
         check_readable(ctx, "client_tls_key_file", cfg->client_tls_key_file, why);
         check_readable(ctx, "client_tls_cert_file", cfg->client_tls_cert_file, why);
-        check_readable(ctx, "client_tls_ca_file", cfg->client_tls_ca_file, NULL);
+        check_readable(ctx, "client_tls_ca_file", cfg->client_tls_ca_file,
+                       cfg->client_tls_sslmode == TLS_MODE_VERIFY_FULL ? "client_tls_sslmode is verify-full" : NULL);
+        check_protocols(ctx, "client_tls_protocols", cfg->client_tls_protocols);
+        if (dh[0] && strcasecmp(dh, "auto") != 0 && strcasecmp(dh, "none") != 0 && strcasecmp(dh, "legacy") != 0)
+            report_setting(ctx, WEIR_LOG_ERROR, "client_tls_dheparams",
+                           "invalid client_tls_dheparams \"%s\": auto, none or legacy", dh);
     }
+    if (cfg->auth_type == AUTH_TYPE_CERT && cfg->client_tls_sslmode != TLS_MODE_VERIFY_FULL)
+        report_setting(ctx, WEIR_LOG_ERROR, "auth_type", "auth_type cert requires client_tls_sslmode = verify-full");
     if (cfg->server_tls_sslmode != TLS_MODE_DISABLE) {
         check_readable(ctx, "server_tls_ca_file", cfg->server_tls_ca_file, NULL);
         check_readable(ctx, "server_tls_key_file", cfg->server_tls_key_file, NULL);
         check_readable(ctx, "server_tls_cert_file", cfg->server_tls_cert_file, NULL);
+        check_protocols(ctx, "server_tls_protocols", cfg->server_tls_protocols);
+        if (ciphers[0] && strcasecmp(ciphers, "fast") != 0 && strcasecmp(ciphers, "normal") != 0 &&
+            strcasecmp(ciphers, "default") != 0 && strcasecmp(ciphers, "secure") != 0)
+            report_setting(ctx, WEIR_LOG_WARNING, "server_tls_ciphers",
+                           "server_tls_ciphers \"%s\" is not applied: libpq, which makes the backend "
+                           "connections, takes no cipher list; OpenSSL's defaults are used",
+                           ciphers);
     }
 }
 
@@ -1387,6 +1446,7 @@ void config_free(struct weir_config *cfg)
     for (size_t i = 0; i < cfg->n_users; i++)
         free(cfg->users[i].name);
     free(cfg->users);
+    hba_free(cfg->hba);
     if (cfg->sources) {
         for (size_t i = 0; i < cfg->sources->n_files; i++)
             free(cfg->sources->files[i]);
@@ -1466,6 +1526,35 @@ __attribute__((format(printf, 3, 4))) static void set_err(char *err, size_t errl
     va_end(ap);
 }
 
+/* SET auth_type = hba, or SET auth_hba_file while it is: the rules are read
+ * now, and a file that cannot be read refuses the SET (old rules kept). */
+static int set_hba_rules(struct weir_config *cfg, const char *name, union value v, char *err, size_t errlen)
+{
+    const char *path = cfg->auth_hba_file;
+    struct hba *rules = NULL;
+
+    if (strcmp(name, "auth_type") == 0 && v.i != AUTH_TYPE_HBA)
+        return 0;
+    if (strcmp(name, "auth_hba_file") == 0) {
+        if (cfg->auth_type != AUTH_TYPE_HBA)
+            return 0;
+        path = v.s;
+    } else if (strcmp(name, "auth_type") != 0) {
+        return 0;
+    }
+    if (path[0] == '\0') {
+        set_err(err, errlen, "auth_hba_file must be set when auth_type is hba");
+        return WEIR_EINVAL;
+    }
+    if (hba_load(path, &rules, NULL, NULL) < 0) {
+        set_err(err, errlen, "auth_hba_file \"%s\" cannot be read", path);
+        return WEIR_EINVAL;
+    }
+    hba_free(cfg->hba);
+    cfg->hba = rules;
+    return 0;
+}
+
 int config_set(struct weir_config *cfg, const char *key, const char *value, char *err, size_t errlen)
 {
     int i = setting_index(key), rc;
@@ -1488,6 +1577,12 @@ int config_set(struct weir_config *cfg, const char *key, const char *value, char
         set_err(err, errlen, "invalid value \"%s\" for %s: %s", value, settings[i].name, why);
     if (rc != 0)
         return rc;
+    rc = set_hba_rules(cfg, settings[i].name, v, err, errlen);
+    if (rc != 0) {
+        if (settings[i].type == CONFIG_STRING)
+            free(v.s);
+        return rc;
+    }
     store_value(cfg, &settings[i], v);
     cfg->sources->origin[i] = (struct origin){NULL, 0};
     return 0;

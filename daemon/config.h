@@ -44,7 +44,7 @@ enum tls_mode {
 };
 
 /* How a comma-separated host list is used: PgBouncer's words. */
-enum load_balance_hosts { LOAD_BALANCE_ROUND_ROBIN, LOAD_BALANCE_DISABLE };
+enum load_balance_hosts { LOAD_BALANCE_ROUND_ROBIN, LOAD_BALANCE_DISABLE, LOAD_BALANCE_LEAST_CONNECTIONS };
 
 /* One key=value of a [databases] entry that weir passes on to libpq. */
 struct config_kv {
@@ -64,10 +64,11 @@ struct db_config {
     char *name;
     const char *file; /* where the entry is; owned by the config */
     int line;
-    char *dbname, *host, *port, *user, *password, *auth_user;
+    char *dbname, *host, *port, *user, *password, *auth_user, *auth_dbname;
     char *connect_query, *client_encoding, *datestyle, *timezone, *application_name;
     int pool_size, min_pool_size, reserve_pool, max_db_connections;
     int pool_mode; /* enum pool_mode or CONFIG_UNSET */
+    int load_balance_hosts; /* enum load_balance_hosts or CONFIG_UNSET */
     struct config_kv *extra; /* every other key, in file order, for libpq */
     size_t n_extra;
 };
@@ -81,6 +82,7 @@ struct user_config {
     int max_user_connections;
 };
 
+struct hba;
 struct config_sources; /* private: file names and where each setting was set */
 
 /*
@@ -107,6 +109,7 @@ struct weir_config {
     /* authentication */
     enum auth_type auth_type;
     char *auth_hba_file, *auth_file, *auth_user, *auth_query;
+    char *auth_dbname; /* [databases] entry auth_query runs in; "" = the client's */
     /* logging */
     bool syslog;
     char *syslog_ident, *syslog_facility;
@@ -146,12 +149,16 @@ struct weir_config {
     char *metrics_addr;
     int max_prepared_statements;
     enum load_balance_hosts load_balance_hosts;
+    int64_t health_check_period_us; /* role and lag checks of multi-host entries; 0 = off */
+    int64_t max_standby_lag_us;     /* standbys further behind are not used; 0 = no bound */
 
     /* [databases] and [users], sorted by name, names unique */
     struct db_config *dbs;
     size_t n_dbs;
     struct user_config *users;
     size_t n_users;
+
+    struct hba *hba; /* auth_hba_file's rules when auth_type = hba, else NULL */
 
     struct config_sources *sources;
 };

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "listener.h"
 #include "pooler.h"
+#include "tls.h"
 
 /* ---- small daemon services ---- */
 
@@ -171,6 +172,7 @@ int daemon_reload(struct daemon *d)
         (void)log_reopen(&d->log, fresh->logfile);
     if (log_set_syslog(&d->log, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility) != 0)
         log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", fresh->syslog_facility);
+    (void)tls_reload(d); /* certificates may have been replaced in place; logged */
     pooler_apply_config(d);
     config_free(old);
     daemon_notify("READY=1\nSTATUS=serving");

@@ -28,6 +28,9 @@ struct server;
 struct admin;
 struct stats_ctx;
 struct metrics;
+struct tls_ctx;
+struct authq;
+struct health;
 
 /* Session parameters re-applied when a client gets a server whose values
  * differ; the first six are reported by the server (ParameterStatus). */
@@ -96,6 +99,9 @@ struct daemon {
     struct admin *admin;         /* admin.c: PAUSE/DISABLE state, console commands in progress */
     struct stats_ctx *stats_ctx; /* stats.c: per-database totals and averages, log_stats */
     struct metrics *metrics;     /* metrics.c: the HTTP endpoint, or NULL */
+    struct tls_ctx *tls;         /* tls.c: client-facing TLS, NULL when client_tls_sslmode is disable */
+    struct authq *authq;         /* authquery.c: auth_query workers, made on first use */
+    struct health *health;       /* health.c: role and lag checks of multi-host entries */
     int64_t start_us;            /* monotonic clock at start, for uptime */
     int64_t start_wall;          /* time(NULL) at start */
     int shutting_down;           /* SIGINT: no new clients, exit when idle */

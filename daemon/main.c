@@ -24,14 +24,17 @@
 
 #include "admin.h"
 #include "auth.h"
+#include "authquery.h"
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "listener.h"
 #include "metrics.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 
 struct options {
     int daemonize, quiet, verbose, check_only;
@@ -215,6 +218,15 @@ static int check_config(const char *path)
         }
         userlist_free(ul);
     }
+    if (rc == 0) { /* the certificates and keys load, the TLS settings are valid */
+        struct tls_ctx *t = NULL;
+        char err[1400];
+        if (tls_ctx_new(cfg, &t, err, sizeof(err)) != 0) {
+            fprintf(stderr, "ERROR: %s\n", err);
+            rc = -1;
+        }
+        tls_ctx_free(t);
+    }
     config_free(cfg);
     if (rc == 0)
         printf("%s: configuration is valid\n", path);
@@ -233,7 +245,7 @@ static int daemon_start(struct daemon *d, const struct options *o)
         log_at(&d->log, LG_WARNING, "cannot open logfile %s", d->cfg->logfile);
     if (log_set_syslog(&d->log, d->cfg->syslog, d->cfg->syslog_ident, d->cfg->syslog_facility) != 0)
         log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", d->cfg->syslog_facility);
-    if (daemon_load_userlist(d, d->cfg, &d->users) != 0)
+    if (daemon_load_userlist(d, d->cfg, &d->users) != 0 || tls_start(d) != 0)
         return -1;
     d->scram = scram_cache_new(0);
     d->pstmts = pstmt_registry_new();
@@ -266,13 +278,16 @@ static void daemon_stop(struct daemon *d)
     stats_stop(d);
     while (d->clients)
         client_disconnect(d->clients, NULL, "shutting down");
+    authq_free(d->authq); /* waits for lookups still running */
     server_close_unlinked(d);
     listeners_close(d);
     pooler_free_all(d);
+    health_stop(d); /* after the pools: their connections report to it when closed */
     pstmt_registry_free(d->pstmts); /* after every server and client that referenced it */
     if (d->cfg && d->cfg->pidfile[0])
         unlink(d->cfg->pidfile);
     userlist_free(d->users);
+    tls_ctx_free(d->tls);
     scram_cache_free(d->scram);
     config_free(d->cfg);
     free(d->by_id);
@@ -310,6 +325,8 @@ int main(int argc, char **argv)
         sigs[i] = add_signal(&d, signals[i]);
     (void)stats_start(&d);   /* logged; the pooler runs without them */
     (void)metrics_start(&d);
+    if (health_start(&d) != 0)
+        log_at(&d.log, LG_ERROR, "health checks: out of memory; multi-host entries use libpq's choice");
     tick = event_new(d.base, -1, EV_PERSIST, tick_cb, &d);
     event_add(tick, &second);
     log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d", WEIR_VERSION_STRING, event_get_version(),

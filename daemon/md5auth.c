@@ -115,3 +115,10 @@ int md5_verify(const char *secret, const char *user, const uint8_t salt[4],
     OPENSSL_cleanse(expected, sizeof(expected));
     return rc;
 }
+
+int md5_response(const char *secret, const uint8_t salt[4], char out[MD5_SECRET_LEN + 1])
+{
+    if (secret_kind_of(secret) != SECRET_MD5)
+        return AUTH_EWRONGKIND;
+    return md5_hex(secret + 3, MD5_SECRET_LEN - 3, salt, 4, out);
+}

@@ -32,6 +32,7 @@
 #include "admin.h"
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "metrics.h"
 #include "pooler.h"
 #include "prepared.h"
@@ -360,6 +361,65 @@ static void write_histograms(struct evbuffer *b, struct daemon *d, const char **
     free(h);
 }
 
+/* ---- hosts of multi-host entries (health.c) ---- */
+
+enum host_metric { HM_UP, HM_PRIMARY, HM_ELIGIBLE, HM_LAG, HM_CONNS, HM_CHECKS, HM_FAILURES, HM_COUNT };
+
+static void write_hosts(struct evbuffer *b, struct daemon *d)
+{
+    static const struct {
+        const char *name, *type, *help;
+    } fam[HM_COUNT] = {
+        {"weir_backend_host_up", "gauge", "1 when the host answered its last health check"},
+        {"weir_backend_host_primary", "gauge", "1 when the host is a primary (not in recovery)"},
+        {"weir_backend_host_eligible", "gauge", "1 when the host gets new server connections of the database"},
+        {"weir_backend_host_replay_lag_seconds", "gauge", "Replay lag of a standby at its last check"},
+        {"weir_backend_host_server_connections", "gauge", "Open server connections weir made to the host"},
+        {"weir_backend_host_checks_total", "counter", "Health checks the host answered"},
+        {"weir_backend_host_check_failures_total", "counter", "Health checks the host failed"},
+    };
+
+    if (d->health == NULL || d->health->dbs == NULL)
+        return;
+    for (int f = 0; f < HM_COUNT; f++) {
+        header(b, fam[f].name, fam[f].type, fam[f].help);
+        for (const struct ha_db *hd = d->health->dbs; hd; hd = hd->next)
+            for (int i = 0; i < hd->nhosts; i++) {
+                const struct ha_host *hh = &hd->hosts[i];
+                evbuffer_add_printf(b, "%s", fam[f].name);
+                labels_db(b, hd->name);
+                evbuffer_add(b, ",host=\"", 7);
+                label_value(b, hh->host);
+                evbuffer_add(b, "\",port=\"", 8);
+                label_value(b, hh->port);
+                evbuffer_add(b, "\"} ", 3);
+                switch (f) {
+                case HM_UP:
+                    evbuffer_add_printf(b, "%d\n", hh->state == HOST_UP || hh->state == HOST_LAGGING);
+                    break;
+                case HM_PRIMARY:
+                    evbuffer_add_printf(b, "%d\n", hh->role == ROLE_PRIMARY);
+                    break;
+                case HM_ELIGIBLE:
+                    evbuffer_add_printf(b, "%d\n", health_host_eligible(hh));
+                    break;
+                case HM_LAG:
+                    evbuffer_add_printf(b, "%.3f\n", hh->lag_s);
+                    break;
+                case HM_CONNS:
+                    evbuffer_add_printf(b, "%d\n", hh->nconns);
+                    break;
+                case HM_CHECKS:
+                    evbuffer_add_printf(b, "%llu\n", (unsigned long long)hh->checks);
+                    break;
+                default:
+                    evbuffer_add_printf(b, "%llu\n", (unsigned long long)hh->check_failures);
+                    break;
+                }
+            }
+    }
+}
+
 static void write_metrics(struct evbuffer *b, struct daemon *d)
 {
     const char **names = NULL;
@@ -374,6 +434,7 @@ static void write_metrics(struct evbuffer *b, struct daemon *d)
     write_db_counters(b, d, names, n);
     write_db_flags(b, d, names, n);
     write_histograms(b, d, names, n);
+    write_hosts(b, d);
     free(names);
 }
 
@@ -425,14 +486,22 @@ static void health_reply(struct evhttp_request *req, int ok, struct evbuffer *bo
 static void health_finish(struct health_check *hc)
 {
     struct evbuffer *body = evbuffer_new();
-    int ok = 1;
+    int ok = 1, watched[hc->ndbs + 1];
 
+    /* Multi-host entries answer from the health checks: reachable means a
+     * usable host of the kind the entry wants (a primary for read-write). */
+    for (int i = 0; i < hc->ndbs; i++)
+        if ((watched[i] = health_db_ok(hc->m->d, hc->dbs[i])) >= 0)
+            hc->db_ok[i] = watched[i];
     for (int i = 0; i < hc->ndbs; i++)
         ok &= hc->db_ok[i];
     if (body) {
         evbuffer_add_printf(body, "%s\n", ok ? "ok" : "unhealthy");
         for (int i = 0; i < hc->ndbs; i++)
-            evbuffer_add_printf(body, "database %s: %s\n", hc->dbs[i], hc->db_ok[i] ? "reachable" : "unreachable");
+            evbuffer_add_printf(body, "database %s: %s\n", hc->dbs[i],
+                                watched[i] == 0   ? health_db_problem(hc->m->d, hc->dbs[i])
+                                : hc->db_ok[i] ? "reachable"
+                                               : "unreachable");
         for (int i = 0; i < hc->nprobes; i++)
             if (!hc->db_ok[hc->probes[i].db])
                 evbuffer_add_printf(body, "  no answer from %s\n", hc->probes[i].target);

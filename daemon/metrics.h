@@ -2,8 +2,9 @@
  * The metrics endpoint: when metrics_port is set, an HTTP server (libevent's
  * evhttp, on the daemon's own event loop) on metrics_addr:metrics_port with
  *   /metrics  Prometheus text exposition format (version 0.0.4), weir_ prefix
- *   /healthz  200 when weir listens and every configured database answers,
- *             503 otherwise, with one line per database saying which
+ *   /healthz  200 when weir listens and every configured database answers
+ *             (for multi-host entries: has a usable host of the role it
+ *             wants, per health.c), 503 otherwise, one line per database
  */
 #ifndef WEIR_DAEMON_METRICS_H
 #define WEIR_DAEMON_METRICS_H

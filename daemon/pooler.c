@@ -9,12 +9,16 @@
 #include <strings.h>
 
 #include <event2/buffer.h>
+#include <openssl/crypto.h>
 
 #include "admin.h"
 #include "auth.h"
+#include "backend.h"
+#include "health.h"
 #include "pooler.h"
 #include "server.h"
 #include "stats.h"
+#include "tls.h"
 
 static const char *const welcome_params[] = {
     "server_version", "server_encoding", "client_encoding", "DateStyle", "TimeZone", "IntervalStyle",
@@ -36,19 +40,81 @@ static void add_kv(struct evbuffer *b, const char *key, const char *value)
     evbuffer_add(b, "'", 1);
 }
 
-/* The password libpq should send for user: the entry's, else a plain-text
- * one from auth_file; otherwise none (libpq then looks in .pgpass). */
-static const char *backend_password(struct daemon *d, const struct db_config *db, const char *user)
+/*
+ * The password for the server login as user: the entry's; else the user's
+ * secret from auth_file, or from auth_query (dp->auth_secret); a SCRAM
+ * secret becomes the keys a client proved for it, when one did. A plain
+ * password goes to libpq, a secret to weir's own connect (backend.h);
+ * none lets libpq look in .pgpass.
+ */
+static const char *backend_password(struct daemon *d, const struct db_config *db, const struct dpool *dp,
+                                    const char *user)
 {
     const char *secret;
 
     if (db->password)
         return db->password;
     secret = d->users ? userlist_secret(d->users, user) : NULL;
+    if (secret == NULL && dp)
+        secret = dp->auth_secret;
+    if (secret == NULL || secret_kind_of(secret) == SECRET_NONE)
+        return NULL;
+    if (secret_kind_of(secret) == SECRET_SCRAM && dp && dp->keys_secret && strcmp(dp->keys_secret, secret) == 0)
+        return dp->keys_password;
+    return secret;
+}
+
+/* auth_user's own password, for libpq (the Engine): the entry's when it is
+ * the entry's user, else a plain-text one from auth_file. */
+static const char *auth_user_password(struct daemon *d, const struct db_config *db, const char *user)
+{
+    const char *secret;
+
+    if (db->password && db->user && strcmp(db->user, user) == 0)
+        return db->password;
+    secret = d->users ? userlist_secret(d->users, user) : NULL;
     return secret && secret_kind_of(secret) == SECRET_PLAIN ? secret : NULL;
 }
 
-static char *build_conninfo(struct daemon *d, const struct db_config *db, const char *dbname, const char *user)
+static int entry_sets(const struct db_config *db, const char *key)
+{
+    for (size_t i = 0; i < db->n_extra; i++)
+        if (strcmp(db->extra[i].key, key) == 0)
+            return 1;
+    return 0;
+}
+
+/*
+ * server_tls_* as libpq's keys, where the entry does not give its own. The
+ * mode always goes in, so libpq's default (prefer) or PGSSLMODE never decides
+ * behind the operator's back. libpq has no key for TLS 1.2 cipher lists: the
+ * backend connection uses OpenSSL's defaults whatever server_tls_ciphers says.
+ */
+static void add_server_tls(struct evbuffer *b, const struct weir_config *cfg, const struct db_config *db)
+{
+    static const char *const modes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+    unsigned mask = 0;
+    int tls = cfg->server_tls_sslmode != TLS_MODE_DISABLE;
+    int have_mask = tls && tls_parse_protocols(cfg->server_tls_protocols, &mask) == 0;
+    const struct {
+        const char *key, *value;
+    } kv[] = {
+        {"sslmode", modes[cfg->server_tls_sslmode]},
+        {"sslrootcert", tls ? cfg->server_tls_ca_file : ""},
+        {"sslcert", tls ? cfg->server_tls_cert_file : ""},
+        {"sslkey", tls ? cfg->server_tls_key_file : ""},
+        {"ssl_min_protocol_version", have_mask ? tls_libpq_min_protocol(mask) : ""},
+        /* none above TLS 1.3: newer versions stay allowed */
+        {"ssl_max_protocol_version", have_mask && !(mask & TLS_PROTO_V13) ? tls_libpq_max_protocol(mask) : ""},
+    };
+
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+        if (kv[i].value && kv[i].value[0] && !entry_sets(db, kv[i].key))
+            add_kv(b, kv[i].key, kv[i].value);
+}
+
+static char *build_conninfo(struct daemon *d, const struct db_config *db, const struct dpool *dp, const char *dbname,
+                            const char *user)
 {
     struct evbuffer *b = evbuffer_new();
     char *out = NULL;
@@ -60,7 +126,7 @@ static char *build_conninfo(struct daemon *d, const struct db_config *db, const 
     add_kv(b, "port", db->port);
     add_kv(b, "dbname", db->dbname ? db->dbname : dbname);
     add_kv(b, "user", user);
-    add_kv(b, "password", backend_password(d, db, user));
+    add_kv(b, "password", dp == NULL ? auth_user_password(d, db, user) : backend_password(d, db, dp, user));
     add_kv(b, "client_encoding", db->client_encoding);
     add_kv(b, "application_name", db->application_name);
     add_kv(b, "fallback_application_name", "weir");
@@ -71,6 +137,7 @@ static char *build_conninfo(struct daemon *d, const struct db_config *db, const 
                  db->timezone ? db->timezone : "");
         add_kv(b, "options", opts);
     }
+    add_server_tls(b, d->cfg, db);
     for (size_t i = 0; i < db->n_extra; i++)
         add_kv(b, db->extra[i].key, db->extra[i].value);
     len = evbuffer_get_length(b);
@@ -185,6 +252,15 @@ static void limit_groups_free(struct daemon *d)
     }
 }
 
+static void wipe_free(char **s)
+{
+    if (*s) {
+        OPENSSL_cleanse(*s, strlen(*s));
+        free(*s);
+        *s = NULL;
+    }
+}
+
 static struct dpool *dpool_find(struct daemon *d, const char *dbname, const char *user)
 {
     for (struct dpool *dp = d->pools; dp; dp = dp->next)
@@ -205,6 +281,9 @@ static void dpool_free(struct dpool *dp)
     free(dp->user);
     free(dp->conninfo);
     free(dp->connect_query);
+    wipe_free(&dp->auth_secret);
+    wipe_free(&dp->keys_secret);
+    wipe_free(&dp->keys_password);
     free(dp);
 }
 
@@ -231,13 +310,13 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     dp->d = d;
     dp->dbname = strdup(dbname);
     dp->user = strdup(user);
-    dp->conninfo = build_conninfo(d, db, dbname, user);
+    dp->conninfo = build_conninfo(d, db, dp, dbname, user);
     dp->connect_query = db->connect_query ? strdup(db->connect_query) : NULL;
     dp->mode = effective_mode(d, db, client_user);
     snprintf(name, sizeof(name), "%s/%s", dbname, user);
     weir_pool_config_init(&pc);
     fill_pool_config(d, db, &pc);
-    pc.dialect = weir_dialect_find("postgresql");
+    pc.dialect = backend_dialect(); /* libpq, or weir's own connect for secrets */
     pc.conninfo = dp->conninfo;
     pc.base = d->base;
     pc.name = name;
@@ -245,6 +324,7 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     pc.log_arg = d;
     pc.groups[0] = limit_group_get(d, 'd', dbname);
     pc.groups[1] = limit_group_get(d, 'u', user);
+    dp->ha = health_pool_config(d, dp, &pc); /* multi-host entries: a host per connection */
     if (dp->dbname == NULL || dp->user == NULL || dp->conninfo == NULL || weir_pool_new(&pc, &dp->pool) != 0) {
         dpool_free(dp);
         return NULL;
@@ -284,7 +364,7 @@ void pooler_learn_welcome(struct dpool *dp, const struct server *s)
     if (dp->welcome_known)
         return;
     for (size_t i = 0; i < sizeof(welcome_params) / sizeof(welcome_params[0]); i++) {
-        const char *v = PQparameterStatus(s->pg, welcome_params[i]);
+        const char *v = backend_param(s->be, welcome_params[i]);
         if (v == NULL)
             continue;
         dp->welcome_names[dp->nwelcome] = strdup(welcome_params[i]);
@@ -299,6 +379,77 @@ void pooler_learn_welcome(struct dpool *dp, const struct server *s)
     for (int i = 0; i < TP_COUNT; i++)
         param_set_share(&dp->welcome_params, i, &s->params);
     dp->welcome_known = 1;
+}
+
+/* The password changed: new server logins use the new conninfo; the
+ * connections already made stay. */
+static void refresh_conninfo(struct dpool *dp)
+{
+    const struct db_config *db = config_find_db(dp->d->cfg, dp->dbname);
+    char *conninfo;
+
+    if (db == NULL || dp->removed)
+        return;
+    conninfo = build_conninfo(dp->d, db, dp, dp->dbname, dp->user);
+    if (conninfo == NULL || strcmp(conninfo, dp->conninfo) == 0 || weir_pool_set_conninfo(dp->pool, conninfo) != 0) {
+        wipe_free(&conninfo);
+        return;
+    }
+    wipe_free(&dp->conninfo);
+    dp->conninfo = conninfo;
+}
+
+void pooler_set_auth_secret(struct dpool *dp, const char *user, const char *secret)
+{
+    if (strcmp(user, dp->user) != 0 || (dp->auth_secret && strcmp(dp->auth_secret, secret) == 0))
+        return; /* a forced user logs in with its own password */
+    wipe_free(&dp->auth_secret);
+    dp->auth_secret = secret[0] ? strdup(secret) : NULL;
+    refresh_conninfo(dp);
+}
+
+void pooler_set_scram_keys(struct dpool *dp, const char *user, const char *secret,
+                           const uint8_t client_key[SCRAM_KEY_LEN], const uint8_t server_key[SCRAM_KEY_LEN])
+{
+    char pw[160];
+
+    if (strcmp(user, dp->user) != 0 || backend_keys_password(client_key, server_key, pw, sizeof(pw)) != 0)
+        return;
+    if (dp->keys_password && strcmp(dp->keys_password, pw) == 0 && strcmp(dp->keys_secret, secret) == 0) {
+        OPENSSL_cleanse(pw, sizeof(pw));
+        return; /* the usual case: the same keys again */
+    }
+    wipe_free(&dp->keys_secret);
+    wipe_free(&dp->keys_password);
+    dp->keys_secret = strdup(secret);
+    dp->keys_password = strdup(pw);
+    OPENSSL_cleanse(pw, sizeof(pw));
+    if (dp->keys_secret == NULL || dp->keys_password == NULL) {
+        wipe_free(&dp->keys_secret);
+        wipe_free(&dp->keys_password);
+    }
+    refresh_conninfo(dp);
+}
+
+char *pooler_auth_conninfo(struct daemon *d, const struct dpool *dp, const char *auth_user, char *err, size_t errlen)
+{
+    const struct db_config *db = config_find_db(d->cfg, dp->dbname);
+    const char *dbname = dp->dbname, *authdb;
+
+    if (db == NULL) {
+        snprintf(err, errlen, "no such database: %s", dp->dbname);
+        return NULL;
+    }
+    authdb = db->auth_dbname ? db->auth_dbname : d->cfg->auth_dbname;
+    if (authdb[0]) {
+        db = config_find_db(d->cfg, authdb);
+        dbname = authdb;
+        if (db == NULL) {
+            snprintf(err, errlen, "auth_dbname \"%s\" is not a database in the configuration", authdb);
+            return NULL;
+        }
+    }
+    return build_conninfo(d, db, NULL, dbname, auth_user);
 }
 
 int pooler_wait_ms(const struct dpool *dp)
@@ -344,6 +495,7 @@ static void pooler_retarget(struct daemon *d, struct dpool *dp, char *conninfo)
 
 void pooler_apply_config(struct daemon *d)
 {
+    health_apply_config(d);
     limit_groups_apply(d);
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         const struct db_config *db = config_find_db(d->cfg, dp->dbname);
@@ -353,9 +505,12 @@ void pooler_apply_config(struct daemon *d)
 
         if (dp->removed)
             continue;
-        conninfo = db ? build_conninfo(d, db, dp->dbname, db->user ? db->user : dp->user) : NULL;
-        if (db == NULL || conninfo == NULL || (db->user && strcmp(db->user, dp->user) != 0)) {
-            /* Gone: let it drain; its clients move to a new pool at their next query. */
+        conninfo = db ? build_conninfo(d, db, dp, dp->dbname, db->user ? db->user : dp->user) : NULL;
+        if (db == NULL || conninfo == NULL || (db->user && strcmp(db->user, dp->user) != 0) ||
+            (health_find_db(d, dp->dbname) != NULL) != dp->ha) {
+            /* Gone (or now choosing hosts differently: its pool has or lacks
+             * health.c's chooser): let it drain; its clients move to a new
+             * pool at their next query. */
             log_at(&d->log, LG_LOG, "pool %s/%s: database removed from config, draining", dp->dbname, dp->user);
             dp->removed = 1;
             weir_pool_drain(dp->pool);
@@ -378,6 +533,7 @@ void pooler_apply_config(struct daemon *d)
         dp->mode = mode;
         weir_pool_config_init(&pc);
         fill_pool_config(d, db, &pc);
+        (void)health_pool_config(d, dp, &pc);
         if (weir_pool_reconfigure(dp->pool, &pc) != 0)
             log_at(&d->log, LG_WARNING, "pool %s/%s: new sizes rejected", dp->dbname, dp->user);
     }

@@ -28,7 +28,12 @@ struct dpool {
     struct param_set welcome_params; /* the tracked ones, shared with clients */
     int welcome_known;
     int removed;           /* gone from the config: drains, then freed */
+    int ha;                /* health.c chooses the host of each connection */
     int nclients;
+    /* server login secrets beyond auth_file (wiped when freed) */
+    char *auth_secret;     /* the user's secret from auth_query */
+    char *keys_secret;     /* the SCRAM secret a client proved keys for ... */
+    char *keys_password;   /* ... and those keys, as backend.h's password form */
     /* SHOW STATS counters */
     uint64_t xact_count, query_count, bytes_in, bytes_out, xact_us, query_us, wait_us;
 };
@@ -46,6 +51,18 @@ void pooler_collect(struct daemon *d);
 void pooler_free_all(struct daemon *d);
 /* Remember a server's parameters for the login welcome. */
 void pooler_learn_welcome(struct dpool *dp, const struct server *s);
+/*
+ * A client of this pool's user logged in with a secret from auth_query, or
+ * proved the SCRAM keys of its secret (ClientKey from its proof, ServerKey
+ * from the secret): new server logins of the pool use them (SCRAM
+ * pass-through). Ignored when the pool logs in as a forced user.
+ */
+void pooler_set_auth_secret(struct dpool *dp, const char *user, const char *secret);
+void pooler_set_scram_keys(struct dpool *dp, const char *user, const char *secret,
+                           const uint8_t client_key[32], const uint8_t server_key[32]);
+/* Where and as whom auth_query runs for a client of dp: auth_dbname's entry,
+ * else dp's, logged in as auth_user. malloc'd; NULL with err on failure. */
+char *pooler_auth_conninfo(struct daemon *d, const struct dpool *dp, const char *auth_user, char *err, size_t errlen);
 /* Checkout timeout for a pool: query_wait_timeout (0 = forever). */
 int pooler_wait_ms(const struct dpool *dp);
 

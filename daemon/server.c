@@ -15,8 +15,10 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "backend.h"
 #include "client.h"
 #include "config.h"
+#include "health.h"
 #include "pooler.h"
 #include "prepared.h"
 #include "prepared_relay.h"
@@ -99,6 +101,7 @@ static void server_detach(void *data)
     prep_server_free(s);
     s->pooled = NULL;
     s->pg = NULL;
+    s->be = NULL;
     event_base_once(s->d->base, -1, EV_TIMEOUT, server_free_later, s, NULL);
 }
 
@@ -120,19 +123,24 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
     s->d = d;
     s->dp = dp;
     s->pooled = pooled;
-    s->pg = weir_pooled_driver_handle(pooled);
+    s->be = weir_pooled_driver_handle(pooled);
+    s->pg = backend_pgconn(s->be); /* NULL when weir connected by itself */
     s->id = ++d->next_id;
     s->txn = 'I';
     s->fresh = 1;
-    s->backend_pid = PQbackendPID(s->pg);
-    if (stream_init(&s->io, d->base, PQsocket(s->pg), server_on_read, server_on_drain, s) != 0) {
+    s->backend_pid = backend_pid(s->be);
+    if (stream_init(&s->io, d->base, backend_socket(s->be), server_on_read, server_on_drain, s) != 0) {
         free(s);
         return NULL;
     }
     stream_set_flat(&s->io, server_on_flat, &d->loop);
+    /* libpq made the TLS session and keeps owning it (PQfinish frees it);
+     * weir reads and writes through it and never calls libpq I/O again. */
+    if (s->pg != NULL && PQsslInUse(s->pg))
+        stream_start_tls(&s->io, PQsslStruct(s->pg, "OpenSSL"), 0);
     for (int i = 0; i < TP_COUNT; i++)
         if (tracked_param_reported(i))
-            param_set_put(&s->params, i, PQparameterStatus(s->pg, tracked_param_name(i)));
+            param_set_put(&s->params, i, backend_param(s->be, tracked_param_name(i)));
     weir_pooled_set_data(pooled, s, server_detach);
     server_register(s);
     /* Registered for reading for the server's whole life: no epoll_ctl per
@@ -592,6 +600,7 @@ static void server_lost(struct server *s, const char *why)
     struct client *c = s->client;
 
     server_log(s, LG_LOG, "closing because: ", why);
+    health_server_lost(s->dp, weir_pooled_target(s->pooled)); /* failover? look at its host now */
     if (c != NULL && s->state == SV_CHECKING) {
         server_check_done(s, 0); /* the check found it dead: the client tries another */
         return;
@@ -878,6 +887,7 @@ static void server_idle_input(struct server *s)
     evbuffer_drain(s->io.in, evbuffer_get_length(s->io.in));
     if (s->io.eof || s->io.failed) {
         server_log(s, LG_LOG, "closing because: ", "server closed the connection while idle");
+        health_server_lost(s->dp, weir_pooled_target(s->pooled));
         stream_set_reading(&s->io, 0);
         weir_pool_invalidate(s->dp->pool, s->pooled);
     }
@@ -948,7 +958,7 @@ static void server_on_drain(struct stream *io, void *arg)
  * the loop needs no locking (libevent runs without thread support here). */
 struct cancel_job {
     struct server *s;
-    PGcancel *cancel;
+    struct backend_cancel *cancel;
     struct event *done;
     int pipe[2];
 };
@@ -976,8 +986,8 @@ static void *cancel_main(void *arg)
     struct cancel_job *job = arg;
     char err[256];
 
-    PQcancel(job->cancel, err, sizeof(err));
-    PQfreeCancel(job->cancel);
+    (void)backend_cancel_run(job->cancel, err, sizeof(err));
+    backend_cancel_free(job->cancel);
     if (write(job->pipe[1], "x", 1) != 1) { /* back to the loop's thread */
         /* a pipe with room for one byte cannot refuse it */
     }
@@ -997,10 +1007,10 @@ void server_cancel(struct server *s)
         free(job);
         return;
     }
-    job->cancel = PQgetCancel(s->pg);
+    job->cancel = backend_cancel_new(s->be);
     job->done = event_new(s->d->base, job->pipe[0], EV_READ, cancel_done, job);
     if (job->cancel == NULL || job->done == NULL || event_add(job->done, NULL) != 0) {
-        PQfreeCancel(job->cancel);
+        backend_cancel_free(job->cancel);
         if (job->done)
             event_free(job->done);
         close(job->pipe[0]);
@@ -1012,7 +1022,7 @@ void server_cancel(struct server *s)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, cancel_main, job) != 0) {
-        PQfreeCancel(job->cancel);
+        backend_cancel_free(job->cancel);
         event_active(job->done, EV_READ, 1); /* same thread: finish at once */
     }
     pthread_attr_destroy(&attr);

@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "stream.h"
 
+struct backend;
 struct expect;
 struct server_stmts;
 
@@ -34,7 +35,8 @@ struct server {
     struct daemon *d;
     struct dpool *dp;
     weir_pooled *pooled;
-    PGconn *pg;
+    PGconn *pg;              /* libpq's, or NULL when weir connected by itself */
+    struct backend *be;      /* either way: socket, pid, parameters, cancel */
     uint64_t id;
     enum server_state state;
     struct stream io;

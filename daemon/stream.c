@@ -1,7 +1,10 @@
 /*
  * Stream I/O for the daemon's sockets (see stream.h): the read callback
  * fills the input buffer and hands over; writes are attempted immediately
- * and fall back to a write event only when the socket buffer is full.
+ * and fall back to a write event only when the socket buffer is full. TLS
+ * streams (the second half of the file) keep that contract over SSL_read and
+ * SSL_write; stream_fill, stream_flush and stream_set_reading branch to them
+ * once, at the top.
  */
 #include <errno.h>
 #include <string.h>
@@ -9,14 +12,22 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "internal.h"
 #include "stream.h"
+#include "tls.h"
 
 /* Small reads ask for a chain that fits glibc's per-thread cache (1 KiB
  * with libevent's header), so the usual small message costs no real malloc;
  * once a read fills it, bulk data follows and reads go big. */
 #define STREAM_READ_SMALL 900
 #define STREAM_READ_BIG 16384
+
+static int stream_tls_fill(struct stream *s);
+static int stream_tls_flush(struct stream *s);
+static void stream_tls_set_reading(struct stream *s, int on);
 
 static int transient(int err)
 {
@@ -74,6 +85,18 @@ static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
         s->on_drain(s, s->arg);
 }
 
+static void stream_tls_write_cb(evutil_socket_t fd, short what, void *arg);
+
+/* The write event, made the first time output has to wait (most streams
+ * never need it), with the callback of the stream's kind. */
+static struct event *stream_wr_event(struct stream *s)
+{
+    if (s->wr == NULL)
+        s->wr = event_new(event_get_base(&s->rd), s->fd, EV_WRITE | EV_PERSIST,
+                          s->ssl ? stream_tls_write_cb : stream_write_cb, s);
+    return s->wr;
+}
+
 int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, stream_cb on_read,
                 stream_cb on_drain, void *arg)
 {
@@ -106,10 +129,16 @@ void stream_release(struct stream *s)
         evbuffer_free(s->out);
     s->in = s->out = NULL;
     s->ready = s->reading = s->writing = 0;
+    s->ssl = NULL;
+    s->tls_handshake = s->tls_rd_wants_wr = s->tls_wr_wants_rd = s->tls_wr_blocked = s->tls_rd_on = 0;
 }
 
 void stream_set_reading(struct stream *s, int on)
 {
+    if (s->ssl) {
+        stream_tls_set_reading(s, on);
+        return;
+    }
     if (!s->ready || s->reading == (unsigned)!!on)
         return;
     s->reading = !!on;
@@ -136,7 +165,7 @@ int64_t stream_loop_now(struct stream_loop *l)
 
 void stream_trim(struct stream *s)
 {
-    if (!s->ready || s->writing || (s->in && evbuffer_get_length(s->in) > 0) ||
+    if (!s->ready || s->ssl || s->writing || (s->in && evbuffer_get_length(s->in) > 0) ||
         (s->out && evbuffer_get_length(s->out) > 0))
         return;
     if (s->in)
@@ -172,7 +201,7 @@ void stream_write_flat(struct stream *s, const void *p, size_t n)
 
     if (n == 0 || !s->ready)
         return;
-    if (s->out == NULL || evbuffer_get_length(s->out) == 0) {
+    if (s->ssl == NULL && (s->out == NULL || evbuffer_get_length(s->out) == 0)) {
         ssize_t w = send(s->fd, b, n, MSG_NOSIGNAL);
         if (w == (ssize_t)n)
             return;
@@ -188,11 +217,15 @@ void stream_write_flat(struct stream *s, const void *p, size_t n)
 int stream_fill(struct stream *s)
 {
     struct evbuffer_iovec vec[2];
-    size_t want = s->bulk ? STREAM_READ_BIG : STREAM_READ_SMALL;
-    int nvec = evbuffer_reserve_space(s->in, (ev_ssize_t)want, vec, 2);
+    size_t want;
+    int nvec;
     struct iovec iov[2];
     ssize_t n;
 
+    if (s->ssl)
+        return stream_tls_fill(s);
+    want = s->bulk ? STREAM_READ_BIG : STREAM_READ_SMALL;
+    nvec = evbuffer_reserve_space(s->in, (ev_ssize_t)want, vec, 2);
     if (nvec <= 0) {
         s->failed = 1;
         return -1;
@@ -243,6 +276,8 @@ static int stream_send(struct stream *s)
 
 int stream_flush(struct stream *s)
 {
+    if (s->ssl)
+        return stream_tls_flush(s);
     if (!s->writing && (s->out == NULL || evbuffer_get_length(s->out) == 0))
         return 0; /* the usual case after a direct send */
     while (evbuffer_get_length(s->out) > 0) {
@@ -258,8 +293,7 @@ int stream_flush(struct stream *s)
     }
     if (evbuffer_get_length(s->out) > 0) {
         if (!s->writing) {
-            if (s->wr == NULL &&
-                (s->wr = event_new(event_get_base(&s->rd), s->fd, EV_WRITE | EV_PERSIST, stream_write_cb, s)) == NULL) {
+            if (stream_wr_event(s) == NULL) {
                 s->failed = 1;
                 return -1;
             }
@@ -271,4 +305,269 @@ int stream_flush(struct stream *s)
         event_del(s->wr);
     }
     return 0;
+}
+
+/* ---- TLS ---- */
+
+/* A TLS record carries at most 16 KiB: reads ask for that much, writes hand
+ * over that much at a time. */
+#define TLS_RECORD 16384
+/* What one read callback takes before other connections get their turn. */
+#define TLS_READ_BUDGET (4 * TLS_RECORD)
+
+/*
+ * Register what the TLS state needs: the read event while reading, while the
+ * handshake runs and while a write waits for the peer's bytes; the write
+ * event while output or the read side waits for room in the socket.
+ */
+static void stream_tls_sync(struct stream *s)
+{
+    unsigned rd, wr;
+
+    if (!s->ready)
+        return;
+    rd = s->reading || s->tls_handshake || s->tls_wr_wants_rd;
+    wr = s->tls_wr_blocked || s->tls_rd_wants_wr;
+    if (rd != s->tls_rd_on) {
+        s->tls_rd_on = rd;
+        if (rd)
+            event_add(&s->rd, NULL);
+        else
+            event_del(&s->rd);
+    }
+    if (wr != s->writing) {
+        if (wr && stream_wr_event(s) == NULL) {
+            s->failed = 1; /* out of memory: reported by the next read */
+            return;
+        }
+        s->writing = wr;
+        if (wr)
+            event_add(s->wr, NULL);
+        else
+            event_del(s->wr);
+    }
+}
+
+/* Bytes OpenSSL already holds raise no socket event: run the read callback
+ * again in the next loop iteration (forced: also without such bytes). */
+static void stream_tls_kick(struct stream *s, int force)
+{
+    if (s->tls_rd_on && (force || SSL_has_pending(s->ssl)))
+        event_active(&s->rd, EV_READ, 1);
+}
+
+static void stream_tls_set_reading(struct stream *s, int on)
+{
+    if (!s->ready)
+        return;
+    s->reading = !!on;
+    stream_tls_sync(s);
+    if (on)
+        stream_tls_kick(s, 0);
+}
+
+/* One step of the server-side handshake: 1 done, 0 not yet, -1 failed. */
+static int stream_tls_handshake(struct stream *s)
+{
+    int want_write = 0;
+    int rc = tls_handshake_step(s->ssl, &want_write, &s->tls_err);
+
+    if (rc < 0) {
+        s->failed = 1;
+        return -1;
+    }
+    s->tls_rd_wants_wr = rc == 0 && want_write;
+    if (rc == 1)
+        s->tls_handshake = 0;
+    stream_tls_sync(s);
+    return rc;
+}
+
+static int stream_tls_fill(struct stream *s)
+{
+    size_t got = 0;
+    int ended = 0;
+
+    if (s->tls_handshake) {
+        int rc = stream_tls_handshake(s);
+        if (rc <= 0)
+            return rc;
+        if (evbuffer_get_length(s->out) > 0 && stream_tls_flush(s) < 0)
+            return -1;
+    }
+    s->tls_rd_wants_wr = 0;
+    ERR_clear_error();
+    while (got < TLS_READ_BUDGET) {
+        struct evbuffer_iovec v;
+        int n;
+
+        if (evbuffer_reserve_space(s->in, TLS_RECORD, &v, 1) != 1) {
+            s->failed = 1;
+            ended = 1;
+            break;
+        }
+        n = SSL_read(s->ssl, v.iov_base, v.iov_len < TLS_RECORD ? (int)v.iov_len : TLS_RECORD);
+        if (n > 0) {
+            v.iov_len = (size_t)n;
+            evbuffer_commit_space(s->in, &v, 1);
+            got += (size_t)n;
+            continue;
+        }
+        evbuffer_commit_space(s->in, &v, 0);
+        switch (SSL_get_error(s->ssl, n)) {
+        case SSL_ERROR_WANT_READ:
+            break;
+        case SSL_ERROR_WANT_WRITE:
+            s->tls_rd_wants_wr = 1;
+            break;
+        case SSL_ERROR_ZERO_RETURN:
+            s->eof = 1;
+            ended = 1;
+            break;
+        default:
+            s->tls_err = ERR_get_error();
+            s->failed = 1;
+            ended = 1;
+            break;
+        }
+        ERR_clear_error();
+        break;
+    }
+    stream_tls_sync(s);
+    if (got > 0 && ended) {
+        /* As on a plain socket, the bytes before the end are handed over
+         * first; the next callback sees the end again (OpenSSL repeats it). */
+        s->eof = s->failed = 0;
+        stream_tls_kick(s, 1);
+    } else if (got >= TLS_READ_BUDGET) {
+        stream_tls_kick(s, 0);
+    }
+    if (got > 0)
+        return 1;
+    return ended ? -1 : 0;
+}
+
+/* SSL_write in record-sized pieces. After WANT_WRITE OpenSSL wants the same
+ * bytes again: the output only grows meanwhile, and SSL_MODE_ACCEPT_MOVING_
+ * WRITE_BUFFER lets them come from a new pullup. */
+static int stream_tls_flush(struct stream *s)
+{
+    size_t len;
+    int rc = 0;
+
+    s->tls_wr_blocked = s->tls_wr_wants_rd = 0;
+    if (s->tls_handshake)
+        return 0; /* sent when the handshake is done */
+    ERR_clear_error();
+    while ((len = evbuffer_get_length(s->out)) > 0) {
+        size_t n = len < TLS_RECORD ? len : TLS_RECORD;
+        unsigned char *p = evbuffer_pullup(s->out, (ev_ssize_t)n);
+        int w;
+
+        if (p == NULL) {
+            s->failed = 1;
+            rc = -1;
+            break;
+        }
+        w = SSL_write(s->ssl, p, (int)n);
+        if (w > 0) {
+            evbuffer_drain(s->out, (size_t)w);
+            continue;
+        }
+        switch (SSL_get_error(s->ssl, w)) {
+        case SSL_ERROR_WANT_WRITE:
+            s->tls_wr_blocked = 1;
+            break;
+        case SSL_ERROR_WANT_READ:
+            s->tls_wr_wants_rd = 1;
+            break;
+        default:
+            s->tls_err = ERR_get_error();
+            s->failed = 1;
+            rc = -1;
+            break;
+        }
+        ERR_clear_error();
+        break;
+    }
+    stream_tls_sync(s);
+    return rc;
+}
+
+static void stream_tls_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *s = arg;
+
+    (void)fd;
+    (void)what;
+    if (s->loop)
+        stream_loop_tick(s->loop);
+    if (s->tls_wr_wants_rd) { /* a write was waiting for the peer */
+        if (stream_tls_flush(s) < 0) {
+            s->on_read(s, s->arg);
+            return;
+        }
+        if (evbuffer_get_length(s->out) == 0 && s->on_drain) {
+            s->on_drain(s, s->arg);
+            if (!s->ready)
+                return;
+        }
+    }
+    if (!s->reading && !s->tls_handshake)
+        return;
+    if (stream_tls_fill(s) != 0 || s->eof || s->failed)
+        s->on_read(s, s->arg);
+}
+
+static void stream_tls_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct stream *s = arg;
+    int read_side = s->tls_rd_wants_wr;
+
+    (void)fd;
+    (void)what;
+    if (s->loop)
+        stream_loop_tick(s->loop);
+    if (s->tls_wr_blocked) {
+        if (stream_tls_flush(s) < 0) {
+            s->on_read(s, s->arg); /* report the failure through the reader */
+            return;
+        }
+        if (evbuffer_get_length(s->out) == 0 && s->on_drain) {
+            s->on_drain(s, s->arg);
+            if (!s->ready)
+                return;
+        }
+    }
+    if (read_side) { /* the handshake or a read was waiting for room */
+        s->tls_rd_wants_wr = 0;
+        stream_tls_sync(s);
+        if ((s->reading || s->tls_handshake) && (stream_tls_fill(s) != 0 || s->eof || s->failed))
+            s->on_read(s, s->arg);
+    }
+}
+
+void stream_start_tls(struct stream *s, struct ssl_st *ssl, int handshake)
+{
+    struct event_base *base = event_get_base(&s->rd);
+
+    event_del(&s->rd);
+    if (s->wr) /* made again with the TLS callback when needed */
+        event_free(s->wr);
+    s->wr = NULL;
+    event_assign(&s->rd, base, s->fd, EV_READ | EV_PERSIST, stream_tls_read_cb, s);
+    s->on_flat = NULL; /* bytes come out of OpenSSL, not the socket */
+    s->writing = 0;
+    s->tls_rd_on = 0;
+    s->ssl = ssl;
+    s->tls_handshake = !!handshake;
+    /* Partial writes: one record per SSL_write. An unexpected EOF (a peer
+     * killed without close_notify) is an end like on a plain socket: every
+     * message carries its own length, so truncation cannot go unnoticed. */
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    stream_tls_sync(s);
+    stream_tls_kick(s, 0);
+    if (!handshake && evbuffer_get_length(s->out) > 0)
+        (void)stream_tls_flush(s);
 }

@@ -6,6 +6,9 @@
  * read(2) (no FIONREAD), writes try at once with writev(2), so a small
  * request costs one read and one write system call. Clients and servers
  * each own one; the fd itself belongs to the owner (a server's to libpq).
+ * With TLS (stream_start_tls) the same contract holds over an SSL* the owner
+ * keeps: separate read/write functions and event callbacks, chosen once, so
+ * the plain path does not pay for TLS.
  */
 #ifndef WEIR_DAEMON_STREAM_H
 #define WEIR_DAEMON_STREAM_H
@@ -17,6 +20,7 @@
 #include <event2/event_struct.h>
 
 struct stream;
+struct ssl_st; /* OpenSSL's SSL */
 
 /* What the streams of one event loop share: the scratch buffer reads land
  * in, and the loop's clock read at most once per callback (timestamps for
@@ -54,6 +58,12 @@ struct stream {
     struct stream_loop *loop;     /* borrowed; set with on_flat */
     void *arg;
     unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1, bulk : 1;
+    /* TLS only: handshake still running; the read side waits for the socket
+     * to take bytes; a write waits for bytes to arrive; a write waits for
+     * room; the read event is registered. */
+    unsigned tls_handshake : 1, tls_rd_wants_wr : 1, tls_wr_wants_rd : 1, tls_wr_blocked : 1, tls_rd_on : 1;
+    struct ssl_st *ssl;      /* NULL: plain socket */
+    unsigned long tls_err;   /* OpenSSL's code for a TLS failure (0: peer gone) */
 };
 
 /* Set up on fd (borrowed). Reading starts disabled. 0 or -1 (ENOMEM). */
@@ -80,5 +90,13 @@ void stream_write_flat(struct stream *s, const void *p, size_t n);
 int stream_fill(struct stream *s);
 /* Write what the kernel takes; arms EV_WRITE for the rest. -1 on error. */
 int stream_flush(struct stream *s);
+/*
+ * From now on s speaks TLS over ssl (borrowed: the owner frees it after
+ * stream_release). handshake: run the server side of the handshake first,
+ * driven by the socket events (reads report nothing until it is done; a
+ * failure sets failed and tls_err). Without it the session is already
+ * established (libpq's, for a server). Output still queued is sent in TLS.
+ */
+void stream_start_tls(struct stream *s, struct ssl_st *ssl, int handshake);
 
 #endif

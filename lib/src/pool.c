@@ -158,6 +158,8 @@ static void item_destroy(weir_pooled *item)
     if (item->data_free)
         item->data_free(item->data);
     item->pool->d->close(item->dconn);
+    if (item->targeted && pool->cfg.target.release)
+        pool->cfg.target.release(pool->cfg.target.arg, item->target, item->connected);
     free(item);
 }
 
@@ -299,6 +301,7 @@ static void connect_succeeded(weir_pool *pool, weir_pooled *item)
     pool->backoff_ms = pool->cfg.retry_min_ms;
     pool->next_connect_us = 0;
     item->created_us = now;
+    item->connected = 1;
     if (pool->cfg.recycle_ms > 0) {
         int64_t jitter = pool->cfg.recycle_jitter_ms > 0
                              ? (int64_t)(pool_random(pool) % ((uint64_t)pool->cfg.recycle_jitter_ms * 1000 + 1))
@@ -399,6 +402,33 @@ static void item_drive(weir_pooled *item)
     }
 }
 
+/* The owner's chooser may swap in another conninfo (one host of several). */
+static int choose_target(weir_pool *pool, weir_pooled *item, char **conninfo, char *err, size_t errlen)
+{
+    char *chosen = NULL;
+    uintptr_t tag = 0;
+    int rc;
+
+    if (pool->cfg.target.choose == NULL)
+        return 0;
+    rc = pool->cfg.target.choose(pool->cfg.target.arg, *conninfo, &chosen, &tag, err, errlen);
+    if (rc != 0) {
+        free(chosen);
+        if (err[0] == '\0')
+            snprintf(err, errlen, "%s", weir_strerror(rc));
+        return rc;
+    }
+    pthread_mutex_lock(&pool->lock);
+    item->targeted = 1;
+    item->target = tag;
+    pthread_mutex_unlock(&pool->lock);
+    if (chosen) {
+        free(*conninfo);
+        *conninfo = chosen;
+    }
+    return 0;
+}
+
 static void item_start_connect(weir_pool *pool, weir_pooled *item)
 {
     char err[256] = "", *conninfo;
@@ -409,7 +439,9 @@ static void item_start_connect(weir_pool *pool, weir_pooled *item)
     pthread_mutex_lock(&pool->lock);
     conninfo = strdup(pool->conninfo);
     pthread_mutex_unlock(&pool->lock);
-    rc = conninfo ? pool->d->connect_start(conninfo, &item->dconn, err, sizeof(err)) : WEIR_ENOMEM;
+    rc = conninfo ? choose_target(pool, item, &conninfo, err, sizeof(err)) : WEIR_ENOMEM;
+    if (rc == 0)
+        rc = pool->d->connect_start(conninfo, &item->dconn, err, sizeof(err));
     free(conninfo);
     if (rc != 0) {
         item->dconn = NULL;
@@ -929,10 +961,43 @@ uint64_t weir_pool_invalidate_all(weir_pool *pool)
     pthread_mutex_lock(&pool->lock);
     gen = ++pool->generation;
     pool->st.invalidated++;
+    /* The target changed: what failed before says nothing about it. */
+    pool->backoff_ms = pool->cfg.retry_min_ms;
+    pool->next_connect_us = 0;
     if (!pool->closed)
         pool_kick(pool);
     pthread_mutex_unlock(&pool->lock);
     return gen;
+}
+
+int weir_pool_invalidate_target(weir_pool *pool, uintptr_t tag)
+{
+    int n = 0, idle = 0;
+
+    pthread_mutex_lock(&pool->lock);
+    for (struct weir_link *l = pool->all.next; l != &pool->all; l = l->next) {
+        weir_pooled *item = weir_container_of(l, weir_pooled, all_link);
+        if (!item->targeted || item->target != tag || item->invalid)
+            continue;
+        item->invalid = 1;
+        pool->st.invalidated++;
+        idle |= item->state == ITEM_IDLE;
+        n++;
+    }
+    if (idle && !pool->closed)
+        pool_kick(pool);
+    pthread_mutex_unlock(&pool->lock);
+    return n;
+}
+
+void weir_pool_retry_now(weir_pool *pool)
+{
+    pthread_mutex_lock(&pool->lock);
+    pool->backoff_ms = pool->cfg.retry_min_ms;
+    pool->next_connect_us = 0;
+    if (!pool->closed)
+        pool_kick(pool);
+    pthread_mutex_unlock(&pool->lock);
 }
 
 void weir_pool_pause(weir_pool *pool)
@@ -1093,4 +1158,9 @@ void *weir_pooled_get_data(const weir_pooled *conn)
 uint64_t weir_pooled_generation(const weir_pooled *conn)
 {
     return conn->generation;
+}
+
+uintptr_t weir_pooled_target(const weir_pooled *conn)
+{
+    return conn->target;
 }

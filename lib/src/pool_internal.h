@@ -36,6 +36,9 @@ struct weir_pooled {
     struct event *op_ev;     /* connect/ping/reset progress (pool base) */
     int invalid;             /* weir_pool_invalidate(): close, never reuse */
     int reserved;            /* holds a slot in each of the pool's groups */
+    int targeted;            /* the chooser picked a target: release it */
+    int connected;           /* the connect succeeded */
+    uintptr_t target;        /* the chooser's tag */
     void *data;              /* caller's attachment */
     void (*data_free)(void *data);
     struct weir_link all_link;

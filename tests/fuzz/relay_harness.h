@@ -2,10 +2,10 @@
  * The daemon's message relay without a network, for the stream fuzzers
  * (fuzz_client_stream.c, fuzz_server_stream.c). It compiles daemon/server.c
  * into the fuzzer itself (so its static functions, e.g. server_on_read, are
- * reachable) and links prepared_relay.c, prepared.c, params.c, stream.c and
- * log.c unchanged; what lies outside the relay -- the pool, the client's
- * state machine -- is replaced by small stand-ins below that keep to the
- * same contracts. One fake client is linked to one fake server at a time:
+ * reachable) and links prepared_relay.c, prepared.c, params.c, stream.c,
+ * log.c, tls.c and the backend modules unchanged; what lies outside the
+ * relay -- the pool, host health, the client's state machine -- is replaced
+ * by small stand-ins below that keep to the same contracts. One fake client is linked to one fake server at a time:
  * client bytes go through server_forward_from_client(), server bytes
  * through server_on_read(), exactly as the event loop would call them.
  * When the server goes back to the pool the client gets it again (or a new
@@ -74,6 +74,19 @@ void *weir_pooled_driver_handle(const weir_pooled *conn)
 {
     (void)conn;
     return NULL;
+}
+
+uintptr_t weir_pooled_target(const weir_pooled *conn)
+{
+    (void)conn;
+    return 0;
+}
+
+/* Host health (health.c) is told about lost servers; nothing to track here. */
+void health_server_lost(struct dpool *dp, uintptr_t tag)
+{
+    (void)dp;
+    (void)tag;
 }
 
 void *weir_pooled_get_data(const weir_pooled *conn)

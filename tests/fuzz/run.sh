@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target tests/fuzz/fuzz_*.c with ASan and UBSan into
 # .build/fuzz/, seeds each one's working corpus (.build/fuzz/corpus-NAME)
-# from the committed seeds in tests/fuzz/corpus/NAME/ (and, for the Proto
-# targets, a few valid messages made below), runs each for FUZZ_SECONDS
+# from the committed seeds in tests/fuzz/corpus/NAME/ (and, for the Proto,
+# startup, hba and backend-login targets, seeds made below), runs each for FUZZ_SECONDS
 # (default 30) and prints one summary line. FUZZ_TARGETS="a b" runs only
 # those. Exits non-zero if a target fails to build or finds a crash or leak;
 # the reproducer is left as .build/fuzz/crash-NAME-*, the log as NAME.log.
@@ -22,7 +22,7 @@ CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Wer
         -Wstrict-prototypes -Wno-unused-parameter -fsanitize=fuzzer,address,undefined
         -fno-sanitize-recover=all -Ilib/include -Ilib/src -Idaemon
         $(pkg-config --cflags "${PKGS[@]}" 2>/dev/null)"
-LIBS="$(pkg-config --libs "${PKGS[@]}" 2>/dev/null || echo -levent_pthreads -levent -lpq) -lpthread -lm"
+LIBS="$(pkg-config --libs "${PKGS[@]}" 2>/dev/null || echo -levent_pthreads -levent -lpq) -lpthread -lm -lssl -lcrypto"
 DAEMON_LIBS="$(pkg-config --libs inih openssl 2>/dev/null || echo -linih -lssl -lcrypto)"
 # The fuzzers need only Proto; the whole library is tried first so they also
 # catch link-time surprises, and the minimal set keeps them usable while
@@ -32,9 +32,10 @@ MIN_SRCS=(lib/src/proto_*.c lib/src/util.c)
 # The daemon targets: the relay (server.c is #included by relay_harness.h
 # so its static functions are reachable; the pool and client are stand-ins).
 RELAY_SRCS=(lib/src/proto_*.c lib/src/util.c lib/src/dialect.c lib/src/dialect_pg.c daemon/prepared_relay.c
-            daemon/prepared.c daemon/params.c daemon/stream.c daemon/log.c)
+            daemon/prepared.c daemon/params.c daemon/stream.c daemon/log.c daemon/tls.c daemon/backend.c
+            daemon/backend_raw.c daemon/scram.c daemon/md5auth.c)
 SCRAM_SRCS=(daemon/scram.c daemon/md5auth.c lib/src/util.c)
-CONFIG_SRCS=(daemon/config.c lib/src/util.c)
+CONFIG_SRCS=(daemon/config.c daemon/hba.c daemon/tls.c daemon/log.c lib/src/util.c)
 
 mkdir -p "$OUT"
 command -v "$CC" >/dev/null || { echo "fuzz: FAIL: $CC not found"; exit 1; }
@@ -101,12 +102,47 @@ seed_startup() {
     untyped "$(be32 80877102)$(be32 4242)$(be32 3735928559)" >"$d/seed-cancel"
 }
 
+seed_hba() {
+    local d=$OUT/corpus-fuzz_hba
+    printf 'local all all peer\nhost all all 127.0.0.1/32 trust\n' >"$d/seed-basic"
+    printf 'hostssl shop,"Sales DB" alice,bob 10.0.0.0 255.0.0.0 cert\nhostnossl sameuser all ::1/128 md5 # c\n' \
+        >"$d/seed-lists"
+    printf 'host all all 2001:db8::/32 scram-sha-256\r\nlocal all +grp password\nhost all all samenet reject\n' \
+        >"$d/seed-refused"
+    printf 'local all @users.txt trust\nlocal "a""b" all map=x\nhost all all 10.1.2.3/8 trust\n' >"$d/seed-odd"
+}
+
+# Login streams a server might send weir's own connect; the first byte picks
+# the credential (0 md5 secret, 1 SCRAM keys, 2 SCRAM secret without keys).
+welcome() { # AuthenticationOk, a parameter, BackendKeyData, ReadyForQuery
+    typed R "$(be32 0)"; typed S 'server_version\00015.4\000'; typed K "$(be32 42)$(be32 7)"; typed Z I
+}
+
+seed_backend_login() {
+    local d=$OUT/corpus-fuzz_backend_login
+    { printf '\000'; typed R "$(be32 5)\001\002\003\004"; welcome; } >"$d/seed-md5"
+    { printf '\001'; typed R "$(be32 10)SCRAM-SHA-256\000\000";
+      typed R "$(be32 11)r=abc,s=c2FsdA==,i=4096"; typed R "$(be32 12)v=AAAA"; welcome; } >"$d/seed-scram"
+    { printf '\002'; typed R "$(be32 10)SCRAM-SHA-256-PLUS\000SCRAM-SHA-256\000\000"; } >"$d/seed-nokeys"
+    { printf '\000'; typed E 'SFATAL\000C28P01\000Mpassword authentication failed\000\000'; } >"$d/seed-error"
+    { printf '\001'; welcome; } >"$d/seed-trust"
+}
+
 # ---- build ----
+
+# Daemon modules a target tests, beyond the library.
+daemon_srcs() {
+    case $1 in
+        fuzz_hba) echo daemon/hba.c ;;
+        fuzz_backend_login) echo daemon/backend_raw.c daemon/scram.c daemon/md5auth.c ;;
+    esac
+}
 
 build() {
     local name=$1 log=$OUT/$1.build.log
     # shellcheck disable=SC2086
-    if $CC $CFLAGS -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $LIBS $DAEMON_LIBS >"$log" 2>&1; then
+    if $CC $CFLAGS -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $(daemon_srcs "$name") $LIBS \
+        $DAEMON_LIBS >"$log" 2>&1; then
         return 0
     fi
     return 1
@@ -145,6 +181,8 @@ for src in tests/fuzz/fuzz_*.c; do
     case $name in
         fuzz_proto) seed_proto ;;
         fuzz_startup) seed_startup ;;
+        fuzz_hba) seed_hba ;;
+        fuzz_backend_login) seed_backend_login ;;
     esac
     if [ -d "tests/fuzz/corpus/$name" ]; then
         cp -n tests/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null

@@ -41,13 +41,17 @@ PGBOUNCER_1_18_COLUMNS = {
     "TOTALS": [("name", TEXT), ("value", NUMERIC)],
     # plus PgBouncer 1.21's trailing prepared_statements column (weir tracks them in transaction mode)
     "CLIENTS": SOCKET_COLUMNS + [("prepared_statements", INT4)],
-    "SERVERS": SOCKET_COLUMNS + [("prepared_statements", INT4)],
+    # plus weir's host role, replay lag and health state (multi-host entries; test_ha.py)
+    "SERVERS": SOCKET_COLUMNS + [("prepared_statements", INT4), ("role", TEXT), ("lag_ms", INT4),
+                                 ("host_state", TEXT)],
     "SOCKETS": SOCKET_COLUMNS + SOCKET_EXTRA,
     "ACTIVE_SOCKETS": SOCKET_COLUMNS + SOCKET_EXTRA,
     "DATABASES": [("name", TEXT), ("host", TEXT), ("port", INT4), ("database", TEXT), ("force_user", TEXT),
                   ("pool_size", INT4), ("min_pool_size", INT4), ("reserve_pool", INT4), ("pool_mode", TEXT),
                   ("max_connections", INT4), ("current_connections", INT4), ("paused", INT4),
-                  ("disabled", INT4)],
+                  ("disabled", INT4),
+                  # weir's own, appended: what a multi-host entry asks for and its hosts' health
+                  ("target_session_attrs", TEXT), ("load_balance_hosts", TEXT), ("hosts", TEXT)],
     "USERS": [("name", TEXT), ("pool_mode", TEXT)],
     "CONFIG": [("key", TEXT), ("value", TEXT), ("default", TEXT), ("changeable", TEXT)],
     "LISTS": [("list", TEXT), ("items", INT4)],

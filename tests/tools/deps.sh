@@ -7,11 +7,12 @@ set -euo pipefail
 
 PKGS=(
     build-essential pkg-config
-    libevent-dev libinih-dev libpq-dev libssl-dev libcmocka-dev
+    libevent-dev libinih-dev libpq-dev libssl-dev libcmocka-dev openssl
     postgresql postgresql-contrib
     python3-pytest python3-psycopg python3-psycopg2 python3-asyncpg
     clang libclang-rt-14-dev
-    pgbouncer valgrind
+    pgbouncer valgrind gnuplot-nox
+    haproxy python3-yaml
 )
 
 missing=()

@@ -19,7 +19,10 @@
 # PostgreSQL refuses to run as root: as root, every server program runs as the
 # `postgres` user. Its files live in DIR/pg when that user can reach DIR,
 # otherwise in a /tmp/weir-pg.* directory that DIR/pgbase points to.
-# Set WEIR_TEST_PG_SSL=1 at first start for a self-signed TLS certificate and ssl=on.
+# Set WEIR_TEST_PG_SSL=1 at first start for a self-signed TLS certificate and ssl=on;
+# or WEIR_TEST_PG_SSL_CERT=FILE and WEIR_TEST_PG_SSL_KEY=FILE for that certificate
+# (readable by postgres). WEIR_TEST_PG_HOSTSSL=1 at first start: TCP connections
+# must use TLS (hostssl lines in pg_hba.conf, no host lines).
 set -euo pipefail
 
 PROG=pgcluster
@@ -176,16 +179,18 @@ EOF
 }
 
 write_hba() {
+    local host=host
+    [ "${WEIR_TEST_PG_HOSTSSL:-0}" = 1 ] && host=hostssl
     as_pg tee "$PGDATA_DIR/pg_hba.conf" > /dev/null <<EOF
 # Written by tests/tools/pgcluster.sh. Nothing listens beyond 127.0.0.1.
 # TYPE  DATABASE  USER          ADDRESS         METHOD
 local   all       $SUPERUSER                    trust
 local   all       $TEST_USER                    trust
-host    all       $TEST_USER    127.0.0.1/32    trust
+$host    all       $TEST_USER    127.0.0.1/32    trust
 local   all       $SCRAM_USER                   scram-sha-256
-host    all       $SCRAM_USER   127.0.0.1/32    scram-sha-256
+$host    all       $SCRAM_USER   127.0.0.1/32    scram-sha-256
 local   all       $MD5_USER                     md5
-host    all       $MD5_USER     127.0.0.1/32    md5
+$host    all       $MD5_USER     127.0.0.1/32    md5
 EOF
 }
 
@@ -196,7 +201,12 @@ do_initdb() {
         || { cat "$DIR/initdb.log" >&2; die "initdb failed"; }
     echo "include_if_exists = 'weir-test.conf'" | as_pg tee -a "$PGDATA_DIR/postgresql.conf" > /dev/null
     write_hba
-    if [ "${WEIR_TEST_PG_SSL:-0}" = 1 ]; then
+    if [ -n "${WEIR_TEST_PG_SSL_CERT:-}" ]; then
+        as_pg install -m 644 "$WEIR_TEST_PG_SSL_CERT" "$PGDATA_DIR/server.crt" \
+            && as_pg install -m 600 "$WEIR_TEST_PG_SSL_KEY" "$PGDATA_DIR/server.key" \
+            || die "could not copy the TLS certificate and key (readable by $PGOSUSER?)"
+        as_pg touch "$PGBASE/ssl-on"
+    elif [ "${WEIR_TEST_PG_SSL:-0}" = 1 ]; then
         command -v openssl >/dev/null || die "WEIR_TEST_PG_SSL=1 needs openssl"
         as_pg openssl req -new -x509 -days 3650 -nodes -subj /CN=127.0.0.1 \
             -keyout "$PGDATA_DIR/server.key" -out "$PGDATA_DIR/server.crt" > /dev/null 2>&1 \

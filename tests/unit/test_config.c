@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "hba.h"
 
 #define MAX_REPORTS 64
 
@@ -164,8 +165,7 @@ static const struct {
 } pgbouncer_118[] = {
     {"admin_users", "", 1}, {"application_name_add_host", "0", 1}, {"auth_file", "", 1},
     {"auth_hba_file", "", 1},
-    {"auth_query", "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM "
-                   "pg_authid WHERE rolname=$1 AND rolcanlogin", 1},
+    {"auth_query", "SELECT usename, passwd FROM pg_shadow WHERE usename=$1", 1},
     {"auth_type", "md5", 1}, {"auth_user", "", 1}, {"autodb_idle_timeout", "3600", 1},
     {"client_idle_timeout", "0", 1}, {"client_login_timeout", "60", 1}, {"client_tls_ca_file", "", 1},
     {"client_tls_cert_file", "", 1}, {"client_tls_ciphers", "fast", 1}, {"client_tls_dheparams", "auto", 1},
@@ -196,13 +196,13 @@ static const struct {
 #define N_PGBOUNCER ((int)(sizeof(pgbouncer_118) / sizeof(pgbouncer_118[0])))
 
 static const char *const weir_own[] = {"workers", "metrics_port", "metrics_addr", "max_prepared_statements",
-                                       "load_balance_hosts"};
+                                       "load_balance_hosts", "auth_dbname", "health_check_period", "max_standby_lag"};
 
 static void test_table_matches_pgbouncer_1_18(void **state)
 {
     (void)state;
     assert_int_equal(N_PGBOUNCER, 84);
-    assert_int_equal(config_setting_count(), N_PGBOUNCER + 5);
+    assert_int_equal(config_setting_count(), N_PGBOUNCER + 8);
     for (int i = 0; i < N_PGBOUNCER; i++) {
         const struct config_setting *s = config_setting_find(pgbouncer_118[i].key);
         if (s == NULL)
@@ -641,6 +641,39 @@ static void test_validation_after_parse(void **state)
     assert_int_equal(f->n_warnings, 1);
 }
 
+/* auth_hba_file's rules hang off the config: loaded with it (bad lines
+ * warned about and skipped), replaced by SET, kept when SET cannot read. */
+static void test_hba_rules_in_config(void **state)
+{
+    struct fixture *f = *state;
+    char err[256];
+
+    write_file("hba.conf", "local all all trust\nlocal all all ident\n");
+    write_file("hba2.conf", "local all all trust\nhost all all 10.0.0.0/8 md5\n");
+    write_file("hbaok.ini", "[weir]\nauth_type = hba\nauth_hba_file = hba.conf\n");
+    assert_int_equal(load(f, "hbaok.ini"), 0);
+    assert_int_equal(hba_rule_count(f->cfg->hba), 1);
+    assert_non_null(find_report(f, WEIR_LOG_WARNING, "hba.conf", 2, "unsupported authentication method"));
+
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "missing.conf", err, sizeof(err)), WEIR_EINVAL);
+    assert_string_equal(err, "auth_hba_file \"missing.conf\" cannot be read");
+    assert_string_equal(f->cfg->auth_hba_file, "hba.conf");
+    assert_int_equal(hba_rule_count(f->cfg->hba), 1);
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "hba2.conf", err, sizeof(err)), 0);
+    assert_int_equal(hba_rule_count(f->cfg->hba), 2);
+
+    /* Not hba: nothing to read until auth_type says so. */
+    write_file("nohba.ini", "[weir]\nauth_type = md5\n");
+    assert_int_equal(load(f, "nohba.ini"), 0);
+    assert_null(f->cfg->hba);
+    assert_int_equal(config_set(f->cfg, "auth_type", "hba", err, sizeof(err)), WEIR_EINVAL);
+    assert_int_equal(f->cfg->auth_type, AUTH_TYPE_MD5);
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "missing.conf", err, sizeof(err)), 0);
+    assert_int_equal(config_set(f->cfg, "auth_hba_file", "hba.conf", err, sizeof(err)), 0);
+    assert_int_equal(config_set(f->cfg, "auth_type", "hba", err, sizeof(err)), 0);
+    assert_int_equal(hba_rule_count(f->cfg->hba), 1);
+}
+
 static void test_set_respects_reloadable(void **state)
 {
     struct fixture *f = *state;
@@ -730,6 +763,7 @@ int main(void)
         T(test_duplicate_database_later_wins),
         T(test_users),
         T(test_validation_after_parse),
+        T(test_hba_rules_in_config),
         T(test_set_respects_reloadable),
         T(test_diff_reports_restart_only_changes),
         T(test_format_value_truncates_like_snprintf),

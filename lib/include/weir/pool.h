@@ -32,6 +32,33 @@ typedef struct weir_pool_group weir_pool_group; /* a limit shared by pools */
 
 #define WEIR_POOL_MAX_GROUPS 2
 
+/*
+ * Where each new connection goes, decided by the pool's owner (e.g. one host
+ * of several, picked from the owner's own health checks; the daemon balances
+ * read replicas this way). Optional: a zeroed struct means "always connect
+ * with the pool's conninfo".
+ *
+ * choose runs on the pool thread, without the pool's lock, before each
+ * connect attempt. conninfo is the pool's current one (borrowed). It either
+ * leaves *out NULL (connect with conninfo as is) or sets it to a malloc'd
+ * conninfo that the pool frees, and sets *tag to a value of the owner's
+ * choosing that stays with the connection (weir_pooled_target()) and selects
+ * it for weir_pool_invalidate_target(). It returns 0, or a negative WEIR_E*
+ * code with a sentence in errbuf (NUL-terminated): then nothing is attempted
+ * and it counts as a failed connect (back-off, last error, waiters failed
+ * when fail_waiters_on_connect_error is set).
+ *
+ * release runs once for every successful choose: when that connection is
+ * closed, or when its connect failed (connected = 0). It runs on whichever
+ * thread closes the connection, may hold no pool lock, and must not call
+ * into this pool. arg is borrowed and must outlive the pool.
+ */
+typedef struct weir_pool_target {
+    int (*choose)(void *arg, const char *conninfo, char **out, uintptr_t *tag, char *errbuf, size_t errlen);
+    void (*release)(void *arg, uintptr_t tag, int connected);
+    void *arg;
+} weir_pool_target;
+
 typedef struct weir_pool_config {
     const weir_dialect *dialect;   /* borrowed; must outlive the pool */
     const char *conninfo;          /* copied */
@@ -64,6 +91,8 @@ typedef struct weir_pool_config {
 
     weir_log_fn log_fn;            /* may be NULL */
     void *log_arg;
+
+    weir_pool_target target;       /* per-connection target; zeroed = none */
 } weir_pool_config;
 
 /*
@@ -143,6 +172,8 @@ WEIR_API void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn
 WEIR_API void *weir_pooled_get_data(const weir_pooled *conn);
 /* Generation the connection belongs to (see weir_pool_invalidate_all). */
 WEIR_API uint64_t weir_pooled_generation(const weir_pooled *conn);
+/* The tag the target chooser gave this connection; 0 without a chooser. */
+WEIR_API uintptr_t weir_pooled_target(const weir_pooled *conn);
 
 /* Mark one connection for closing: an idle one is closed by the pool thread
  * soon, a checked-out one when it comes back. For owners who watch the
@@ -154,8 +185,20 @@ WEIR_API void weir_pool_invalidate(weir_pool *pool, weir_pooled *conn);
 WEIR_API WEIR_MUST_CHECK int weir_pool_set_conninfo(weir_pool *pool, const char *conninfo);
 
 /* Every connection made before now is closed: idle ones at once, checked-out
- * ones when returned (e.g. after a failover). Returns the new generation. */
+ * ones when returned (e.g. after a failover), and the connect back-off is
+ * forgotten so a waiter gets a new connection at once. Returns the new
+ * generation. */
 WEIR_API uint64_t weir_pool_invalidate_all(weir_pool *pool);
+
+/* Close the connections whose chooser tag is tag (see weir_pool_target), as
+ * weir_pool_invalidate() does for one: e.g. every connection to a host that
+ * stopped being eligible. Connections being made for it are closed once
+ * made. Returns how many were marked. */
+WEIR_API int weir_pool_invalidate_target(weir_pool *pool, uintptr_t tag);
+
+/* Forget the connect back-off and try again now, if anyone needs a
+ * connection (e.g. the owner's health check saw a server come back). */
+WEIR_API void weir_pool_retry_now(weir_pool *pool);
 
 /* Pause: waiters queue, nothing is handed out. Resume undoes pause and drain.
  * Drain: new checkouts fail with WEIR_ECLOSED, waiters too, idle connections
