@@ -98,6 +98,10 @@ $(B)/asan/%: tests/unit/%.c $(B)/libasan-all.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -o $@ $< $(B)/libasan-all.a $(DEPS_LIBS) $(DAEMON_LIBS) -lcmocka
 
+# The daemon itself under ASan+UBSan, for the network fuzz test (test_netfuzz.py).
+$(B)/asan-weir: daemon/main.c $(B)/libasan-all.a $(HEADERS)
+	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -o $@ daemon/main.c $(B)/libasan-all.a $(DEPS_LIBS) $(DAEMON_LIBS)
+
 $(B)/itest/%: tests/integration/%.c $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libweir.a $(DEPS_LIBS) -lcmocka
@@ -106,7 +110,7 @@ $(B)/bench/%: tests/bench/%.c $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libweir.a $(DEPS_LIBS)
 
-tests-build: all $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS)
+tests-build: all $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS) $(B)/asan-weir
 
 deps:
 	@tests/tools/deps.sh

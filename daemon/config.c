@@ -191,6 +191,8 @@ struct include_frame {
     FILE *fp;
     const char *name; /* interned in cfg->sources */
     int line;
+    dev_t dev;        /* which file it is, to refuse an include loop */
+    ino_t ino;
 };
 
 struct load_ctx {
@@ -501,9 +503,20 @@ static bool is_directory(FILE *fp)
     return fstat(fileno(fp), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* Is the file already being read further up the include stack? Without this
+ * a file that includes itself twice is read 2^MAX_INCLUDE_DEPTH times. */
+static bool already_open(const struct load_ctx *ctx, const struct stat *st)
+{
+    for (int i = 0; i < ctx->depth; i++)
+        if (ctx->stack[i].dev == st->st_dev && ctx->stack[i].ino == st->st_ino)
+            return true;
+    return false;
+}
+
 static bool push_file(struct load_ctx *ctx, const char *path)
 {
     struct include_frame *fr;
+    struct stat st = {0};
     const char *name;
     FILE *fp;
 
@@ -521,6 +534,11 @@ static bool push_file(struct load_ctx *ctx, const char *path)
             fclose(fp);
         return false;
     }
+    if (fstat(fileno(fp), &st) == 0 && already_open(ctx, &st)) {
+        report_here(ctx, WEIR_LOG_ERROR, "%%include of \"%s\" loops: that file is already being read", path);
+        fclose(fp);
+        return false;
+    }
     name = intern_file(ctx, path);
     if (name == NULL) {
         fclose(fp);
@@ -531,6 +549,8 @@ static bool push_file(struct load_ctx *ctx, const char *path)
     fr->fp = fp;
     fr->name = name;
     fr->line = 0;
+    fr->dev = st.st_dev;
+    fr->ino = st.st_ino;
     return true;
 }
 

@@ -501,6 +501,7 @@ void pooler_apply_config(struct daemon *d)
         const struct db_config *db = config_find_db(d->cfg, dp->dbname);
         char *conninfo;
         weir_pool_config pc;
+        enum pool_mode mode;
 
         if (dp->removed)
             continue;
@@ -520,7 +521,16 @@ void pooler_apply_config(struct daemon *d)
             pooler_retarget(d, dp, conninfo); /* takes conninfo */
         else
             free(conninfo);
-        dp->mode = effective_mode(d, db, dp->user);
+        mode = effective_mode(d, db, dp->user);
+        if (mode == POOL_MODE_SESSION && dp->mode != POOL_MODE_SESSION) {
+            /* Servers released in transaction or statement mode were never
+             * reset: a session client must not inherit another's SETs,
+             * temp tables or locks. Replace them as they come back. */
+            weir_pool_invalidate_all(dp->pool);
+            log_at(&d->log, LG_LOG, "pool %s/%s: now in session mode; reconnecting servers as they are released",
+                   dp->dbname, dp->user);
+        }
+        dp->mode = mode;
         weir_pool_config_init(&pc);
         fill_pool_config(d, db, &pc);
         (void)health_pool_config(d, dp, &pc);

@@ -160,6 +160,8 @@ struct client_stmts *client_stmts_new(void)
 
 void client_stmts_clear(struct client_stmts *cs, struct pstmt_registry *r)
 {
+    if (cs == NULL)
+        return; /* a client that never named a statement (DEALLOCATE ALL first) */
     for (size_t i = 0; i < cs->nbuckets; i++) {
         while (cs->buckets[i]) {
             struct cname *n = cs->buckets[i];
@@ -243,8 +245,12 @@ int client_stmts_put(struct client_stmts *cs, struct pstmt_registry *r, const ch
 
 int client_stmts_del(struct client_stmts *cs, struct pstmt_registry *r, const char *name)
 {
-    struct cname **pp = cname_slot(cs, name, NULL), *n = *pp;
+    struct cname **pp, *n;
 
+    if (cs == NULL)
+        return 0;
+    pp = cname_slot(cs, name, NULL);
+    n = *pp;
     if (n == NULL)
         return 0;
     *pp = n->next;

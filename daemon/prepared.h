@@ -38,7 +38,7 @@ void client_stmts_free(struct client_stmts *cs, struct pstmt_registry *r);
 struct pstmt *client_stmts_get(const struct client_stmts *cs, const char *name);
 /* Bind name to p (taking over one reference of p); -1 on ENOMEM. */
 int client_stmts_put(struct client_stmts *cs, struct pstmt_registry *r, const char *name, struct pstmt *p);
-/* Forget name; 1 if it existed. */
+/* Forget name; 1 if it existed. cs may be NULL (no names yet), as in clear. */
 int client_stmts_del(struct client_stmts *cs, struct pstmt_registry *r, const char *name);
 void client_stmts_clear(struct client_stmts *cs, struct pstmt_registry *r);
 size_t client_stmts_count(const struct client_stmts *cs);

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer target tests/fuzz/fuzz_*.c with ASan and UBSan into
-# .build/fuzz/, seeds each one's corpus (.build/fuzz/corpus-NAME) with a few
-# valid messages, runs each for FUZZ_SECONDS (default 30) and prints one
-# summary line. Exits non-zero if a target fails to build or finds a crash;
+# .build/fuzz/, seeds each one's working corpus (.build/fuzz/corpus-NAME)
+# from the committed seeds in tests/fuzz/corpus/NAME/ (and, for the Proto,
+# startup, hba and backend-login targets, seeds made below), runs each for FUZZ_SECONDS
+# (default 30) and prints one summary line. FUZZ_TARGETS="a b" runs only
+# those. Exits non-zero if a target fails to build or finds a crash or leak;
 # the reproducer is left as .build/fuzz/crash-NAME-*, the log as NAME.log.
+# The daemon targets (relay streams, SCRAM, config) compile the daemon's own
+# sources in; see each target's opening comment for what it feeds them.
 
 # Seeds are printf formats on purpose (octal escapes for bytes):
 # shellcheck disable=SC2059
@@ -11,18 +15,27 @@ set -u
 cd "$(dirname "$0")/../.." || exit 1
 
 SECONDS_EACH=${FUZZ_SECONDS:-30}
-OUT=.build/fuzz
+OUT=$PWD/.build/fuzz  # absolute: fuzz_config chdirs into its temporary directory
 CC=${FUZZ_CC:-clang}
 PKGS=(libevent libevent_pthreads libpq)
 CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror -Wshadow
-        -Wstrict-prototypes -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-        -Ilib/include -Ilib/src $(pkg-config --cflags "${PKGS[@]}" 2>/dev/null)"
+        -Wstrict-prototypes -Wno-unused-parameter -fsanitize=fuzzer,address,undefined
+        -fno-sanitize-recover=all -Ilib/include -Ilib/src -Idaemon
+        $(pkg-config --cflags "${PKGS[@]}" 2>/dev/null)"
 LIBS="$(pkg-config --libs "${PKGS[@]}" 2>/dev/null || echo -levent_pthreads -levent -lpq) -lpthread -lm -lssl -lcrypto"
+DAEMON_LIBS="$(pkg-config --libs inih openssl 2>/dev/null || echo -linih -lssl -lcrypto)"
 # The fuzzers need only Proto; the whole library is tried first so they also
 # catch link-time surprises, and the minimal set keeps them usable while
 # other modules are mid-change.
 FULL_SRCS=(lib/src/*.c)
 MIN_SRCS=(lib/src/proto_*.c lib/src/util.c)
+# The daemon targets: the relay (server.c is #included by relay_harness.h
+# so its static functions are reachable; the pool and client are stand-ins).
+RELAY_SRCS=(lib/src/proto_*.c lib/src/util.c lib/src/dialect.c lib/src/dialect_pg.c daemon/prepared_relay.c
+            daemon/prepared.c daemon/params.c daemon/stream.c daemon/log.c daemon/tls.c daemon/backend.c
+            daemon/backend_raw.c daemon/scram.c daemon/md5auth.c)
+SCRAM_SRCS=(daemon/scram.c daemon/md5auth.c lib/src/util.c)
+CONFIG_SRCS=(daemon/config.c daemon/hba.c daemon/tls.c daemon/log.c lib/src/util.c)
 
 mkdir -p "$OUT"
 command -v "$CC" >/dev/null || { echo "fuzz: FAIL: $CC not found"; exit 1; }
@@ -128,8 +141,8 @@ daemon_srcs() {
 build() {
     local name=$1 log=$OUT/$1.build.log
     # shellcheck disable=SC2086
-    if $CC $CFLAGS -Idaemon -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $(daemon_srcs "$name") $LIBS \
-        >"$log" 2>&1; then
+    if $CC $CFLAGS -o "$OUT/$name" "tests/fuzz/$name.c" "${SRCS[@]}" $(daemon_srcs "$name") $LIBS \
+        $DAEMON_LIBS >"$log" 2>&1; then
         return 0
     fi
     return 1
@@ -145,7 +158,15 @@ summary=()
 failed=0
 for src in tests/fuzz/fuzz_*.c; do
     name=$(basename "$src" .c)
-    SRCS=("${FULL_SRCS[@]}")
+    if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then
+        continue
+    fi
+    case $name in
+        fuzz_client_stream | fuzz_server_stream) SRCS=("${RELAY_SRCS[@]}") ;;
+        fuzz_scram) SRCS=("${SCRAM_SRCS[@]}") ;;
+        fuzz_config) SRCS=("${CONFIG_SRCS[@]}") ;;
+        *) SRCS=("${FULL_SRCS[@]}") ;;
+    esac
     if ! build "$name"; then
         SRCS=("${MIN_SRCS[@]}")
         if ! build "$name"; then
@@ -163,6 +184,9 @@ for src in tests/fuzz/fuzz_*.c; do
         fuzz_hba) seed_hba ;;
         fuzz_backend_login) seed_backend_login ;;
     esac
+    if [ -d "tests/fuzz/corpus/$name" ]; then
+        cp -n tests/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null
+    fi
     log=$OUT/$name.log
     if "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$OUT/crash-$name-" "$corpus" >"$log" 2>&1; then

@@ -138,8 +138,9 @@ class Weir:
     """One weir process and its files."""
 
     def __init__(self, pg, pool_mode="transaction", settings=None, databases=None, users=None,
-                 userlist=None, args=()):
+                 userlist=None, args=(), daemon=None):
         self.pg = pg
+        self.daemon = daemon or DAEMON  # e.g. the ASan+UBSan build, .build/asan-weir
         self.dir = tempfile.mkdtemp(prefix="weir-it-")
         os.chmod(self.dir, 0o755)
         self.ini = os.path.join(self.dir, "weir.ini")
@@ -199,7 +200,7 @@ class Weir:
         for attempt in range(3):
             self.write()
             err = open(self.stderr_path, "ab")
-            self.proc = subprocess.Popen([DAEMON] + self.args + [self.ini], stdout=err, stderr=err,
+            self.proc = subprocess.Popen([self.daemon] + self.args + [self.ini], stdout=err, stderr=err,
                                          stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             err.close()
             try:

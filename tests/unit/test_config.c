@@ -315,7 +315,16 @@ static void test_include_errors(void **state)
 
     write_file("self.ini", "[weir]\n%include self.ini\n");
     assert_int_equal(load(f, "self.ini"), WEIR_EINVAL);
-    assert_reported(f, WEIR_LOG_ERROR, "self.ini", 2, "nested");
+    assert_reported(f, WEIR_LOG_ERROR, "self.ini", 2, "loops");
+
+    /* Found by fuzz_config: two self-includes used to mean 2^16 reads (a hang). */
+    write_file("twice.ini", "[weir]\n%include twice.ini\n%include twice.ini\n");
+    assert_int_equal(load(f, "twice.ini"), WEIR_EINVAL);
+    assert_reported(f, WEIR_LOG_ERROR, "twice.ini", 3, "loops");
+    write_file("ping.ini", "%include pong.ini\n");
+    write_file("pong.ini", "%include ping.ini\n%include ping.ini\n");
+    assert_int_equal(load(f, "ping.ini"), WEIR_EINVAL);
+    assert_reported(f, WEIR_LOG_ERROR, "pong.ini", 2, "loops");
 
     write_file("empty.ini", "%include\n");
     assert_int_equal(load(f, "empty.ini"), WEIR_EINVAL);
