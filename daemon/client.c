@@ -202,6 +202,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
     case CL_IDLE:
         client_disconnect(c, "08P01", "client_idle_timeout");
         break;
+    case CL_WAITING:
+        if (c->server != NULL) /* its server's check did not answer in time */
+            client_disconnect(c, "08P01", "query_wait_timeout");
+        break;
     case CL_ACTIVE:
         if (c->server == NULL)
             break;
@@ -950,9 +954,11 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
         client_link(c, s);
         return;
     }
-    /* Idle too long (server_check_delay): the client waits for the check. */
+    /* Idle too long (server_check_delay): the client waits for the check,
+     * no longer than it would wait in line (query_wait_timeout). */
     if (c->state == CL_IDLE)
         client_set_state(c, CL_WAITING);
+    client_arm_timer(c, c->d->cfg->query_wait_timeout_us);
     if (server_start_check(s, c) != 0)
         client_request_server(c);
 }
@@ -960,8 +966,11 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
 void client_server_checked(struct client *c, struct server *s)
 {
     stream_loop_tick(&c->d->loop);
+    client_arm_timer(c, 0);
     if (s != NULL)
         client_link(c, s);
+    else if (c->d->shutting_down)
+        client_disconnect(c, "57P01", "pgbouncer is shutting down");
     else
         client_request_server(c); /* that one was dead: the next */
 }

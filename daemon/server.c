@@ -236,6 +236,10 @@ static void server_check_done(struct server *s, int ok)
 {
     struct client *c = s->client;
 
+    if (c == NULL) { /* its client left meanwhile: the pool decides */
+        server_release(s, ok);
+        return;
+    }
     if (!ok) {
         server_log(s, LG_LOG, "closing because: ", "server check failed");
         server_release(s, 0);
@@ -380,8 +384,11 @@ static void move_out(struct evbuffer *in, const unsigned char *p, size_t window,
     if (p != NULL && n <= window && to->ssl == NULL && to->out != NULL && evbuffer_get_length(to->out) == 0) {
         stream_write_flat(to, p, n);
         evbuffer_drain(in, n);
-    } else {
+    } else if (stream_wake(to) == 0) {
         move_bytes(in, to->out, n);
+    } else {
+        to->failed = 1; /* out of memory: the next flush reports it */
+        move_bytes(in, NULL, n);
     }
 }
 

@@ -42,6 +42,8 @@ static void stream_read_flat(struct stream *s)
 
     if (n > 0) {
         s->on_flat(s, s->arg, s->loop->scratch, (size_t)n);
+        if (s->failed && s->ready)
+            s->on_read(s, s->arg); /* bytes it could not keep (out of memory) */
         return;
     }
     if (n < 0 && transient(errno))
@@ -65,7 +67,9 @@ static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
         stream_read_flat(s);
         return;
     }
-    if (stream_wake(s) != 0 || stream_fill(s) != 0 || s->eof || s->failed)
+    if (stream_wake(s) != 0)
+        s->failed = 1;
+    if (s->failed || stream_fill(s) != 0 || s->eof || s->failed)
         s->on_read(s, s->arg);
 }
 

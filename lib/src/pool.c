@@ -788,8 +788,7 @@ void pool_destroy(weir_pool *pool)
     while (pool->spare) {
         weir_pool_waiter *w = pool->spare;
         pool->spare = w->spare_next;
-        event_free(w->ev);
-        free(w);
+        free(w); /* never pending: its event is embedded, its base may be gone */
     }
     pthread_mutex_destroy(&pool->lock);
     free(pool->conninfo);

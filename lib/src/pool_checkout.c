@@ -174,12 +174,14 @@ static void async_waiter_cb(evutil_socket_t fd, short what, void *arg)
     status = w->status;
     conn = w->conn;
     destroy = pool_unref(pool);
+    /* A timeout and a hand-off can both have activated the event; served
+     * and off the list now, nothing activates it again (that happens under
+     * this lock), so drop any second activation before keeping it. */
+    event_del(w->ev);
     kept = waiter_keep(pool, w, destroy);
     pthread_mutex_unlock(&pool->lock);
-    if (!kept) {
-        event_free(w->ev);
+    if (!kept)
         free(w);
-    }
     if (destroy)
         pool_destroy(pool);
     cb(status, conn, cb_arg);
@@ -189,9 +191,9 @@ static weir_pool_waiter *waiter_alloc(struct event_base *base)
 {
     weir_pool_waiter *w = calloc(1, sizeof(*w));
 
-    if (w != NULL && (w->ev = event_new(base, -1, 0, async_waiter_cb, w)) == NULL) {
-        free(w);
-        w = NULL;
+    if (w != NULL) {
+        w->ev = &w->ev_storage;
+        event_assign(w->ev, base, -1, 0, async_waiter_cb, w);
     }
     return w;
 }
@@ -214,15 +216,21 @@ int weir_pool_checkout_async(weir_pool *pool, struct event_base *base, int timeo
             return WEIR_ENOMEM;
         pthread_mutex_lock(&pool->lock);
     }
-    *w = (weir_pool_waiter){.ev = w->ev, .cb = cb, .arg = arg, .pool = pool};
+    /* Fresh or reused: everything but the (assigned) event starts over. */
+    w->pool = pool;
+    w->cb = cb;
+    w->arg = arg;
+    w->done = w->status = 0;
+    w->conn = NULL;
+    w->cond = NULL;
+    w->spare_next = NULL;
     if (timeout_ms == -2)
         timeout_ms = pool->cfg.timeout_ms;
     if (!pool->closed && !pool->draining && weir_list_empty(&pool->waiters))
         item = pool_take_idle(pool, &kick);
     if (item == NULL && (rc = admission_error(pool)) != 0) {
         pthread_mutex_unlock(&pool->lock);
-        event_free(w->ev);
-        free(w);
+        free(w); /* never added */
         if (kick)
             pool_request_work(pool);
         return rc;
@@ -260,7 +268,7 @@ void weir_pool_cancel(weir_pool *pool, weir_pool_waiter *w)
     pool_waiter_withdraw(pool, w);
     conn = w->conn;
     pthread_mutex_unlock(&pool->lock);
-    event_free(w->ev);
+    event_del(w->ev);
     free(w);
     if (conn != NULL)
         weir_pool_checkin(pool, conn, WEIR_CHECKIN_CLEAN);

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <event2/event_struct.h>
 #include <event2/util.h>
 #include <weir/pool.h>
 
@@ -52,7 +53,8 @@ struct weir_pool_waiter {
     int done, status;
     weir_pooled *conn;
     pthread_cond_t *cond;    /* blocking front */
-    struct event *ev;        /* async front: on the caller's base */
+    struct event *ev;        /* async front: on the caller's base (ev_storage) */
+    struct event ev_storage; /* embedded: a spare waiter is freed without its base */
     weir_pool_cb cb;
     void *arg;
     weir_pool_waiter *spare_next; /* in the pool's spare list */

@@ -79,3 +79,23 @@ def test_no_check_when_query_empty(weir_factory, pg):
     for _ in range(3):
         assert c.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
     assert _checks(pg, db) == 0
+
+
+def test_check_that_hangs_is_bounded_by_query_wait_timeout(weir_factory, pg):
+    """A check that does not answer (a black-holed server) keeps the client
+    waiting no longer than query_wait_timeout, as waiting in line would."""
+    import psycopg
+    import pytest
+    db = "weir_it_check"
+    _setup(pg, db)
+    w = weir_factory(settings={"default_pool_size": 1, "pool_mode": "transaction", "server_check_delay": 0,
+                               "server_check_query": "select pg_sleep(30)", "query_wait_timeout": 1},
+                     databases={db: pg.entry(db)})
+    c = w.connect(dbname=db)
+    assert c.execute("SELECT 1").fetchone() == (1,)  # a new server: not checked
+    t0 = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match="query_wait_timeout"):
+        c.execute("SELECT 2")  # reuse: the check hangs
+    assert 0.8 < time.monotonic() - t0 < 5
+    other = w.connect(dbname=db)  # the hung server was closed: a fresh one serves
+    assert other.execute("SELECT 3").fetchone() == (3,)
