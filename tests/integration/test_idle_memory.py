@@ -46,7 +46,10 @@ def test_ten_thousand_idle_clients_under_1kib_each(weir_factory, pg):
     else:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     w = weir_factory(settings={"max_client_conn": N + 100, "default_pool_size": 2})
-    subprocess.run(["prlimit", "--pid", str(w.pid), "--nofile=%d:%d" % (N + 500, N + 500)], check=True)
+    lim = subprocess.run(["prlimit", "--pid", str(w.pid), "--nofile=%d:%d" % (N + 500, N + 500)],
+                         capture_output=True, text=True)
+    if lim.returncode != 0:
+        pytest.skip("cannot raise weir's fd limit to %d: %s" % (N + 500, lim.stderr.strip()))
     # A few transactions first, so the pool and its welcome are warm.
     warm = socket.create_connection(("127.0.0.1", w.port))
     warm.sendall(_startup(pg.user, pg.db))
