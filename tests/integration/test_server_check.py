@@ -6,6 +6,8 @@ import time
 
 from conftest import wait_for
 
+DB = "weir_it_check"
+
 
 def _checks(pg, db):
     with pg.connect(db) as c:
@@ -20,12 +22,16 @@ def _setup(pg, db):
         c.execute("GRANT ALL ON weir_checks TO PUBLIC")
 
 
+def _weir(weir_factory, pg, pool_size=1, **settings):
+    """weir in transaction mode over a fresh weir_checks table, with these check settings."""
+    _setup(pg, DB)
+    settings.update({"default_pool_size": pool_size, "pool_mode": "transaction"})
+    return weir_factory(settings=settings, databases={DB: pg.entry(DB)})
+
+
 def test_check_runs_after_delay(weir_factory, pg):
-    db = "weir_it_check"
-    _setup(pg, db)
-    w = weir_factory(settings={"default_pool_size": 1, "pool_mode": "transaction", "server_check_delay": 0.5,
-                               "server_check_query": "insert into weir_checks default values"},
-                     databases={db: pg.entry(db)})
+    db = DB
+    w = _weir(weir_factory, pg, 1, server_check_delay=0.5, server_check_query="insert into weir_checks default values")
     c = w.connect(dbname=db)
     pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
     # Back-to-back transactions: within the delay, no check.
@@ -41,11 +47,8 @@ def test_check_runs_after_delay(weir_factory, pg):
 
 
 def test_check_delay_zero_checks_every_reuse(weir_factory, pg):
-    db = "weir_it_check"
-    _setup(pg, db)
-    w = weir_factory(settings={"default_pool_size": 1, "pool_mode": "transaction", "server_check_delay": 0,
-                               "server_check_query": "insert into weir_checks default values"},
-                     databases={db: pg.entry(db)})
+    db = DB
+    w = _weir(weir_factory, pg, 1, server_check_delay=0, server_check_query="insert into weir_checks default values")
     c = w.connect(dbname=db)
     for i in range(5):
         assert c.execute("SELECT %s::int" % i).fetchone() == (i,)
@@ -54,11 +57,8 @@ def test_check_delay_zero_checks_every_reuse(weir_factory, pg):
 
 
 def test_failed_check_gives_client_another_server(weir_factory, pg):
-    db = "weir_it_check"
-    _setup(pg, db)
-    w = weir_factory(settings={"default_pool_size": 2, "pool_mode": "transaction", "server_check_delay": 0,
-                               "server_check_query": "select 1/0"},
-                     databases={db: pg.entry(db)})
+    db = DB
+    w = _weir(weir_factory, pg, 2, server_check_delay=0, server_check_query="select 1/0")
     c = w.connect(dbname=db)
     pids = [c.execute("SELECT pg_backend_pid()").fetchone()[0] for _ in range(4)]
     # Every reuse fails its check: the server is closed and a fresh one serves
@@ -69,11 +69,8 @@ def test_failed_check_gives_client_another_server(weir_factory, pg):
 
 
 def test_no_check_when_query_empty(weir_factory, pg):
-    db = "weir_it_check"
-    _setup(pg, db)
-    w = weir_factory(settings={"default_pool_size": 1, "pool_mode": "transaction", "server_check_delay": 0,
-                               "server_check_query": ""},
-                     databases={db: pg.entry(db)})
+    db = DB
+    w = _weir(weir_factory, pg, 1, server_check_delay=0, server_check_query="")
     c = w.connect(dbname=db)
     pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
     for _ in range(3):
@@ -86,11 +83,8 @@ def test_check_that_hangs_is_bounded_by_query_wait_timeout(weir_factory, pg):
     waiting no longer than query_wait_timeout, as waiting in line would."""
     import psycopg
     import pytest
-    db = "weir_it_check"
-    _setup(pg, db)
-    w = weir_factory(settings={"default_pool_size": 1, "pool_mode": "transaction", "server_check_delay": 0,
-                               "server_check_query": "select pg_sleep(30)", "query_wait_timeout": 1},
-                     databases={db: pg.entry(db)})
+    db = DB
+    w = _weir(weir_factory, pg, 1, server_check_delay=0, server_check_query="select pg_sleep(30)", query_wait_timeout=1)
     c = w.connect(dbname=db)
     assert c.execute("SELECT 1").fetchone() == (1,)  # a new server: not checked
     t0 = time.monotonic()

@@ -7,6 +7,9 @@
 #define WEIR_TEST_FAKE_DIALECT_H
 
 #include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
 #include <weir/weir.h>
 
 struct fake_ctl {
@@ -34,5 +37,22 @@ extern const weir_dialect fake_dialect;
 void fake_conninfo(struct fake_ctl *ctl, char *buf, size_t len);
 /* The server side goes away: the idle watch must notice. */
 void fake_kill(struct fake_conn *c);
+
+/* Monotonic milliseconds, for polling the pool's background thread. */
+static inline int64_t fake_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Poll a condition for up to ms milliseconds (cmocka's assert_true at the end). */
+#define WAIT_FOR(cond, ms)                                                                                   \
+    do {                                                                                                     \
+        int64_t until_ = fake_now_ms() + (ms);                                                               \
+        while (!(cond) && fake_now_ms() < until_)                                                            \
+            usleep(1000);                                                                                    \
+        assert_true(cond);                                                                                   \
+    } while (0)
 
 #endif

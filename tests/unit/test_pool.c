@@ -93,21 +93,6 @@ static weir_pool_stats stats(struct fixture *f)
     return st;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Poll a condition for up to ms milliseconds. */
-#define WAIT_FOR(cond, ms)                                                                                   \
-    do {                                                                                                     \
-        int64_t until_ = now_ms() + (ms);                                                                    \
-        while (!(cond) && now_ms() < until_)                                                                 \
-            usleep(1000);                                                                                    \
-        assert_true(cond);                                                                                   \
-    } while (0)
 
 static int conn_id(weir_pooled *p)
 {
@@ -177,9 +162,9 @@ static void test_overflow_after_delay(void **state)
     f->cfg.overflow_delay_ms = 80;
     start(f);
     assert_int_equal(weir_pool_checkout(f->pool, -2, &held), 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     assert_int_equal(weir_pool_checkout(f->pool, -2, &reserve), 0);
-    int64_t took = now_ms() - t0;
+    int64_t took = fake_now_ms() - t0;
     assert_true(took >= 75 && took < 1000);
     assert_int_equal(stats(f).total, 2);
     weir_pool_checkin(f->pool, reserve, WEIR_CHECKIN_CLEAN); /* overflow: closed */
@@ -223,9 +208,9 @@ static void test_checkout_timeout(void **state)
     f->cfg.timeout_ms = 100;
     start(f);
     assert_int_equal(weir_pool_checkout(f->pool, -2, &held), 0);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     assert_int_equal(weir_pool_checkout(f->pool, -2, &none), WEIR_ETIMEDOUT);
-    int64_t took = now_ms() - t0;
+    int64_t took = fake_now_ms() - t0;
     assert_true(took >= 95 && took < 1000);
     assert_int_equal(stats(f).timeouts, 1);
     assert_int_equal(stats(f).waiters, 0);
@@ -244,7 +229,7 @@ static void *blocked_checkout(void *arg)
 {
     struct blocked *b = arg;
     b->rc = weir_pool_checkout(b->f->pool, b->timeout_ms, &b->conn);
-    b->served_ms = now_ms();
+    b->served_ms = fake_now_ms();
     return NULL;
 }
 
@@ -323,7 +308,7 @@ static void test_fifo_handoff_order(void **state)
     WAIT_FOR(atomic_load(&o.n) == 1, 1000);
     weir_pool_checkin(f->pool, o.conn[0], WEIR_CHECKIN_CLEAN);
     WAIT_FOR(atomic_load(&o.n) == 2, 1000);
-    int64_t before = now_ms();
+    int64_t before = fake_now_ms();
     weir_pool_checkin(f->pool, o.conn[1], WEIR_CHECKIN_CLEAN);
     pthread_join(t, NULL);
     assert_int_equal(b.rc, 0);
@@ -587,10 +572,10 @@ static void test_connect_backoff_then_success(void **state)
     f->cfg.fail_waiters_on_connect_error = 0;
     atomic_store(&f->ctl.fail_connects, 3);
     start(f);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
     /* Retries wait 10, 20, then 40 ms. */
-    assert_true(now_ms() - t0 >= 65);
+    assert_true(fake_now_ms() - t0 >= 65);
     weir_pool_stats st = stats(f);
     assert_int_equal(st.connect_failures, 3);
     assert_int_equal(st.connects, 1);
@@ -605,9 +590,9 @@ static void test_connect_error_fails_waiters(void **state)
 
     atomic_store(&f->ctl.fail_connects, 1);
     start(f);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     assert_int_equal(weir_pool_checkout(f->pool, -2, &a), WEIR_ECONNECT);
-    assert_true(now_ms() - t0 < 1000);
+    assert_true(fake_now_ms() - t0 < 1000);
     weir_pool_last_error(f->pool, err, sizeof(err));
     assert_string_equal(err, "fake failure");
     /* After the back-off the next checkout connects. */
@@ -625,9 +610,9 @@ static void test_connect_timeout(void **state)
     f->cfg.connect_timeout_ms = 50;
     atomic_store(&f->ctl.hang_connects, 1);
     start(f);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     assert_int_equal(weir_pool_checkout(f->pool, -2, &a), WEIR_ECONNECT);
-    int64_t took = now_ms() - t0;
+    int64_t took = fake_now_ms() - t0;
     assert_true(took >= 45 && took < 1000);
     weir_pool_last_error(f->pool, err, sizeof(err));
     assert_string_equal(err, "connect timed out");

@@ -131,20 +131,6 @@ static weir_pool_stats stats(struct fixture *f)
     return st;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-#define WAIT_FOR(cond, ms)                                                                                   \
-    do {                                                                                                     \
-        int64_t until_ = now_ms() + (ms);                                                                    \
-        while (!(cond) && now_ms() < until_)                                                                 \
-            usleep(1000);                                                                                    \
-        assert_true(cond);                                                                                   \
-    } while (0)
 
 static void test_each_connect_is_chosen_and_tagged(void **state)
 {
@@ -230,10 +216,10 @@ static void test_retry_now_skips_backoff(void **state)
     atomic_store(&f->ch.refuse, 1);
     assert_int_equal(weir_pool_new(&f->cfg, &f->pool), 0);
     WAIT_FOR(stats(f).connect_failures == 1, 1000);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     weir_pool_retry_now(f->pool);
     assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
-    assert_true(now_ms() - t0 < 1000); /* not the 5 s back-off */
+    assert_true(fake_now_ms() - t0 < 1000); /* not the 5 s back-off */
     weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
 }
 
@@ -249,10 +235,10 @@ static void test_invalidate_all_forgets_backoff(void **state)
     atomic_store(&f->ch.refuse, 1);
     assert_int_equal(weir_pool_new(&f->cfg, &f->pool), 0);
     WAIT_FOR(stats(f).connect_failures == 1, 1000);
-    int64_t t0 = now_ms();
+    int64_t t0 = fake_now_ms();
     (void)weir_pool_invalidate_all(f->pool); /* e.g. a failover was seen */
     assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
-    assert_true(now_ms() - t0 < 1000);
+    assert_true(fake_now_ms() - t0 < 1000);
     weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
 }
 
