@@ -43,6 +43,19 @@ def _die_with_parent():
         pass
 
 
+def _stacks(pid):
+    """Backtraces of a stuck weir (gdb), so a hang seen once can be found."""
+    gdb = shutil.which("gdb")
+    if gdb is None:
+        return "(gdb not installed)"
+    try:
+        r = subprocess.run([gdb, "-batch", "-p", str(pid), "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=60)
+        return r.stdout[-6000:] or r.stderr[-2000:]
+    except Exception as e:  # a diagnostic must not hide the real failure
+        return "(gdb failed: %s)" % e
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,9 +326,9 @@ class Weir:
                 try:
                     self.proc.wait(5)
                 except subprocess.TimeoutExpired:
+                    problems.append("weir did not exit within 5s of SIGTERM; where it was:\n" + _stacks(self.pid))
                     self.proc.kill()
                     self.proc.wait()
-                    problems.append("weir did not exit within 5s of SIGTERM")
                     self.expected_exit = True  # our SIGKILL, reported just above
             rc = self.proc.returncode
             if rc is not None and rc < 0 and not (self.expected_exit and rc == -signal.SIGKILL):

@@ -12,7 +12,7 @@ PKGS=(
     python3-pytest python3-psycopg python3-psycopg2 python3-asyncpg
     clang libclang-rt-14-dev
     pgbouncer valgrind gnuplot-nox
-    haproxy python3-yaml
+    haproxy python3-yaml gdb
 )
 
 missing=()
