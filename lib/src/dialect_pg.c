@@ -418,6 +418,10 @@ static void pg_close(void *dconn)
 
     if (dc == NULL)
         return;
+    /* PQfinish sends Terminate; in blocking mode a socket the backend stopped
+     * draining would hold the caller (an event loop) until it does. */
+    if (dc->conn != NULL)
+        (void)PQsetnonblocking(dc->conn, 1);
     PQfinish(dc->conn);
     free(dc);
 }
