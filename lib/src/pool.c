@@ -733,20 +733,30 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
  * Returns the item (now OUT), or NULL. Items due a ping are queued for the
  * pool thread (*kick set). The caller must event_del the item's idle watch
  * after unlocking.
+ *
+ * Retired items (invalidated, an old generation, expired) are passed over
+ * where they lie, for the pool thread to close (it owns their events). The
+ * scan never changes the list it walks: it once moved each retired item to
+ * the other end and looked again, which never ended when every idle item
+ * was retired, and which GCC 12 -O2 compiled into a loop that re-read one
+ * stale head forever as soon as the first item was retired (the daemon's
+ * loop froze at the first idle server lost in a failover).
  */
 weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
 {
     int64_t now = weir__now_us();
+    int lifo = pool->cfg.lifo;
 
-    while (!pool->paused && !weir_list_empty(&pool->idle)) {
-        weir_pooled *item = pool_pick_idle(pool);
+    if (pool->paused) {
+        if (!weir_list_empty(&pool->idle))
+            *kick = 1;
+        return NULL;
+    }
+    for (struct weir_link *l = lifo ? pool->idle.next : pool->idle.prev; l != &pool->idle;
+         l = lifo ? l->next : l->prev) {
+        weir_pooled *item = weir_container_of(l, weir_pooled, idle_link);
 
         if (item_retired(pool, item, now)) {
-            /* Leave it for the pool thread, which owns its events. */
-            weir_list_remove(&item->idle_link);
-            weir_list_push_back(&pool->idle, &item->idle_link);
-            if (pool_pick_idle(pool) == item)
-                break;
             *kick = 1;
             continue;
         }
@@ -762,8 +772,6 @@ weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
         hist_add(pool->st.wait_hist, 0);
         return item;
     }
-    if (!weir_list_empty(&pool->idle))
-        *kick = 1;
     return NULL;
 }
 
