@@ -241,6 +241,32 @@ struct ha_host *health_find_host(struct daemon *d, const char *dbname, uintptr_t
     return NULL;
 }
 
+static void check_soon(struct ha_host *hh);
+
+/* The checks' login from the config, when it names one (pooler.h): the
+ * checks start as the config is loaded, so SHOW and /healthz know the
+ * roles before any client comes. A login changed by a reload is used from
+ * the next check connection on. Otherwise the entry's first pool gives it. */
+static void use_config_login(struct daemon *d, struct ha_db *hd, const struct db_config *db)
+{
+    char *conninfo = pooler_check_conninfo(d, db);
+    int first = hd->check_conninfo == NULL;
+
+    if (conninfo == NULL)
+        return;
+    if (!first && strcmp(conninfo, hd->check_conninfo) == 0) {
+        free(conninfo);
+        return;
+    }
+    free(hd->check_conninfo);
+    hd->check_conninfo = conninfo;
+    if (first) {
+        hd->started_us = weir__now_us();
+        for (int i = 0; i < hd->nhosts; i++)
+            check_soon(&hd->hosts[i]);
+    }
+}
+
 /* Keep entries whose hosts are unchanged (their state and checks go on). */
 void health_apply_config(struct daemon *d)
 {
@@ -269,6 +295,7 @@ void health_apply_config(struct daemon *d)
             continue;
         }
         hd->balance = db->load_balance_hosts != CONFIG_UNSET ? db->load_balance_hosts : (int)d->cfg->load_balance_hosts;
+        use_config_login(d, hd, db);
         hd->next = NULL;
         *tail = hd;
         tail = &hd->next;

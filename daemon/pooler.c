@@ -452,6 +452,17 @@ char *pooler_auth_conninfo(struct daemon *d, const struct dpool *dp, const char 
     return build_conninfo(d, db, NULL, dbname, auth_user);
 }
 
+char *pooler_check_conninfo(struct daemon *d, const struct db_config *db)
+{
+    const char *user = db->user;
+
+    if (user == NULL || user[0] == '\0')
+        user = db->auth_user && db->auth_user[0] ? db->auth_user : d->cfg->auth_user;
+    if (user == NULL || user[0] == '\0' || (db->dbname == NULL && strcmp(db->name, "*") == 0))
+        return NULL; /* no login, or no database to log in to before a client names one */
+    return build_conninfo(d, db, NULL, db->name, user);
+}
+
 int pooler_wait_ms(const struct dpool *dp)
 {
     int64_t us = dp->d->cfg->query_wait_timeout_us;

@@ -334,8 +334,11 @@ def test_failover_to_promoted_standby(started):
         for r in console.show("SERVERS"):
             if r["database"] == "app":
                 assert (r["role"], r["host_state"]) == ("primary", "up"), r
-        status, _, body = http_get(w.metrics + "/healthz")
-        assert status == 200, body
+        # /healthz: app has its primary; ro (checked from the start) has no
+        # standby left until the old primary is back as one
+        status, _, body = wait_for(lambda: (lambda r: r if "database ro: no usable standby" in r[2] else None)(
+            http_get(w.metrics + "/healthz")), 10, what="healthz to see ro without a standby")
+        assert status == 503 and "database app: reachable" in body, body
         assert host_metric(w, "weir_backend_host_up", "app", old.port) == 0
         assert host_metric(w, "weir_backend_host_up", "app", new.port) == 1
         assert host_metric(w, "weir_backend_host_primary", "app", new.port) == 1
@@ -345,6 +348,7 @@ def test_failover_to_promoted_standby(started):
         old.start()
         wait_for(lambda: host_states(console, "app").get(old.port) == ("standby", "up"), 20,
                  what="weir to see the old primary back as a standby")
+        wait_for(lambda: http_get(w.metrics + "/healthz")[0] == 200, 10, what="healthz 200 with a standby back")
         with Writers(w, 2, first_id=1000000) as load2:
             wait_for(lambda: load2.count() >= 50, 20, what="writes after the old primary is back")
         assert not load2.errors, load2.errors[:5]
