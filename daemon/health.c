@@ -389,6 +389,7 @@ static void schedule(struct ha_host *hh, int64_t after_us)
 
     evtimer_del(hh->timer_ev);
     evtimer_add(hh->timer_ev, &tv);
+    hh->due_us = weir__now_us() + after_us;
 }
 
 /* Doubling from health_check_period up to server_login_retry. */
@@ -773,6 +774,7 @@ static void check_timer_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    hh->due_us = 0;
     if (hh->cs == CHECK_WAIT && hh->db->check_conninfo)
         check_start(hh);
 }
@@ -919,6 +921,41 @@ void health_server_lost(struct dpool *dp, uintptr_t tag)
     for (int i = 0; hd && i < hd->nhosts; i++)
         if (tag == 0 || hd->hosts[i].id == tag)
             check_soon(&hd->hosts[i]);
+}
+
+/* Does this SQLSTATE from a server of the entry say its host may have
+ * failed over (see health.h)? */
+static int failover_sign(const struct ha_db *hd, const char *sqlstate)
+{
+    if (strncmp(sqlstate, "08", 2) == 0 || strcmp(sqlstate, "57P01") == 0 || strcmp(sqlstate, "57P02") == 0 ||
+        strcmp(sqlstate, "57P03") == 0)
+        return 1;
+    return hd->want == WANT_PRIMARY && strcmp(sqlstate, "25006") == 0;
+}
+
+/* Check now, or as soon as the last check is HA_ERROR_RECHECK_US old, unless
+ * a check is under way or the timer fires sooner anyway. */
+static void check_after_error(struct ha_host *hh)
+{
+    int64_t now = weir__now_us(), at = hh->op_start_us + HA_ERROR_RECHECK_US;
+
+    if (hh->cs != CHECK_WAIT || hh->db->check_conninfo == NULL)
+        return;
+    if (at < now)
+        at = now;
+    if (hh->due_us == 0 || at < hh->due_us)
+        schedule(hh, at - now);
+}
+
+void health_server_error(struct dpool *dp, uintptr_t tag, const char *sqlstate)
+{
+    struct ha_db *hd;
+
+    if (sqlstate == NULL || !dp->ha || (hd = health_find_db(dp->d, dp->dbname)) == NULL || !failover_sign(hd, sqlstate))
+        return;
+    for (int i = 0; i < hd->nhosts; i++)
+        if (tag == 0 || hd->hosts[i].id == tag)
+            check_after_error(&hd->hosts[i]);
 }
 
 int health_db_ok(struct daemon *d, const char *name)

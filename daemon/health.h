@@ -53,6 +53,9 @@ enum check_state {
 /* What an entry asks of its hosts (its target_session_attrs). */
 enum ha_want { WANT_ANY, WANT_PRIMARY, WANT_STANDBY, WANT_PREFER_STANDBY };
 
+/* Error-triggered checks of one host are this far apart at least. */
+#define HA_ERROR_RECHECK_US 100000
+
 struct ha_db;
 struct resolve_job;
 
@@ -76,6 +79,7 @@ struct ha_host {
     PGconn *pg;
     struct event *io_ev, *timer_ev;
     int64_t op_start_us;
+    int64_t due_us;       /* when the timer fires next (monotonic), 0 = not armed */
 };
 
 struct ha_db {
@@ -113,6 +117,14 @@ void health_apply_config(struct daemon *d);
 int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc);
 /* A server connection of dp's was lost: check its host now. */
 void health_server_lost(struct dpool *dp, uintptr_t tag);
+/* A server of dp's reported an error with this SQLSTATE (NULL: none). One
+ * that signals a failover -- the host going away (57P01, 57P02), refusing
+ * sessions (57P03), a lost connection (class 08), or refusing writes
+ * (25006) on a read-write entry -- has its host checked now, not at the next
+ * period (at most every HA_ERROR_RECHECK_US per host, so a client repeating
+ * such an error cannot make a check storm). The check decides: its result
+ * changes the host's state, and so the pools, only if the role changed. */
+void health_server_error(struct dpool *dp, uintptr_t tag, const char *sqlstate);
 
 /* The watched entry called name, or NULL; the host with tag in it, or NULL. */
 struct ha_db *health_find_db(struct daemon *d, const char *name);

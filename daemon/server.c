@@ -723,9 +723,10 @@ static int server_special(struct server *s, char type, size_t total)
             if (!drop && s->client)
                 param_set_share(&s->client->params, i, &s->params);
         }
-    } else if (type == 'E' && drop) {
-        if (weir_proto_parse_error(body, blen, &ef) == 0)
+    } else if (type == 'E' && weir_proto_parse_error(body, blen, &ef) == 0) {
+        if (drop)
             server_log(s, LG_WARNING, "error from weir's own query: ", ef.message);
+        health_server_error(s->dp, weir_pooled_target(s->pooled), ef.sqlstate); /* failover? */
     }
     if (!drop)
         s->dp->bytes_out += total;
@@ -737,7 +738,8 @@ static int server_special(struct server *s, char type, size_t total)
 
 static int is_special(struct server *s, char type)
 {
-    return type == 'Z' || type == 'S' || (type == 'E' && s->swallow > 0) || (s->track && prep_is_special(s, type));
+    /* Every error is read: its SQLSTATE may say the host failed over. */
+    return type == 'Z' || type == 'S' || type == 'E' || (s->track && prep_is_special(s, type));
 }
 
 /* The common ReadyForQuery, taken in stride with the messages before it so

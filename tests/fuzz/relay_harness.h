@@ -82,11 +82,19 @@ uintptr_t weir_pooled_target(const weir_pooled *conn)
     return 0;
 }
 
-/* Host health (health.c) is told about lost servers; nothing to track here. */
+/* Host health (health.c) is told about lost servers and failover errors;
+ * nothing to track here. */
 void health_server_lost(struct dpool *dp, uintptr_t tag)
 {
     (void)dp;
     (void)tag;
+}
+
+void health_server_error(struct dpool *dp, uintptr_t tag, const char *sqlstate)
+{
+    (void)dp;
+    (void)tag;
+    (void)sqlstate;
 }
 
 void *weir_pooled_get_data(const weir_pooled *conn)
