@@ -494,6 +494,9 @@ static void check_send(struct ha_host *hh)
 
     if (hh->cs != CHECK_QUERYING)
         check_set_state(hh, CHECK_QUERYING);
+    hh->ans_recovery = -1;
+    hh->ans_lag = 0;
+    hh->ans_why[0] = '\0';
     if (!PQsendQuery(hh->pg, check_query)) {
         check_failed(hh, PQerrorMessage(hh->pg));
         return;
@@ -527,41 +530,52 @@ static void check_connect_step(struct ha_host *hh)
     }
 }
 
-/* Read what arrived; once the answer is complete, judge it. */
+/* The answer is complete (every result read): judge it. */
+static void check_judge(struct ha_host *hh)
+{
+    double lag = hh->ans_lag;
+
+    if (hh->ans_recovery < 0 || !isfinite(lag)) {
+        check_failed(hh, hh->ans_why[0] ? hh->ans_why : "no answer");
+        return;
+    }
+    /* Keep the connection, watching it: a server going away is noticed now. */
+    check_answered(hh, hh->ans_recovery, lag < 0 ? 0 : lag);
+    if (hh->pg && check_arm(hh, EV_READ, 0) != 0)
+        host_close_check(hh);
+}
+
+/*
+ * Read what arrived, taking only the results libpq has whole: PQgetResult
+ * waits (blocking, whatever the connection's mode) for the rest of an answer,
+ * so it is called only while PQisBusy says it will not. A server that stalls
+ * between its row and its ReadyForQuery costs this check its timeout, never
+ * the loop. Once the last result is read, judge the answer.
+ */
 static void check_read_answer(struct ha_host *hh)
 {
     PGresult *res;
-    int in_recovery = -1;
-    double lag = 0;
-    char why[160] = "";
 
     if (!PQconsumeInput(hh->pg)) {
         check_failed(hh, PQerrorMessage(hh->pg));
         return;
     }
-    if (PQisBusy(hh->pg)) {
-        if (check_arm(hh, EV_READ, op_left_us(hh)) != 0)
-            check_failed(hh, "cannot wait for the server");
-        return;
-    }
-    while ((res = PQgetResult(hh->pg)) != NULL) {
+    while (!PQisBusy(hh->pg)) {
+        if ((res = PQgetResult(hh->pg)) == NULL) {
+            check_judge(hh);
+            return;
+        }
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 2) {
-            in_recovery = PQgetvalue(res, 0, 0)[0] == 't';
-            lag = strtod(PQgetvalue(res, 0, 1), NULL);
-        } else if (why[0] == '\0') {
-            snprintf(why, sizeof(why), "%s", PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res)
-                                                                          : "unexpected answer");
+            hh->ans_recovery = PQgetvalue(res, 0, 0)[0] == 't';
+            hh->ans_lag = strtod(PQgetvalue(res, 0, 1), NULL);
+        } else if (hh->ans_why[0] == '\0') {
+            snprintf(hh->ans_why, sizeof(hh->ans_why), "%s",
+                     PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : "unexpected answer");
         }
         PQclear(res);
     }
-    if (in_recovery < 0 || !isfinite(lag)) {
-        check_failed(hh, why[0] ? why : "no answer");
-        return;
-    }
-    /* Keep the connection, watching it: a server going away is noticed now. */
-    check_answered(hh, in_recovery, lag < 0 ? 0 : lag);
-    if (hh->pg && check_arm(hh, EV_READ, 0) != 0)
-        host_close_check(hh);
+    if (check_arm(hh, EV_READ, op_left_us(hh)) != 0)
+        check_failed(hh, "cannot wait for the server");
 }
 
 /* Input on a kept connection between checks: a notice, or goodbye. */

@@ -79,6 +79,9 @@ struct ha_host {
     PGconn *pg;
     struct event *io_ev, *timer_ev;
     int64_t op_start_us;
+    int ans_recovery;     /* the answer being read: -1 until its row came */
+    double ans_lag;
+    char ans_why[160];    /* an error result in it */
     int64_t due_us;       /* when the timer fires next (monotonic), 0 = not armed */
 };
 
