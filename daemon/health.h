@@ -93,7 +93,7 @@ struct ha_db {
     char *tsa;            /* target_session_attrs as written, or "any" */
     enum ha_want want;
     int balance;          /* enum load_balance_hosts */
-    char *check_conninfo; /* from the entry's first pool (its login); NULL until then */
+    char *check_conninfo; /* the checks' login: from the config, else the entry's first pool; NULL until known */
     int64_t started_us;   /* when the checks began (check_conninfo set) */
     struct ha_host *hosts;
     int nhosts;
@@ -116,7 +116,8 @@ void health_apply_config(struct daemon *d);
 
 /* A pool is being made (or reconfigured) for dp: when its entry is watched
  * here, give pc the host chooser (whose arg is dp) and return 1; the first
- * pool's login also becomes the checks' login. 0 when not watched. */
+ * pool's login also becomes the checks' login when the config named none.
+ * 0 when not watched. */
 int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc);
 /* A server connection of dp's was lost: check its host now. */
 void health_server_lost(struct dpool *dp, uintptr_t tag);
