@@ -454,12 +454,18 @@ char *pooler_auth_conninfo(struct daemon *d, const struct dpool *dp, const char 
 
 char *pooler_check_conninfo(struct daemon *d, const struct db_config *db)
 {
-    const char *user = db->user;
+    const char *user = db->user, *secret;
 
     if (user == NULL || user[0] == '\0')
         user = db->auth_user && db->auth_user[0] ? db->auth_user : d->cfg->auth_user;
     if (user == NULL || user[0] == '\0' || (db->dbname == NULL && strcmp(db->name, "*") == 0))
         return NULL; /* no login, or no database to log in to before a client names one */
+    /* An md5 or SCRAM secret is no password libpq can log in with: the
+     * first pool's login may do better. */
+    secret = d->users ? userlist_secret(d->users, user) : NULL;
+    if (auth_user_password(d, db, user) == NULL && secret && secret_kind_of(secret) != SECRET_NONE &&
+        secret_kind_of(secret) != SECRET_PLAIN)
+        return NULL;
     return build_conninfo(d, db, NULL, db->name, user);
 }
 

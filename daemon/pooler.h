@@ -65,8 +65,9 @@ void pooler_set_scram_keys(struct dpool *dp, const char *user, const char *secre
 char *pooler_auth_conninfo(struct daemon *d, const struct dpool *dp, const char *auth_user, char *err, size_t errlen);
 /* A login for the health checks of a multi-host entry known from the config
  * alone: its forced user, else auth_user (with the password the entry or
- * auth_file gives libpq). malloc'd; NULL when the entry has neither, or out
- * of memory: the checks then wait for the entry's first pool. */
+ * auth_file gives libpq). malloc'd; NULL when the entry has neither, when
+ * auth_file has only an md5 or SCRAM secret for it, or out of memory: the
+ * checks then wait for the entry's first pool. */
 char *pooler_check_conninfo(struct daemon *d, const struct db_config *db);
 /* Checkout timeout for a pool: query_wait_timeout (0 = forever). */
 int pooler_wait_ms(const struct dpool *dp);
