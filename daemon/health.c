@@ -333,6 +333,7 @@ static void health_changed(struct ha_host *hh, int was, enum host_role old_role,
     log_at(&d->log, LG_LOG, "health %s %s:%s: %s, %s%s (was %s)", hd->name, hh->host, hh->port,
            health_role_name(hh->role), health_state_name(hh->state),
            now ? "; taking connections" : "; no new connections", health_role_name(old_role));
+    world_stop(daemon_main_worker(d)); /* workers add pools to the list */
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         if (dp->removed || strcmp(dp->dbname, hd->name) != 0)
             continue;
@@ -347,6 +348,7 @@ static void health_changed(struct ha_host *hh, int was, enum host_role old_role,
             weir_pool_retry_now(dp->pool); /* first: connects waited for this check */
         }
     }
+    world_start(daemon_main_worker(d));
 }
 
 /* ---- the check connection ---- */
@@ -852,17 +854,70 @@ static int health_choose(void *arg, const char *conninfo, char **out, uintptr_t 
     return WEIR_ECONNECT;
 }
 
+/* Host bookkeeping lives on the main thread (its checks and timers run
+ * there). A worker that closes or loses a server sends its news there. */
+struct host_news {
+    struct daemon *d;
+    char *dbname;
+    uintptr_t tag;
+    int released, connected;
+};
+
+static void host_news_apply(struct daemon *d, const char *dbname, uintptr_t tag, int released, int connected)
+{
+    struct ha_db *hd = health_find_db(d, dbname);
+
+    for (int i = 0; hd && i < hd->nhosts; i++) {
+        struct ha_host *hh = &hd->hosts[i];
+        if (released) {
+            if (hh->id != tag)
+                continue;
+            if (hh->nconns > 0)
+                hh->nconns--;
+            if (!connected) /* e.g. it refused, or is no longer what we want: look now */
+                check_soon(hh);
+        } else if (tag == 0 || hh->id == tag) {
+            check_soon(hh);
+        }
+    }
+}
+
+static void host_news_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct host_news *n = arg;
+
+    (void)fd;
+    (void)what;
+    host_news_apply(n->d, n->dbname, n->tag, n->released, n->connected);
+    free(n->dbname);
+    free(n);
+}
+
+static void host_news(struct daemon *d, const char *dbname, uintptr_t tag, int released, int connected)
+{
+    struct host_news *n;
+
+    if (pthread_equal(pthread_self(), d->main_thread)) {
+        host_news_apply(d, dbname, tag, released, connected);
+        return;
+    }
+    n = calloc(1, sizeof(*n));
+    if (n == NULL || (n->dbname = strdup(dbname)) == NULL) {
+        free(n);
+        return; /* out of memory: the periodic check will see it */
+    }
+    *n = (struct host_news){d, n->dbname, tag, released, connected};
+    if (worker_post(daemon_main_worker(d), host_news_run, n) != 0) {
+        free(n->dbname);
+        free(n);
+    }
+}
+
 static void health_release(void *arg, uintptr_t tag, int connected)
 {
     struct dpool *dp = arg;
-    struct ha_host *hh = health_find_host(dp->d, dp->dbname, tag);
 
-    if (hh == NULL)
-        return;
-    if (hh->nconns > 0)
-        hh->nconns--;
-    if (!connected) /* e.g. it refused, or is no longer what we want: look now */
-        check_soon(hh);
+    host_news(dp->d, dp->dbname, tag, 1, connected);
 }
 
 int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
@@ -887,11 +942,8 @@ int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
 
 void health_server_lost(struct dpool *dp, uintptr_t tag)
 {
-    struct ha_db *hd = health_find_db(dp->d, dp->dbname);
-
-    for (int i = 0; hd && i < hd->nhosts; i++)
-        if (tag == 0 || hd->hosts[i].id == tag)
-            check_soon(&hd->hosts[i]);
+    if (health_find_db(dp->d, dp->dbname) != NULL)
+        host_news(dp->d, dp->dbname, tag, 0, 0);
 }
 
 int health_db_ok(struct daemon *d, const char *name)

@@ -28,7 +28,7 @@ void pstmt_registry_free(struct pstmt_registry *r);
 /* The shared statement for this text and types, with a new reference; NULL on ENOMEM. */
 struct pstmt *pstmt_intern(struct pstmt_registry *r, const char *query, const uint8_t *types, uint16_t ntypes);
 void pstmt_unref(struct pstmt_registry *r, struct pstmt *p);
-size_t pstmt_registry_count(const struct pstmt_registry *r);
+size_t pstmt_registry_count(struct pstmt_registry *r);
 
 /* A client's statement names. */
 struct client_stmts;
