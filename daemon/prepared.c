@@ -102,7 +102,7 @@ static struct pstmt *intern_locked(struct pstmt_registry *r, const char *query, 
 
     for (p = *bucket; p; p = p->hnext) {
         if (pstmt_matches(p, h, query, types, ntypes)) {
-            p->refs++;
+            pstmt_ref(p);
             return p;
         }
     }
@@ -134,7 +134,7 @@ void pstmt_unref(struct pstmt_registry *r, struct pstmt *p)
     if (p == NULL)
         return;
     pthread_mutex_lock(&r->lock);
-    if (--p->refs > 0) {
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0) {
         pthread_mutex_unlock(&r->lock);
         return;
     }
@@ -372,7 +372,7 @@ int server_stmts_add(struct server_stmts *ss, struct pstmt *p, struct pstmt **ev
     if (n == NULL)
         return -1;
     n->p = p;
-    p->refs++;
+    pstmt_ref(p);
     n->hnext = ss->buckets[p->id & (ss->nbuckets - 1)];
     ss->buckets[p->id & (ss->nbuckets - 1)] = n;
     weir_list_push_front(&ss->lru, &n->lru);

@@ -98,7 +98,7 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
     e->flags = flags;
     e->p = p;
     if (p)
-        p->refs++;
+        pstmt_ref(p);
     if (text && (e->text = strdup(text)) == NULL)
         return -1;
     s->expect_count++;
@@ -673,7 +673,7 @@ static void entry_failed(struct server *s, struct expect *e)
         if (e->synth == SYN_PARSE_COMPLETE && s->client->stmts) /* the Parse never happened */
             client_stmts_del(s->client->stmts, registry(s), e->text);
         else if (e->synth == SYN_CLOSE_COMPLETE && e->p && client_names(s->client)) { /* nor the Close */
-            e->p->refs++;
+            pstmt_ref(e->p);
             if (client_stmts_put(s->client->stmts, registry(s), e->text, e->p) != 0)
                 pstmt_unref(registry(s), e->p);
         }

@@ -163,7 +163,7 @@ void stream_move(struct stream *s, struct event_base *base, struct stream_loop *
     s->wr = NULL;
     s->writing = 0;
     event_assign(&s->rd, base, s->fd, EV_READ | EV_PERSIST, s->ssl ? stream_tls_read_cb : stream_read_cb, s);
-    if (s->on_flat)
+    if (s->loop) /* also a TLS stream's, for its clock */
         s->loop = loop;
     if (reading)
         event_add(&s->rd, NULL);

@@ -25,6 +25,10 @@ selects some; default all):
   overload  BENCH_OVERLOAD_CLIENTS (1,000) pgbench clients over a pool of BENCH_OVERLOAD_POOL (10):
             TPS, p50/p99/max per-transaction latency from pgbench's per-transaction log (it includes
             the wait for a server), and fairness: the fewest and most transactions one client got
+  workers   weir alone with workers = 1, 2 and 4 (select-only simple, 100 clients): TPS, CPU µs per
+            transaction of the whole process, and the busiest thread's share of that CPU (per-thread
+            utime+stime from /proc/PID/task/*/stat): how the work spreads over the event loops. On a
+            2-core machine shared with pgbench and PostgreSQL, more loops cannot raise TPS.
 
 Other knobs: BENCH_SECONDS (5) per run, BENCH_ROUNDS (3), BENCH_POOL_SIZE (20), BENCH_OUT (directory
 for bench-results.csv, bench-rounds.csv, bench-results.md and bench-results.png; default
@@ -53,7 +57,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GROUPS = ("tps", "latency", "instr", "logins", "rss", "overload")
+GROUPS = ("tps", "latency", "instr", "logins", "rss", "overload", "workers")
 TARGETS = ("direct", "weir", "pgbouncer")
 CG_CLIENTS = 10
 
@@ -91,6 +95,19 @@ def cpu_ticks(pid):
         return None
 
 
+def thread_ticks(pid):
+    """{tid: utime + stime} of every thread of a process."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[tid] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def vm_rss(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -124,8 +141,9 @@ def median(values):
 class Pooler:
     """One weir or PgBouncer process on a free port, configured by a pgbouncer.ini written here."""
 
-    def __init__(self, bench, kind, tag, auth_type="trust", max_client_conn=None, wrap=()):
+    def __init__(self, bench, kind, tag, auth_type="trust", max_client_conn=None, wrap=(), workers=None):
         self.bench, self.kind, self.tag = bench, kind, tag
+        self.workers = workers  # weir's workers setting; None = its default (one per core)
         self.auth_type = auth_type
         self.max_client_conn = max_client_conn or bench.over_n + 200
         self.wrap = list(wrap)
@@ -158,6 +176,8 @@ log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 0
 """)
+            if self.workers is not None and self.kind == "weir":
+                f.write(f"workers = {self.workers}\n")
         os.chmod(path, 0o644)
         return path
 
@@ -602,6 +622,36 @@ class Bench:
             warm.close()
             p.stop()
 
+    def group_workers(self):
+        counts = (1, 2, 4)
+        rows = {}
+        for n in counts:
+            rows[n] = (self.row(f"workers_{n}_tps", f"TPS, weir workers = {n}, select-only simple, 100 clients",
+                                "txn/s", "{:.0f}", "higher", f"TPS workers={n}"),
+                       self.row(f"workers_{n}_cpu", f"weir CPU per txn, workers = {n}", "µs", "{:.1f}", "lower",
+                                f"CPU workers={n}"),
+                       self.row(f"workers_{n}_busiest", f"busiest thread's share of weir's CPU, workers = {n}",
+                                "%", "{:.0f}", None, f"busiest thread workers={n}"))
+            for row in rows[n]:
+                row.note["direct"] = row.note["pgbouncer"] = "-"
+        say("bench: weir with 1, 2 and 4 workers ...")
+        poolers = {n: Pooler(self, "weir", f"workers-{n}", workers=n).start() for n in counts}
+        self.poolers += poolers.values()
+        try:
+            for r in range(self.nrounds):
+                for n in self.rotated(list(counts), r):
+                    p = poolers[n]
+                    before = thread_ticks(p.pid)
+                    res = self.timed("weir", p.port, p.pid, ["-S", "-M", "simple", "-c", 100, "-j", 2,
+                                                             "-T", self.secs])
+                    after = thread_ticks(p.pid)
+                    used = [after[t] - before.get(t, 0) for t in after]
+                    rows[n][0].add("weir", res and res["tps"])
+                    rows[n][1].add("weir", res and res["cpu_us"])
+                    rows[n][2].add("weir", 100.0 * max(used) / sum(used) if res and sum(used) > 0 else None)
+        finally:
+            self.stop_poolers()
+
     def group_overload(self, ends):
         n = self.over_n
         label = f"{n} clients over a pool of {self.over_pool}"
@@ -666,7 +716,7 @@ class Bench:
                     self.timed_group(g, getattr(self, f"group_{g}"), ends)
             finally:
                 self.stop_poolers()
-        for g in ("logins", "instr", "rss"):
+        for g in ("logins", "instr", "rss", "workers"):
             if g in self.groups:
                 self.timed_group(g, getattr(self, f"group_{g}"))
 
