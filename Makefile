@@ -128,6 +128,11 @@ check: deps
 	@$(MAKE) --no-print-directory tests-build
 	@tests/tools/check.sh
 
+# make check, with the whole integration suite also run under ThreadSanitizer (workers = 4).
+check-tsan: deps
+	@$(MAKE) --no-print-directory tests-build
+	@WEIR_CHECK_TSAN=full tests/tools/check.sh
+
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)
 	@tests/tools/bench.sh

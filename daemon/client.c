@@ -689,6 +689,15 @@ static void client_default_params(struct client *c)
 
 static void welcome_cb(int status, weir_pooled *pooled, void *arg);
 
+/* An idle server now, preferably one this client's worker used last: it
+ * then stays on this loop instead of moving (see server_from_pooled). */
+static int client_try_checkout(struct client *c, weir_pooled **out)
+{
+    if (c->d->nworkers > 1)
+        return weir_pool_try_checkout_affine(c->dp->pool, (uintptr_t)c->w, out);
+    return weir_pool_try_checkout(c->dp->pool, out);
+}
+
 static void client_finish_login(struct client *c)
 {
     int known;
@@ -703,7 +712,7 @@ static void client_finish_login(struct client *c)
     if (!known) {
         weir_pooled *pooled = NULL;
         client_set_state(c, CL_WELCOME);
-        if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+        if (client_try_checkout(c, &pooled) == 0) {
             welcome_cb(0, pooled, c);
             return;
         }
@@ -1028,7 +1037,7 @@ static void client_request_server(struct client *c)
         stream_loop_tick(&c->w->loop); /* also reached from signals and admin commands */
         c->wait_start_us = worker_now(c->w);
     }
-    if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+    if (client_try_checkout(c, &pooled) == 0) {
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
     }

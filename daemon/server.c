@@ -124,6 +124,7 @@ static void server_move(struct server *s, struct worker *w)
 {
     stream_move(&s->io, w->base, &w->loop);
     s->w = w;
+    weir_pooled_set_affinity(s->pooled, (uintptr_t)w);
 }
 
 struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_pooled *pooled)
@@ -144,6 +145,7 @@ struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_poole
     s->w = w;
     s->dp = dp;
     s->pooled = pooled;
+    weir_pooled_set_affinity(pooled, (uintptr_t)w);
     s->be = weir_pooled_driver_handle(pooled);
     s->pg = backend_pgconn(s->be); /* NULL when weir connected by itself */
     s->id = __atomic_add_fetch(&d->next_id, 1, __ATOMIC_RELAXED);

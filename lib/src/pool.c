@@ -728,6 +728,23 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
     return weir_container_of(l, weir_pooled, idle_link);
 }
 
+/* Among the few idle connections next in line, the first with this
+ * affinity: the caller avoids moving a connection (e.g. between event
+ * loops) at the price of a slightly different order. Else the usual pick. */
+#define AFFINITY_SCAN 8
+static weir_pooled *pick_idle_affine(weir_pool *pool, uintptr_t affinity)
+{
+    struct weir_link *l = pool->cfg.lifo ? pool->idle.next : pool->idle.prev;
+
+    for (int i = 0; i < AFFINITY_SCAN && l != &pool->idle; i++) {
+        weir_pooled *item = weir_container_of(l, weir_pooled, idle_link);
+        if (item->affinity == affinity)
+            return item;
+        l = pool->cfg.lifo ? l->next : l->prev;
+    }
+    return pool_pick_idle(pool);
+}
+
 /*
  * Under lock: try to take an idle connection for the caller right away.
  * Returns the item (now OUT), or NULL. Items due a ping are queued for the
@@ -736,10 +753,15 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
  */
 weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
 {
+    return pool_take_idle_affine(pool, kick, 0, 0);
+}
+
+weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity)
+{
     int64_t now = weir__now_us();
 
     while (!pool->paused && !weir_list_empty(&pool->idle)) {
-        weir_pooled *item = pool_pick_idle(pool);
+        weir_pooled *item = use_affinity ? pick_idle_affine(pool, affinity) : pool_pick_idle(pool);
 
         if (item_retired(pool, item, now)) {
             /* Leave it for the pool thread, which owns its events. */
@@ -1147,6 +1169,11 @@ void *weir_pooled_driver_handle(const weir_pooled *conn)
 int64_t weir_pooled_age_us(const weir_pooled *conn)
 {
     return weir__now_us() - conn->created_us;
+}
+
+void weir_pooled_set_affinity(weir_pooled *conn, uintptr_t tag)
+{
+    conn->affinity = tag; /* the holder's field until check-in, read under the lock after */
 }
 
 void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *data))

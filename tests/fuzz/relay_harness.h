@@ -77,6 +77,12 @@ void *weir_pooled_driver_handle(const weir_pooled *conn)
     return NULL;
 }
 
+void weir_pooled_set_affinity(weir_pooled *conn, uintptr_t tag)
+{
+    (void)conn;
+    (void)tag;
+}
+
 uintptr_t weir_pooled_target(const weir_pooled *conn)
 {
     (void)conn;

@@ -34,7 +34,7 @@ def thread_names(pid):
 
 def test_clients_are_spread_over_the_workers(weir_factory):
     w = weir_factory(settings={"workers": 4, "metrics_port": free_port()})
-    assert "4 workers" in w.log_text()
+    wait_for(lambda: "4 workers" in w.log_text(), what="the process-up line")
     assert sorted(n for n in thread_names(w.pid) if n.startswith("weir-worker")) == \
         ["weir-worker-1", "weir-worker-2", "weir-worker-3"]
     conns = [w.connect() for _ in range(12)]
@@ -170,12 +170,13 @@ def test_admin_and_reload_under_load(weir_factory, pg):
 
 def test_one_worker_and_the_default(weir_factory):
     one = weir_factory(settings={"workers": 1})
-    assert "1 worker" in one.log_text()
+    wait_for(lambda: "1 worker" in one.log_text(), what="the process-up line")
     assert not [n for n in thread_names(one.pid) if n.startswith("weir-worker")]
     assert one.connect().execute("SELECT 1").fetchone() == (1,)
     default = weir_factory(settings={"workers": 0})
     n = os.cpu_count()
-    assert "%d worker%s" % (n, "" if n == 1 else "s") in default.log_text()
+    want = "%d worker%s" % (n, "" if n == 1 else "s")
+    wait_for(lambda: want in default.log_text(), what="the process-up line")
 
 
 @pytest.mark.timeout(90)

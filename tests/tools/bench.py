@@ -30,7 +30,8 @@ selects some; default all):
             utime+stime from /proc/PID/task/*/stat): how the work spreads over the event loops. On a
             2-core machine shared with pgbench and PostgreSQL, more loops cannot raise TPS.
 
-Other knobs: BENCH_SECONDS (5) per run, BENCH_ROUNDS (3), BENCH_POOL_SIZE (20), BENCH_OUT (directory
+Other knobs: BENCH_SECONDS (5) per run, BENCH_ROUNDS (3), BENCH_POOL_SIZE (20), BENCH_WEIR_WORKERS (1: weir's
+workers for every row but the workers group, so both poolers run one event loop), BENCH_OUT (directory
 for bench-results.csv, bench-rounds.csv, bench-results.md and bench-results.png; default
 tests/tmp/bench), BENCH_PGBOUNCER (path; default the one on PATH or /usr/sbin/pgbouncer), BENCH_WEIR
 (default daemon/weir), BENCH_DB (a database with pgbench's tables; default $WEIR_TEST_DB).
@@ -143,7 +144,9 @@ class Pooler:
 
     def __init__(self, bench, kind, tag, auth_type="trust", max_client_conn=None, wrap=(), workers=None):
         self.bench, self.kind, self.tag = bench, kind, tag
-        self.workers = workers  # weir's workers setting; None = its default (one per core)
+        # weir's workers: one event loop, as PgBouncer, for the side-by-side rows (BENCH_WEIR_WORKERS);
+        # the workers group sets its own.
+        self.workers = workers if workers is not None else bench.cmp_workers
         self.auth_type = auth_type
         self.max_client_conn = max_client_conn or bench.over_n + 200
         self.wrap = list(wrap)
@@ -363,6 +366,7 @@ class Bench:
         self.nrounds = env_int("BENCH_ROUNDS", 3)
         self.cg_rounds = env_int("BENCH_CG_ROUNDS", 1)
         self.pool = env_int("BENCH_POOL_SIZE", 20)
+        self.cmp_workers = env_int("BENCH_WEIR_WORKERS", 1)
         self.idle_n = env_int("BENCH_IDLE_CLIENTS", 10000)
         self.over_n = env_int("BENCH_OVERLOAD_CLIENTS", 1000)
         self.over_pool = env_int("BENCH_OVERLOAD_POOL", 10)
@@ -752,7 +756,8 @@ class Bench:
 
     def header(self):
         return (f"Transaction mode, pool {self.pool}, {self.secs} s per run, {self.nrounds} rounds alternating "
-                f"(median), loopback; ratio = weir / PgBouncer")
+                f"(median), loopback; weir with workers = {self.cmp_workers} (one event loop, like PgBouncer) "
+                f"except in the workers rows; ratio = weir / PgBouncer")
 
     def table_lines(self):
         w = max(len(f"{r.label} ({r.unit})") for r in self.rows)
