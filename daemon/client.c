@@ -341,9 +341,9 @@ static void start_scram(struct client *c, const char *secret)
     /* An unknown user, or one with an empty password, sees the same exchange
      * as a wrong password: nothing tells which users exist. */
     if (kind == SECRET_NONE)
-        rc = scram_keys_mock(c->user, c->d->mock_secret, &keys);
+        rc = scram_keys_mock(c->user, c->d->mock_secret, c->d->cfg->scram_iterations, &keys);
     else
-        rc = scram_cache_get(c->d->scram, c->user, secret, &keys);
+        rc = scram_cache_get(c->d->scram, c->user, secret, c->d->cfg->scram_iterations, &keys);
     if (rc == AUTH_EWRONGKIND) {
         client_disconnect(c, "28000", "SCRAM authentication failed: user has MD5 secret");
         return;

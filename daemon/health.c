@@ -897,7 +897,7 @@ static void host_news(struct daemon *d, const char *dbname, uintptr_t tag, int r
 {
     struct host_news *n;
 
-    if (pthread_equal(pthread_self(), d->main_thread)) {
+    if (d->nworkers <= 1 || pthread_equal(pthread_self(), d->main_thread)) {
         host_news_apply(d, dbname, tag, released, connected);
         return;
     }
