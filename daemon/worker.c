@@ -67,6 +67,17 @@ int workers_new(struct daemon *d, int n, struct event_base *main_base)
     return 0;
 }
 
+/* A loop that has stopped runs no more callbacks: it counts as parked for
+ * good, so that a worker stopping the world during shutdown does not wait
+ * for it. */
+static void retire(struct daemon *d)
+{
+    pthread_mutex_lock(&d->world.mu);
+    d->world.parked++;
+    pthread_cond_broadcast(&d->world.cv);
+    pthread_mutex_unlock(&d->world.mu);
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
@@ -75,6 +86,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "weir-worker-%d", w->id); /* per-thread CPU in top -H, /proc */
     pthread_setname_np(pthread_self(), name);
     event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    retire(w->d);
     return NULL;
 }
 
@@ -93,6 +105,8 @@ int workers_run(struct daemon *d)
 
 void workers_join(struct daemon *d)
 {
+    if (d->nworkers > 1)
+        retire(d); /* the main loop has stopped */
     for (int i = 1; i < d->nworkers; i++) {
         struct worker *w = d->workers[i];
         if (!w->running)
