@@ -42,7 +42,7 @@ BENCH_SRCS := $(wildcard tests/bench/*.c)
 BENCH_BINS := $(BENCH_SRCS:tests/bench/%.c=$(B)/bench/%)
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all lib daemon check unit asan itest install uninstall clean bench fuzz run deps tests-build
+.PHONY: all lib daemon check check-tsan unit asan itest install uninstall clean bench fuzz run deps tests-build
 all: lib daemon
 
 lib: $(LIBFILE) lib/$(SONAME) lib/libweir.so lib/weir.pc $(B)/libweir.a
@@ -102,6 +102,13 @@ $(B)/asan/%: tests/unit/%.c $(B)/libasan-all.a $(HEADERS)
 $(B)/asan-weir: daemon/main.c $(B)/libasan-all.a $(HEADERS)
 	$(CC) $(ALL_CFLAGS) -Idaemon $(SAN) -o $@ daemon/main.c $(B)/libasan-all.a $(DEPS_LIBS) $(DAEMON_LIBS)
 
+# The daemon under ThreadSanitizer, for the integration suite with workers = 4
+# (make check-tsan). Built from the sources in one go: no other object uses it.
+TSAN := -fsanitize=thread -fno-omit-frame-pointer
+$(B)/tsan-weir: $(LIB_SRCS) $(DAEMON_SRCS) $(HEADERS) $(wildcard daemon/*.h lib/src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Idaemon $(TSAN) -o $@ $(LIB_SRCS) $(DAEMON_SRCS) $(DEPS_LIBS) $(DAEMON_LIBS)
+
 $(B)/itest/%: tests/integration/%.c $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libweir.a $(DEPS_LIBS) -lcmocka
@@ -110,7 +117,7 @@ $(B)/bench/%: tests/bench/%.c $(B)/libweir.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(B)/libweir.a $(DEPS_LIBS)
 
-tests-build: all $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS) $(B)/asan-weir
+tests-build: all $(UNIT_BINS) $(ASAN_BINS) $(ITEST_BINS) $(B)/asan-weir $(B)/tsan-weir
 
 deps:
 	@tests/tools/deps.sh
@@ -120,6 +127,11 @@ deps:
 check: deps
 	@$(MAKE) --no-print-directory tests-build
 	@tests/tools/check.sh
+
+# make check, with the whole integration suite also run under ThreadSanitizer (workers = 4).
+check-tsan: deps
+	@$(MAKE) --no-print-directory tests-build
+	@WEIR_CHECK_TSAN=full tests/tools/check.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BINS)

@@ -342,13 +342,26 @@ static int any_waiting(const struct daemon *d)
     return 0;
 }
 
+static void admin_tick_stopped(struct daemon *d);
+
+/* On the main thread; the consoles it answers may live on other workers. */
 static void admin_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
-    struct admin_session *s;
+    struct worker *m = daemon_main_worker(d);
 
     (void)fd;
     (void)what;
+    stream_loop_tick(&m->loop);
+    world_stop(m);
+    admin_tick_stopped(d);
+    world_start(m);
+}
+
+static void admin_tick_stopped(struct daemon *d)
+{
+    struct admin_session *s;
+
     sessions_prune(d);
     while ((s = next_done(d)) != NULL) {
         struct client *c = daemon_find_client(d, s->client_id);
@@ -515,7 +528,20 @@ static int waiting_for_answer(struct client *c)
     return s && s->wait_tag;
 }
 
+static void admin_handle_stopped(struct client *c);
+
+/* Commands look at and change every worker's clients and servers: they run
+ * with the world stopped. */
 void admin_handle(struct client *c)
+{
+    struct worker *w = c->w; /* c may be gone afterwards (KILL_CLIENT, close) */
+
+    world_stop(w);
+    admin_handle_stopped(c);
+    world_start(w);
+}
+
+static void admin_handle_stopped(struct client *c)
 {
     weir_frame f;
     int rc = 0;

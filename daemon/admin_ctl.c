@@ -53,14 +53,18 @@ static void pools_resume(struct daemon *d, const char *db)
 
 void admin_pause_all(struct daemon *d)
 {
+    world_stop(daemon_main_worker(d)); /* nested when the console asks */
     d->paused = 1;
     pools_pause(d, NULL);
+    world_start(daemon_main_worker(d));
 }
 
 void admin_resume_all(struct daemon *d)
 {
+    world_stop(daemon_main_worker(d));
     d->paused = 0;
     pools_resume(d, NULL);
+    world_start(daemon_main_worker(d));
 }
 
 /* ---- commands ---- */
@@ -151,8 +155,8 @@ static enum admin_result cmd_kill(struct client *c, const char *db)
     log_at(&d->log, LG_LOG, "KILL '%s' command issued", db);
     a->paused = 1; /* new clients wait for RESUME */
     pools_pause(d, db);
-    for (x = d->clients; x; x = next) {
-        next = x->next; /* x leaves the list */
+    for (x = daemon_first_client(d); x; x = next) {
+        next = daemon_next_client(d, x); /* x leaves the list */
         if (!x->admin && x->dbname && strcmp(x->dbname, db) == 0)
             client_disconnect(x, "08P01", "database removed");
     }
@@ -216,7 +220,7 @@ static enum admin_result cmd_reload(struct client *c, const char *arg)
 {
     (void)arg;
     log_at(&c->d->log, LG_LOG, "RELOAD command issued");
-    if (daemon_reload(c->d) != 0)
+    if (daemon_reload(c->w) != 0)
         return admin_error(c, "RELOAD failed: the configuration file has errors (see the log); "
                               "the old configuration is kept");
     return admin_complete(c, "RELOAD");

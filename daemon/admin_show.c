@@ -177,7 +177,7 @@ static int console_clients(const struct daemon *d)
 {
     int n = 0;
 
-    for (const struct client *c = d->clients; c; c = c->next)
+    for (const struct client *c = daemon_first_client(d); c; c = daemon_next_client(d, c))
         n += c->admin && (c->state == CL_IDLE || c->state == CL_ACTIVE);
     return n;
 }
@@ -396,7 +396,7 @@ static void server_row(struct client *viewer, const struct server *s, int socket
 static void show_clients(struct client *c)
 {
     admin_columns(c, SOCKET_TYPES "i", conn_names);
-    for (const struct client *x = c->d->clients; x; x = x->next) {
+    for (const struct client *x = daemon_first_client(c->d); x; x = daemon_next_client(c->d, x)) {
         const char *state = client_state_name(x, 0);
         if (state)
             client_row(c, x, state, 0);
@@ -421,7 +421,7 @@ static int stream_busy(const struct stream *io)
 static void show_sockets(struct client *c, int active_only)
 {
     admin_columns(c, SOCKET_TYPES SOCKET_EXTRA_TYPES, socket_names);
-    for (const struct client *x = c->d->clients; x; x = x->next) {
+    for (const struct client *x = daemon_first_client(c->d); x; x = daemon_next_client(c->d, x)) {
         const char *state = client_state_name(x, 1);
         if (state && (!active_only || stream_busy(&x->io)))
             client_row(c, x, state, 1);
@@ -612,7 +612,7 @@ static void show_lists(struct client *c)
     free(v);
     for (const struct dpool *dp = c->d->pools; dp; dp = dp->next)
         pools++;
-    for (const struct client *x = c->d->clients; x; x = x->next) {
+    for (const struct client *x = daemon_first_client(c->d); x; x = daemon_next_client(c->d, x)) {
         used += x->state != CL_CLOSING;
         login += x->state == CL_STARTUP || x->state == CL_AUTH;
     }
@@ -658,13 +658,13 @@ static void show_mem(struct client *c)
         servers++;
         buffered += (long long)(evbuffer_get_length(s->io.in) + evbuffer_get_length(s->io.out));
     }
-    for (const struct client *x = c->d->clients; x; x = x->next)
+    for (const struct client *x = daemon_first_client(c->d); x; x = daemon_next_client(c->d, x))
         if (x->io.in && x->io.out)
             buffered += (long long)(evbuffer_get_length(x->io.in) + evbuffer_get_length(x->io.out));
     admin_columns(c, "siiii", names);
     mem_row(c, "pool_cache", sizeof(struct dpool), pools);
     mem_row(c, "server_cache", sizeof(struct server), servers);
-    mem_row(c, "client_cache", sizeof(struct client), c->d->nclients);
+    mem_row(c, "client_cache", sizeof(struct client), COUNT_GET(c->d->nclients));
     mem_row(c, "iobuf_cache", 1, buffered);
     show_done(c);
 }

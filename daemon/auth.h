@@ -153,7 +153,7 @@ int scram_keys_from_password(const char *password, const uint8_t *salt, size_t s
  * salt is derived from user and mock_secret, so it stays the same across
  * attempts; mock_secret is 32 random bytes the daemon picks once at start.
  */
-int scram_keys_mock(const char *user, const uint8_t mock_secret[32], struct scram_keys *out)
+int scram_keys_mock(const char *user, const uint8_t mock_secret[32], int iterations, struct scram_keys *out)
     AUTH_MUST_CHECK;
 
 /*
@@ -245,7 +245,7 @@ struct scram_cache *scram_cache_new(size_t max_entries);
  * AUTH_EWRONGKIND for an md5 or empty secret (no SCRAM keys can come from
  * it; run a mock exchange or fall back to md5), AUTH_ENOMEM, AUTH_ECRYPTO.
  */
-int scram_cache_get(struct scram_cache *cache, const char *user, const char *secret,
+int scram_cache_get(struct scram_cache *cache, const char *user, const char *secret, int iterations,
                     struct scram_keys *out) AUTH_MUST_CHECK;
 
 void scram_cache_get_stats(struct scram_cache *cache, struct scram_cache_stats *out);

@@ -243,7 +243,7 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-struct authq *authq_new(struct daemon *d)
+struct authq *authq_new(struct daemon *d, struct event_base *base)
 {
     struct authq *aq = calloc(1, sizeof(*aq));
 
@@ -257,7 +257,7 @@ struct authq *authq_new(struct daemon *d)
     }
     pthread_mutex_init(&aq->mu, NULL);
     pthread_cond_init(&aq->cv, NULL);
-    aq->wake = event_new(d->base, aq->pipe[0], EV_READ | EV_PERSIST, on_wake, aq);
+    aq->wake = event_new(base, aq->pipe[0], EV_READ | EV_PERSIST, on_wake, aq);
     if (aq->wake == NULL || event_add(aq->wake, NULL) != 0) {
         authq_free(aq);
         return NULL;

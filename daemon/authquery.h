@@ -8,6 +8,7 @@
 #define WEIR_DAEMON_AUTHQUERY_H
 
 struct daemon;
+struct event_base;
 struct authq;
 struct authq_job;
 
@@ -21,7 +22,8 @@ enum authq_status {
 typedef void (*authq_done_fn)(void *arg, enum authq_status status, const char *secret, const char *err);
 
 /* NULL when out of memory or threads cannot be made. */
-struct authq *authq_new(struct daemon *d);
+/* One per event loop: answers come back on base (borrowed). */
+struct authq *authq_new(struct daemon *d, struct event_base *base);
 /* Waits for the queries running now (not the queued ones), then frees. NULL ok. */
 void authq_free(struct authq *aq);
 

@@ -164,7 +164,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     authq_abandon(c->authq_job);
     c->authq_job = NULL;
     if (c->dp)
-        c->dp->nclients--;
+        COUNT_ADD(c->dp->nclients, -1);
     if (c->timer)
         event_free(c->timer);
     c->timer = NULL;
@@ -181,7 +181,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     free(c->dbname);
     c->user = c->dbname = NULL;
     daemon_unregister_client(d, c);
-    event_base_once(d->base, -1, EV_TIMEOUT, client_free_later, c, NULL);
+    worker_post(c->w, client_free_later, c);
     daemon_client_gone(d);
 }
 
@@ -235,7 +235,7 @@ void client_arm_timer(struct client *c, int64_t us)
     c->timer_armed = 0;
     if (us <= 0 || c->state == CL_CLOSING)
         return;
-    if (c->timer == NULL && (c->timer = evtimer_new(c->d->base, client_timer_cb, c)) == NULL)
+    if (c->timer == NULL && (c->timer = evtimer_new(c->w->base, client_timer_cb, c)) == NULL)
         return; /* out of memory: this client goes without its timeout */
     tv.tv_sec = us / 1000000;
     tv.tv_usec = us % 1000000;
@@ -252,9 +252,9 @@ static void client_trim(struct client *c)
     }
 }
 
-void client_trim_idle(struct daemon *d)
+void client_trim_idle(struct worker *w)
 {
-    for (struct client *c = d->clients; c; c = c->next)
+    for (struct client *c = w->clients; c; c = c->next)
         if (c->state == CL_IDLE && !c->admin && c->server == NULL && ++c->quiet_ticks >= 2)
             client_trim(c);
 }
@@ -325,7 +325,7 @@ static const char *user_secret(struct client *c)
 
 static void auth_failed(struct client *c)
 {
-    c->d->stats.logins_failed++;
+    COUNT_ADD(c->d->stats.logins_failed, 1);
     client_disconnect(c, "28P01", "password authentication failed for user \"%s\"", c->user);
 }
 
@@ -341,9 +341,9 @@ static void start_scram(struct client *c, const char *secret)
     /* An unknown user, or one with an empty password, sees the same exchange
      * as a wrong password: nothing tells which users exist. */
     if (kind == SECRET_NONE)
-        rc = scram_keys_mock(c->user, c->d->mock_secret, &keys);
+        rc = scram_keys_mock(c->user, c->d->mock_secret, c->d->cfg->scram_iterations, &keys);
     else
-        rc = scram_cache_get(c->d->scram, c->user, secret, &keys);
+        rc = scram_cache_get(c->d->scram, c->user, secret, c->d->cfg->scram_iterations, &keys);
     if (rc == AUTH_EWRONGKIND) {
         client_disconnect(c, "28000", "SCRAM authentication failed: user has MD5 secret");
         return;
@@ -389,7 +389,7 @@ static int auth_method(struct client *c, enum hba_method *m)
     *m = hba_match(cfg->hba, &peer, c->dbname, c->user, &line);
     if (*m != HBA_REJECT)
         return 0;
-    c->d->stats.logins_failed++;
+    COUNT_ADD(c->d->stats.logins_failed, 1);
     /* PostgreSQL's wording, so users recognise it. */
     client_disconnect(c, "28000", "%s for host \"%s\", user \"%s\", database \"%s\", %s",
                       line ? "pg_hba.conf rejects connection" : "no pg_hba.conf entry",
@@ -448,7 +448,7 @@ static void client_auth_with(struct client *c, enum hba_method m, const char *se
     case HBA_PEER:
     case HBA_CERT:
         if (m == HBA_PEER ? !peer_matches(c) : !cert_matches(c, secret)) {
-            c->d->stats.logins_failed++;
+            COUNT_ADD(c->d->stats.logins_failed, 1);
             client_disconnect(c, m == HBA_PEER ? "28000" : "08P01",
                               m == HBA_PEER ? "unix socket login rejected" : "certificate authentication failed");
             return;
@@ -463,7 +463,7 @@ static void client_auth_with(struct client *c, enum hba_method m, const char *se
     case HBA_MD5:
         if (secret == NULL || secret_kind_of(secret) != SECRET_SCRAM) {
             for (int i = 0; i < 4; i++)
-                c->md5_salt[i] = (uint8_t)daemon_random(c->d);
+                c->md5_salt[i] = (uint8_t)worker_random(c->w);
             c->secret = secret ? strdup(secret) : NULL;
             c->auth = CA_MD5;
             send_auth_request(c, WEIR_AUTH_MD5, c->md5_salt, 4);
@@ -524,9 +524,9 @@ static int start_auth_query(struct client *c)
         client_disconnect(c, "08P01", "auth_query failed: %s", err);
         return 1;
     }
-    if (d->authq == NULL)
-        d->authq = authq_new(d);
-    c->authq_job = d->authq ? authq_start(d->authq, conninfo, d->cfg->auth_query, c->user, authq_done, c) : NULL;
+    if (c->w->authq == NULL)
+        c->w->authq = authq_new(d, c->w->base);
+    c->authq_job = c->w->authq ? authq_start(c->w->authq, conninfo, d->cfg->auth_query, c->user, authq_done, c) : NULL;
     OPENSSL_cleanse(conninfo, strlen(conninfo));
     free(conninfo);
     if (c->authq_job == NULL)
@@ -689,20 +689,34 @@ static void client_default_params(struct client *c)
 
 static void welcome_cb(int status, weir_pooled *pooled, void *arg);
 
+/* An idle server now, preferably one this client's worker used last: it
+ * then stays on this loop instead of moving (see server_from_pooled). */
+static int client_try_checkout(struct client *c, weir_pooled **out)
+{
+    if (c->d->nworkers > 1)
+        return weir_pool_try_checkout_affine(c->dp->pool, (uintptr_t)c->w, out);
+    return weir_pool_try_checkout(c->dp->pool, out);
+}
+
 static void client_finish_login(struct client *c)
 {
+    int known;
+
     if (c->admin) {
         admin_welcome(c);
         return;
     }
-    if (!c->dp->welcome_known) {
+    pthread_mutex_lock(&c->d->lock); /* the pool's welcome is learnt by whichever worker is first */
+    known = c->dp->welcome_known;
+    pthread_mutex_unlock(&c->d->lock);
+    if (!known) {
         weir_pooled *pooled = NULL;
         client_set_state(c, CL_WELCOME);
-        if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+        if (client_try_checkout(c, &pooled) == 0) {
             welcome_cb(0, pooled, c);
             return;
         }
-        if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), welcome_cb, c, &c->waiter) != 0)
+        if (weir_pool_checkout_async(c->dp->pool, c->w->base, pooler_wait_ms(c->dp), welcome_cb, c, &c->waiter) != 0)
             client_disconnect(c, "08P01", "cannot queue for a server");
         return;
     }
@@ -712,8 +726,10 @@ static void client_finish_login(struct client *c)
             tls_describe(c->io.ssl, tls, sizeof(tls));
         client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user, tls);
     }
+    pthread_mutex_lock(&c->d->lock);
     client_default_params(c);
     client_send_welcome(c);
+    pthread_mutex_unlock(&c->d->lock);
     if (client_flush(c) != 0)
         return;
     client_enter_idle(c);
@@ -747,7 +763,7 @@ static void welcome_cb(int status, weir_pooled *pooled, void *arg)
         connect_failed(c, status);
         return;
     }
-    s = server_from_pooled(c->d, c->dp, pooled);
+    s = server_from_pooled(c->w, c->dp, pooled);
     if (s == NULL) {
         weir_pool_checkin(c->dp->pool, pooled, WEIR_CHECKIN_BROKEN);
         client_disconnect(c, "08P01", "out of memory");
@@ -782,8 +798,8 @@ static void client_startup(struct client *c, const weir_startup *st)
         client_disconnect(c, "08P01", "out of memory");
         return;
     }
-    if (c->d->nclients > c->d->cfg->max_client_conn) {
-        c->d->stats.clients_refused++;
+    if (COUNT_GET(c->d->nclients) > c->d->cfg->max_client_conn) {
+        COUNT_ADD(c->d->stats.clients_refused, 1);
         client_disconnect(c, "53300", "no more connections allowed (max_client_conn)");
         return;
     }
@@ -802,21 +818,18 @@ static void client_startup(struct client *c, const weir_startup *st)
         client_disconnect(c, "08P01", "database \"%s\" is disabled", c->dbname);
         return;
     }
-    c->dp = pooler_get(c->d, c->dbname, c->user, &sqlstate, err, sizeof(err));
+    c->dp = pooler_get(c->w, c->dbname, c->user, &sqlstate, err, sizeof(err));
     if (c->dp == NULL) {
         client_disconnect(c, sqlstate, "%s", err);
         return;
     }
-    c->dp->nclients++;
+    COUNT_ADD(c->dp->nclients, 1);
     client_start_auth(c);
 }
 
 static void client_cancel_request(struct client *c, const weir_startup *st)
 {
-    struct client *target = daemon_find_client(c->d, st->cancel_pid);
-
-    if (target && target->cancel_key == st->cancel_key && target->server)
-        server_cancel(target->server);
+    daemon_cancel_client(c->w, (uint32_t)st->cancel_pid, (uint32_t)st->cancel_key);
     /* PostgreSQL answers a cancel by closing, whatever happened. */
     c->dbname = strdup("(cancel)");
     client_disconnect(c, NULL, "cancel request");
@@ -933,7 +946,7 @@ static void client_request_server(struct client *c);
 /* Linked at last: forward what the client sent. */
 static void client_link(struct client *c, struct server *s)
 {
-    c->dp->wait_us += (uint64_t)(daemon_now(c->d) - c->wait_start_us);
+    COUNT_ADD(c->dp->wait_us, (uint64_t)(worker_now(c->w) - c->wait_start_us));
     client_set_state(c, CL_ACTIVE);
     client_arm_timer(c, 0);
     stream_set_reading(&c->io, 1);
@@ -943,7 +956,7 @@ static void client_link(struct client *c, struct server *s)
 
 static void client_got_server(struct client *c, weir_pooled *pooled)
 {
-    struct server *s = server_from_pooled(c->d, c->dp, pooled);
+    struct server *s = server_from_pooled(c->w, c->dp, pooled);
 
     if (s == NULL) {
         weir_pool_checkin(c->dp->pool, pooled, WEIR_CHECKIN_BROKEN);
@@ -965,7 +978,7 @@ static void client_got_server(struct client *c, weir_pooled *pooled)
 
 void client_server_checked(struct client *c, struct server *s)
 {
-    stream_loop_tick(&c->d->loop);
+    stream_loop_tick(&c->w->loop);
     client_arm_timer(c, 0);
     if (s != NULL)
         client_link(c, s);
@@ -979,7 +992,7 @@ static void server_cb(int status, weir_pooled *pooled, void *arg)
 {
     struct client *c = arg;
 
-    stream_loop_tick(&c->d->loop); /* called from the pool's own event */
+    stream_loop_tick(&c->w->loop); /* called from the pool's own event */
     c->waiter = NULL;
     if (status != 0) {
         connect_failed(c, status);
@@ -997,14 +1010,14 @@ static int client_follow_pool(struct client *c)
 
     if (!c->dp->removed)
         return 0;
-    dp = pooler_get(c->d, c->dbname, c->user, &sqlstate, err, sizeof(err));
+    dp = pooler_get(c->w, c->dbname, c->user, &sqlstate, err, sizeof(err));
     if (dp == NULL) {
         client_disconnect(c, sqlstate, "%s", err);
         return -1;
     }
-    c->dp->nclients--;
+    COUNT_ADD(c->dp->nclients, -1);
     c->dp = dp;
-    dp->nclients++;
+    COUNT_ADD(dp->nclients, 1);
     return 0;
 }
 
@@ -1021,10 +1034,10 @@ static void client_request_server(struct client *c)
             client_disconnect(c, "57P01", "pgbouncer is shutting down");
             return;
         }
-        stream_loop_tick(&c->d->loop); /* also reached from signals and admin commands */
-        c->wait_start_us = daemon_now(c->d);
+        stream_loop_tick(&c->w->loop); /* also reached from signals and admin commands */
+        c->wait_start_us = worker_now(c->w);
     }
-    if (weir_pool_try_checkout(c->dp->pool, &pooled) == 0) {
+    if (client_try_checkout(c, &pooled) == 0) {
         client_got_server(c, pooled); /* the common case: no event changes */
         return;
     }
@@ -1034,7 +1047,7 @@ static void client_request_server(struct client *c)
     if (c->state != CL_WAITING)
         client_set_state(c, CL_WAITING);
     client_arm_timer(c, 0);
-    if (weir_pool_checkout_async(c->dp->pool, c->d->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
+    if (weir_pool_checkout_async(c->dp->pool, c->w->base, pooler_wait_ms(c->dp), server_cb, c, &c->waiter) != 0)
         client_disconnect(c, "08P01", "cannot queue for a server");
 }
 
@@ -1192,27 +1205,29 @@ static void tune_socket(struct client *c)
         setsockopt(c->fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &cfg->tcp_user_timeout, sizeof(int));
 }
 
-void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_t salen, int is_unix)
+/* The client's life starts on its worker's thread. */
+static void client_start(struct worker *w, int fd, const struct sockaddr *sa, int is_unix)
 {
+    struct daemon *d = w->d;
     struct client *c = calloc(1, sizeof(*c));
 
-    (void)salen;
-    if (c == NULL || stream_init(&c->io, d->base, fd, client_on_read, client_on_drain, c) != 0) {
+    if (c == NULL || stream_init(&c->io, w->base, fd, client_on_read, client_on_drain, c) != 0) {
         free(c);
         close(fd);
         return;
     }
     c->d = d;
-    stream_set_flat(&c->io, client_on_flat, &d->loop);
+    c->w = w;
+    stream_set_flat(&c->io, client_on_flat, &w->loop);
     c->fd = fd;
     c->is_unix = is_unix;
-    c->id = ++d->next_id;
-    c->cancel_key = daemon_random(d);
+    c->id = __atomic_add_fetch(&d->next_id, 1, __ATOMIC_RELAXED);
+    c->cancel_key = worker_random(w);
     c->connect_us = weir__now_us();
     c->state = CL_STARTUP;
     describe_peer(c, sa);
     tune_socket(c);
-    d->stats.clients_total++;
+    COUNT_ADD(d->stats.clients_total, 1);
     if (daemon_register_client(d, c) != 0) {
         stream_release(&c->io);
         close(fd);
@@ -1221,4 +1236,47 @@ void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_
     }
     client_arm_timer(c, d->cfg->client_login_timeout_us);
     stream_set_reading(&c->io, 1);
+}
+
+/* An accepted socket on its way to another worker. */
+struct accept_job {
+    struct worker *w;
+    int fd, is_unix;
+    struct sockaddr_storage sa;
+};
+
+static void accept_job_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct accept_job *job = arg;
+
+    (void)fd;
+    (void)what;
+    stream_loop_tick(&job->w->loop);
+    client_start(job->w, job->fd, (const struct sockaddr *)&job->sa, job->is_unix);
+    free(job);
+}
+
+void client_accept(struct daemon *d, int fd, const struct sockaddr *sa, socklen_t salen, int is_unix)
+{
+    struct worker *w = worker_pick(d);
+    struct accept_job *job;
+
+    if (w == daemon_main_worker(d)) {
+        client_start(w, fd, sa, is_unix);
+        return;
+    }
+    job = calloc(1, sizeof(*job));
+    if (job == NULL || (size_t)salen > sizeof(job->sa)) {
+        free(job);
+        close(fd);
+        return;
+    }
+    job->w = w;
+    job->fd = fd;
+    job->is_unix = is_unix;
+    memcpy(&job->sa, sa, (size_t)salen);
+    if (worker_post(w, accept_job_run, job) != 0) {
+        free(job);
+        close(fd);
+    }
 }

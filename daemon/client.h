@@ -32,7 +32,8 @@ enum client_auth { CA_NONE, CA_CLEARTEXT, CA_MD5, CA_SCRAM, CA_SCRAM_FINAL };
 
 struct client {
     struct daemon *d;
-    struct client *prev, *next;   /* daemon's list */
+    struct worker *w;             /* the event loop it lives on, for life */
+    struct client *prev, *next;   /* its worker's list */
     struct client *hnext;         /* cancel-key hash chain */
     uint64_t id;
     uint32_t cancel_key;
@@ -96,7 +97,7 @@ void client_arm_timer(struct client *c, int64_t us);
 /* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Once a second: clients idle for a while give back buffers and timer. */
-void client_trim_idle(struct daemon *d);
+void client_trim_idle(struct worker *w);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
 /* The common name of the client's verified TLS certificate, or NULL (no TLS,

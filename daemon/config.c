@@ -118,6 +118,7 @@ static const struct config_setting settings[] = {
     TIME(reserve_pool_timeout, "5", RELOAD),
     STR(resolv_conf, "", RESTART),
     INT(sbuf_loopcnt, "5", RELOAD, 0, INT_MAX),
+    INT(scram_iterations, "4096", RELOAD, 1, INT_MAX), /* weir_own (PostgreSQL 16's name) */
     TIME(server_check_delay, "30", RELOAD),
     STR(server_check_query, "select 1", RELOAD),
     TIME(server_connect_timeout, "15", RELOAD),

@@ -145,6 +145,7 @@ struct weir_config {
     int tcp_keepcnt, tcp_keepidle, tcp_keepintvl, tcp_user_timeout;
     /* weir's own */
     int workers;      /* event loops; 0 = one per core */
+    int scram_iterations; /* offered to clients for plain-text auth_file passwords */
     int metrics_port; /* 0 = no metrics endpoint */
     char *metrics_addr;
     int max_prepared_statements;

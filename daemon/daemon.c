@@ -20,69 +20,157 @@
 #include "config.h"
 #include "listener.h"
 #include "pooler.h"
+#include "server.h"
 #include "tls.h"
 
 /* ---- small daemon services ---- */
-
-uint32_t daemon_random(struct daemon *d)
-{
-    uint32_t x = d->rng;
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    d->rng = x;
-    return x;
-}
 
 static size_t id_slot(const struct daemon *d, uint64_t id)
 {
     return (size_t)(id * 0x9E3779B97F4A7C15ULL >> 40) & (d->by_id_cap - 1);
 }
 
+/* The cancel-key table is shared (a CancelRequest may arrive on any worker);
+ * the client list is the worker's own. */
 int daemon_register_client(struct daemon *d, struct client *c)
 {
+    struct worker *w = c->w;
+
+    pthread_mutex_lock(&d->lock);
     if (d->by_id == NULL) {
         d->by_id_cap = 4096;
         d->by_id = calloc(d->by_id_cap, sizeof(*d->by_id));
-        if (d->by_id == NULL)
+        if (d->by_id == NULL) {
+            pthread_mutex_unlock(&d->lock);
             return -1;
+        }
     }
     size_t slot = id_slot(d, c->id);
     c->hnext = d->by_id[slot];
     d->by_id[slot] = c;
-    c->next = d->clients;
+    pthread_mutex_unlock(&d->lock);
+    c->next = w->clients;
     c->prev = NULL;
-    if (d->clients)
-        d->clients->prev = c;
-    d->clients = c;
-    d->nclients++;
+    if (w->clients)
+        w->clients->prev = c;
+    w->clients = c;
+    w->nclients++;
+    COUNT_ADD(d->nclients, 1);
     return 0;
 }
 
 void daemon_unregister_client(struct daemon *d, struct client *c)
 {
-    struct client **pp = &d->by_id[id_slot(d, c->id)];
+    struct worker *w = c->w;
+    struct client **pp;
 
+    pthread_mutex_lock(&d->lock);
+    pp = &d->by_id[id_slot(d, c->id)];
     while (*pp && *pp != c)
         pp = &(*pp)->hnext;
     if (*pp)
         *pp = c->hnext;
+    pthread_mutex_unlock(&d->lock);
     if (c->prev)
         c->prev->next = c->next;
     else
-        d->clients = c->next;
+        w->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    d->nclients--;
+    w->nclients--;
+    COUNT_ADD(d->nclients, -1);
 }
 
-struct client *daemon_find_client(struct daemon *d, uint64_t id)
+/* With d->lock held. */
+static struct client *find_client_locked(struct daemon *d, uint64_t id)
 {
     struct client *c = d->by_id ? d->by_id[id_slot(d, id)] : NULL;
 
     while (c && c->id != id)
         c = c->hnext;
     return c;
+}
+
+struct client *daemon_find_client(struct daemon *d, uint64_t id)
+{
+    struct client *c;
+
+    pthread_mutex_lock(&d->lock);
+    c = find_client_locked(d, id);
+    pthread_mutex_unlock(&d->lock);
+    return c;
+}
+
+struct client *daemon_first_client(const struct daemon *d)
+{
+    for (int i = 0; i < d->nworkers; i++)
+        if (d->workers[i]->clients)
+            return d->workers[i]->clients;
+    return NULL;
+}
+
+struct client *daemon_next_client(const struct daemon *d, const struct client *c)
+{
+    if (c->next)
+        return c->next;
+    for (int i = c->w->id + 1; i < d->nworkers; i++)
+        if (d->workers[i]->clients)
+            return d->workers[i]->clients;
+    return NULL;
+}
+
+struct cancel_post {
+    struct daemon *d;
+    uint64_t id;
+    uint32_t key;
+};
+
+/* On the target's own worker: it cannot go away while we look at it. */
+static void cancel_on_owner(struct daemon *d, uint64_t id, uint32_t key)
+{
+    struct client *c;
+
+    pthread_mutex_lock(&d->lock);
+    c = find_client_locked(d, id);
+    pthread_mutex_unlock(&d->lock);
+    if (c && c->cancel_key == key && c->server)
+        server_cancel(c->server);
+}
+
+static void cancel_post_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct cancel_post *cp = arg;
+
+    (void)fd;
+    (void)what;
+    cancel_on_owner(cp->d, cp->id, cp->key);
+    free(cp);
+}
+
+void daemon_cancel_client(struct worker *self, uint64_t id, uint32_t key)
+{
+    struct daemon *d = self->d;
+    struct worker *owner = NULL;
+    struct cancel_post *cp;
+    struct client *c;
+
+    pthread_mutex_lock(&d->lock);
+    c = find_client_locked(d, id);
+    if (c && c->cancel_key == key)
+        owner = c->w;
+    pthread_mutex_unlock(&d->lock);
+    if (owner == NULL)
+        return;
+    if (owner == self) {
+        cancel_on_owner(d, id, key);
+        return;
+    }
+    cp = malloc(sizeof(*cp));
+    if (cp == NULL)
+        return;
+    *cp = (struct cancel_post){d, id, key};
+    if (worker_post(owner, cancel_post_run, cp) != 0)
+        free(cp);
 }
 
 /* ---- systemd notification (sd_notify without libsystemd) ---- */
@@ -146,7 +234,19 @@ int daemon_load_userlist(struct daemon *d, const struct weir_config *cfg, struct
     return 0;
 }
 
-int daemon_reload(struct daemon *d)
+static int daemon_reload_stopped(struct daemon *d);
+
+int daemon_reload(struct worker *self)
+{
+    int rc;
+
+    world_stop(self); /* every worker reads the config and the userlist */
+    rc = daemon_reload_stopped(self->d);
+    world_start(self);
+    return rc;
+}
+
+static int daemon_reload_stopped(struct daemon *d)
 {
     struct weir_config *fresh = NULL, *old = d->cfg;
     struct userlist *users = NULL;
@@ -158,12 +258,12 @@ int daemon_reload(struct daemon *d)
     log_at(&d->log, LG_LOG, "reloading config file %s", d->config_path);
     if (config_load(d->config_path, &fresh, daemon_report_to_log, d) != 0 || daemon_load_userlist(d, fresh, &users) != 0) {
         log_at(&d->log, LG_ERROR, "config reload failed; keeping the old configuration");
-        d->stats.reload_failures++;
+        COUNT_ADD(d->stats.reload_failures, 1);
         config_free(fresh);
         daemon_notify("READY=1\nSTATUS=reload failed; old configuration kept");
         return -1;
     }
-    d->stats.reloads++;
+    COUNT_ADD(d->stats.reloads, 1);
     config_diff(old, fresh, daemon_report_to_log, d);
     d->cfg = fresh;
     userlist_free(d->users);
@@ -181,25 +281,50 @@ int daemon_reload(struct daemon *d)
 
 /* ---- shutdown ---- */
 
+/* With the world stopped (or one worker). */
 static int servers_busy(struct daemon *d)
 {
-    for (struct client *c = d->clients; c; c = c->next)
-        if (c->state == CL_ACTIVE || c->state == CL_WAITING)
-            return 1;
+    for (int i = 0; i < d->nworkers; i++)
+        for (struct client *c = d->workers[i]->clients; c; c = c->next)
+            if (c->state == CL_ACTIVE || c->state == CL_WAITING)
+                return 1;
     return 0;
+}
+
+static void shutdown_check(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    struct worker *m = daemon_main_worker(d);
+    int busy;
+
+    (void)fd;
+    (void)what;
+    world_stop(m);
+    busy = servers_busy(d);
+    world_start(m);
+    if (!busy)
+        event_base_loopbreak(d->base);
 }
 
 void daemon_client_gone(struct daemon *d)
 {
-    if (d->shutting_down && !servers_busy(d))
+    if (!d->shutting_down || d->stopping)
+        return;
+    if (d->nworkers > 1) /* the main thread looks, with the world stopped */
+        (void)worker_post(daemon_main_worker(d), shutdown_check, d);
+    else if (!servers_busy(d))
         event_base_loopbreak(d->base);
 }
 
 void daemon_begin_shutdown(struct daemon *d)
 {
+    struct worker *m = daemon_main_worker(d);
+
     if (d->shutting_down)
         return;
+    world_stop(m); /* workers read the flag */
     d->shutting_down = 1;
+    world_start(m);
     daemon_notify("STOPPING=1\nSTATUS=shutting down, waiting for transactions");
     log_at(&d->log, LG_LOG, "got SIGINT, shutting down: waiting for transactions to finish");
     listeners_pause(d, 1);

@@ -7,6 +7,7 @@
 #ifndef WEIR_DAEMON_H
 #define WEIR_DAEMON_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include <event2/event.h>
@@ -15,6 +16,7 @@
 #include "internal.h" /* libweir's clock and helpers: the daemon links the library statically */
 #include "log.h"
 #include "stream.h"
+#include "worker.h"
 
 struct weir_config;
 struct userlist;
@@ -76,7 +78,18 @@ struct daemon_stats {
 };
 
 struct daemon {
-    struct event_base *base;
+    struct event_base *base;     /* worker 0's loop: listeners, signals, pools, health, stats */
+    struct worker **workers;     /* workers = N event-loop threads (worker.h) */
+    int nworkers;
+    int next_worker;             /* round robin of accepted clients (main thread only) */
+    struct world world;          /* stop-the-world handshake */
+    int world_off;               /* the other workers have stopped: teardown runs alone */
+    /* Guards what workers share outside a stopped world: the cancel-key
+     * table, the server list, the pool list and each pool's learnt
+     * parameters and login secrets, the health hosts. Never held across a
+     * callback. */
+    pthread_mutex_t lock;
+    pthread_t main_thread;       /* worker 0's */
     struct weir_config *cfg;
     const char *config_path;
     struct userlist *users;      /* auth_file, or NULL */
@@ -85,8 +98,7 @@ struct daemon {
     struct daemon_log log;
 
     struct listener *listeners;
-    struct client *clients;      /* every connected client (list) */
-    int nclients;
+    int nclients;                /* every connected client, all workers (atomic) */
     struct client **by_id;       /* cancel key lookup: open-addressed on id */
     size_t by_id_cap;
     uint64_t next_id;
@@ -100,34 +112,43 @@ struct daemon {
     struct stats_ctx *stats_ctx; /* stats.c: per-database totals and averages, log_stats */
     struct metrics *metrics;     /* metrics.c: the HTTP endpoint, or NULL */
     struct tls_ctx *tls;         /* tls.c: client-facing TLS, NULL when client_tls_sslmode is disable */
-    struct authq *authq;         /* authquery.c: auth_query workers, made on first use */
     struct health *health;       /* health.c: role and lag checks of multi-host entries */
     int64_t start_us;            /* monotonic clock at start, for uptime */
     int64_t start_wall;          /* time(NULL) at start */
     int shutting_down;           /* SIGINT: no new clients, exit when idle */
     int stopping;                /* tearing down: servers are closed, not reset */
     int paused;
-    uint32_t rng;
     uint8_t mock_secret[32];     /* SCRAM for unknown users looks like a wrong password */
-    struct daemon_stats stats;
-    struct stream_loop loop;     /* the loop's scratch buffer and cached clock */
+    struct daemon_stats stats;   /* updated with COUNT_ADD */
 };
 
-uint32_t daemon_random(struct daemon *d);
+/* Counters several workers bump: relaxed atomics (readers stop the world or
+ * take a snapshot; only the sum matters). */
+#define COUNT_ADD(field, n) ((void)__atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED))
+#define COUNT_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
 
-/* The loop's clock for statistics: read once per event callback. */
-static inline int64_t daemon_now(struct daemon *d)
+/* The main thread's worker (listeners, signals, pools, stats, metrics). */
+static inline struct worker *daemon_main_worker(struct daemon *d)
 {
-    return stream_loop_now(&d->loop);
+    return d->workers[0];
 }
 
 /* Client registry for CancelRequest lookup. */
 int daemon_register_client(struct daemon *d, struct client *c);
 void daemon_unregister_client(struct daemon *d, struct client *c);
+/* A client by id: the pointer is only good on the client's own worker, or
+ * with the world stopped. */
 struct client *daemon_find_client(struct daemon *d, uint64_t id);
+/* Every client of every worker, with the world stopped (or one worker). */
+struct client *daemon_first_client(const struct daemon *d);
+struct client *daemon_next_client(const struct daemon *d, const struct client *c);
+/* A CancelRequest for (id, key) arrived on worker self: the client's own
+ * worker asks PostgreSQL to cancel what its server runs, if the key fits. */
+void daemon_cancel_client(struct worker *self, uint64_t id, uint32_t key);
 
-/* Reload the config file (SIGHUP / RELOAD); returns 0 or -1 (old config kept). */
-int daemon_reload(struct daemon *d);
+/* Reload the config file (SIGHUP / RELOAD), with the world stopped; self is
+ * the calling thread's worker. Returns 0 or -1 (old config kept). */
+int daemon_reload(struct worker *self);
 /* systemd's notify protocol (READY=1, RELOADING=1...), when NOTIFY_SOCKET is set. */
 void daemon_notify(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* config_report_fn that writes to the daemon log. */

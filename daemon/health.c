@@ -360,6 +360,7 @@ static void health_changed(struct ha_host *hh, int was, enum host_role old_role,
     log_at(&d->log, LG_LOG, "health %s %s:%s: %s, %s%s (was %s)", hd->name, hh->host, hh->port,
            health_role_name(hh->role), health_state_name(hh->state),
            now ? "; taking connections" : "; no new connections", health_role_name(old_role));
+    world_stop(daemon_main_worker(d)); /* workers add pools to the list */
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         if (dp->removed || strcmp(dp->dbname, hd->name) != 0)
             continue;
@@ -374,6 +375,7 @@ static void health_changed(struct ha_host *hh, int was, enum host_role old_role,
             weir_pool_retry_now(dp->pool); /* first: connects waited for this check */
         }
     }
+    world_start(daemon_main_worker(d));
 }
 
 /* ---- the check connection ---- */
@@ -895,48 +897,6 @@ static int health_choose(void *arg, const char *conninfo, char **out, uintptr_t 
     return WEIR_ECONNECT;
 }
 
-static void health_release(void *arg, uintptr_t tag, int connected)
-{
-    struct dpool *dp = arg;
-    struct ha_host *hh = health_find_host(dp->d, dp->dbname, tag);
-
-    if (hh == NULL)
-        return;
-    if (hh->nconns > 0)
-        hh->nconns--;
-    if (!connected) /* e.g. it refused, or is no longer what we want: look now */
-        check_soon(hh);
-}
-
-int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
-{
-    struct ha_db *hd = health_find_db(d, dp->dbname);
-
-    if (hd == NULL)
-        return 0;
-    pc->target.choose = health_choose;
-    pc->target.release = health_release;
-    pc->target.arg = dp;
-    /* During a failover clients wait for the new primary (query_wait_timeout)
-     * rather than failing at the first refused connect. */
-    pc->fail_waiters_on_connect_error = 0;
-    if (hd->check_conninfo == NULL && (hd->check_conninfo = strdup(dp->conninfo)) != NULL) {
-        hd->started_us = weir__now_us();
-        for (int i = 0; i < hd->nhosts; i++)
-            check_soon(&hd->hosts[i]);
-    }
-    return 1;
-}
-
-void health_server_lost(struct dpool *dp, uintptr_t tag)
-{
-    struct ha_db *hd = health_find_db(dp->d, dp->dbname);
-
-    for (int i = 0; hd && i < hd->nhosts; i++)
-        if (tag == 0 || hd->hosts[i].id == tag)
-            check_soon(&hd->hosts[i]);
-}
-
 /* Does this SQLSTATE from a server of the entry say its host may have
  * failed over (see health.h)? */
 static int failover_sign(const struct ha_db *hd, const char *sqlstate)
@@ -961,15 +921,120 @@ static void check_after_error(struct ha_host *hh)
         schedule(hh, at - now);
 }
 
+/* Host bookkeeping lives on the main thread (its checks and timers run
+ * there). A worker that closes or loses a server, or sees it report a
+ * failover sign, sends its news there. */
+enum news_kind { NEWS_LOST, NEWS_RELEASED, NEWS_ERROR };
+
+struct host_news {
+    struct daemon *d;
+    char *dbname;
+    uintptr_t tag;
+    enum news_kind kind;
+    int connected;        /* NEWS_RELEASED: the connect had succeeded */
+    char sqlstate[6];     /* NEWS_ERROR */
+};
+
+static void host_news_apply(struct daemon *d, const struct host_news *n)
+{
+    struct ha_db *hd = health_find_db(d, n->dbname);
+
+    if (hd && n->kind == NEWS_ERROR && !failover_sign(hd, n->sqlstate))
+        return;
+    for (int i = 0; hd && i < hd->nhosts; i++) {
+        struct ha_host *hh = &hd->hosts[i];
+        if (n->kind == NEWS_RELEASED) {
+            if (hh->id != n->tag)
+                continue;
+            if (hh->nconns > 0)
+                hh->nconns--;
+            if (!n->connected) /* e.g. it refused, or is no longer what we want: look now */
+                check_soon(hh);
+        } else if (n->tag == 0 || hh->id == n->tag) {
+            if (n->kind == NEWS_ERROR)
+                check_after_error(hh);
+            else
+                check_soon(hh);
+        }
+    }
+}
+
+static void host_news_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct host_news *n = arg;
+
+    (void)fd;
+    (void)what;
+    host_news_apply(n->d, n);
+    free(n->dbname);
+    free(n);
+}
+
+static void host_news(struct daemon *d, const char *dbname, uintptr_t tag, enum news_kind kind, int connected,
+                      const char *sqlstate)
+{
+    struct host_news *n, local = {d, (char *)dbname, tag, kind, connected, ""};
+
+    if (sqlstate)
+        snprintf(local.sqlstate, sizeof(local.sqlstate), "%s", sqlstate);
+    if (d->nworkers <= 1 || pthread_equal(pthread_self(), d->main_thread)) {
+        host_news_apply(d, &local);
+        return;
+    }
+    n = calloc(1, sizeof(*n));
+    if (n == NULL || (n->dbname = strdup(dbname)) == NULL) {
+        free(n);
+        return; /* out of memory: the periodic check will see it */
+    }
+    local.dbname = n->dbname;
+    *n = local;
+    if (worker_post(daemon_main_worker(d), host_news_run, n) != 0) {
+        free(n->dbname);
+        free(n);
+    }
+}
+
+static void health_release(void *arg, uintptr_t tag, int connected)
+{
+    struct dpool *dp = arg;
+
+    host_news(dp->d, dp->dbname, tag, NEWS_RELEASED, connected, NULL);
+}
+
+int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
+{
+    struct ha_db *hd = health_find_db(d, dp->dbname);
+
+    if (hd == NULL)
+        return 0;
+    pc->target.choose = health_choose;
+    pc->target.release = health_release;
+    pc->target.arg = dp;
+    /* During a failover clients wait for the new primary (query_wait_timeout)
+     * rather than failing at the first refused connect. */
+    pc->fail_waiters_on_connect_error = 0;
+    if (hd->check_conninfo == NULL && (hd->check_conninfo = strdup(dp->conninfo)) != NULL) {
+        hd->started_us = weir__now_us();
+        for (int i = 0; i < hd->nhosts; i++)
+            check_soon(&hd->hosts[i]);
+    }
+    return 1;
+}
+
+void health_server_lost(struct dpool *dp, uintptr_t tag)
+{
+    if (health_find_db(dp->d, dp->dbname) != NULL)
+        host_news(dp->d, dp->dbname, tag, NEWS_LOST, 0, NULL);
+}
+
 void health_server_error(struct dpool *dp, uintptr_t tag, const char *sqlstate)
 {
-    struct ha_db *hd;
-
-    if (sqlstate == NULL || !dp->ha || (hd = health_find_db(dp->d, dp->dbname)) == NULL || !failover_sign(hd, sqlstate))
+    /* Only the candidates travel to the main thread, which decides (25006
+     * counts for read-write entries only). */
+    if (sqlstate == NULL || !dp->ha || strlen(sqlstate) != 5 ||
+        (strncmp(sqlstate, "08", 2) != 0 && strncmp(sqlstate, "57P0", 4) != 0 && strcmp(sqlstate, "25006") != 0))
         return;
-    for (int i = 0; i < hd->nhosts; i++)
-        if (tag == 0 || hd->hosts[i].id == tag)
-            check_after_error(&hd->hosts[i]);
+    host_news(dp->d, dp->dbname, tag, NEWS_ERROR, 0, sqlstate);
 }
 
 int health_db_ok(struct daemon *d, const char *name)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <event2/thread.h>
 #include <openssl/rand.h>
 
 #include "admin.h"
@@ -101,7 +102,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)what;
     switch (sig) {
     case SIGHUP:
-        (void)daemon_reload(d);
+        (void)daemon_reload(daemon_main_worker(d));
         break;
     case SIGINT:
         daemon_begin_shutdown(d);
@@ -127,8 +128,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     struct daemon *d = arg;
     (void)fd;
     (void)what;
+    stream_loop_tick(&daemon_main_worker(d)->loop);
     pooler_collect(d);
-    client_trim_idle(d);
     daemon_client_gone(d);
 }
 
@@ -233,12 +234,38 @@ static int check_config(const char *path)
     return rc == 0 ? 0 : 1;
 }
 
+/* workers = 0: one per core. */
+static int worker_count(const struct weir_config *cfg)
+{
+    long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+    return n < 1 ? 1 : (int)n;
+}
+
+/* The event loops: libevent's locks only when several threads share them
+ * (they cost on every event operation of the data path). */
+static int make_loops(struct daemon *d)
+{
+    int n = worker_count(d->cfg);
+
+    if (n > 1 && evthread_use_pthreads() != 0)
+        return -1;
+    d->base = event_base_new();
+    if (d->base == NULL || workers_new(d, n, d->base) != 0)
+        return -1;
+    return 0;
+}
+
 static int daemon_start(struct daemon *d, const struct options *o)
 {
     d->log.to_stderr = !o->quiet && !o->daemonize;
     d->log.min_level = LG_LOG - (o->verbose > 2 ? 2 : o->verbose);
     if (config_load(o->config, &d->cfg, daemon_report_to_log, d) != 0)
         return -1;
+    if (make_loops(d) != 0) {
+        log_at(&d->log, LG_FATAL, "cannot make the event loops");
+        return -1;
+    }
     if (d->cfg->verbose > o->verbose)
         d->log.min_level = LG_LOG - (d->cfg->verbose > 2 ? 2 : d->cfg->verbose);
     if (log_reopen(&d->log, d->cfg->logfile) != 0)
@@ -251,10 +278,8 @@ static int daemon_start(struct daemon *d, const struct options *o)
     d->pstmts = pstmt_registry_new();
     if (d->pstmts == NULL)
         return -1;
-    if (d->scram == NULL || RAND_bytes(d->mock_secret, sizeof(d->mock_secret)) != 1 ||
-        RAND_bytes((unsigned char *)&d->rng, sizeof(d->rng)) != 1)
+    if (d->scram == NULL || RAND_bytes(d->mock_secret, sizeof(d->mock_secret)) != 1)
         return -1;
-    d->rng |= 1;
     if (listeners_open(d) != 0) {
         log_at(&d->log, LG_FATAL, "no listening socket could be opened");
         return -1;
@@ -276,9 +301,13 @@ static void daemon_stop(struct daemon *d)
     metrics_stop(d);
     admin_free(d);
     stats_stop(d);
-    while (d->clients)
-        client_disconnect(d->clients, NULL, "shutting down");
-    authq_free(d->authq); /* waits for lookups still running */
+    for (int i = 0; i < d->nworkers; i++)
+        while (d->workers[i]->clients)
+            client_disconnect(d->workers[i]->clients, NULL, "shutting down");
+    for (int i = 0; i < d->nworkers; i++) {
+        authq_free(d->workers[i]->authq); /* waits for lookups still running */
+        d->workers[i]->authq = NULL;
+    }
     server_close_unlinked(d);
     listeners_close(d);
     pooler_free_all(d);
@@ -309,14 +338,12 @@ int main(int argc, char **argv)
         return check_config(o.config);
     memset(&d, 0, sizeof(d));
     signal(SIGPIPE, SIG_IGN);
-    /* One event loop and no other thread touching it (cancel workers report
-     * through pipes): libevent runs without its locks, which cost on every
-     * event operation of the data path. */
-    d.base = event_base_new();
+    pthread_mutex_init(&d.lock, NULL);
+    d.main_thread = pthread_self();
     d.config_path = o.config;
     d.start_us = weir__now_us();
     d.start_wall = (int64_t)time(NULL);
-    if (d.base == NULL || daemon_start(&d, &o) != 0) {
+    if (daemon_start(&d, &o) != 0) {
         fprintf(stderr, "weir: could not start; see the log above\n");
         daemon_stop(&d);
         return 1;
@@ -329,20 +356,29 @@ int main(int argc, char **argv)
         log_at(&d.log, LG_ERROR, "health checks: out of memory; multi-host entries use libpq's choice");
     tick = event_new(d.base, -1, EV_PERSIST, tick_cb, &d);
     event_add(tick, &second);
-    log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d", WEIR_VERSION_STRING, event_get_version(),
-           PQlibVersion());
+    if (workers_run(&d) != 0) {
+        workers_join(&d);
+        daemon_stop(&d);
+        return 1;
+    }
+    log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d, %d worker%s", WEIR_VERSION_STRING,
+           event_get_version(), PQlibVersion(), d.nworkers, d.nworkers == 1 ? "" : "s");
     daemon_notify("READY=1\nSTATUS=serving\nMAINPID=%d", (int)getpid());
     if (event_base_dispatch(d.base) < 0)
         rc = 1;
     log_at(&d.log, LG_LOG, "shutting down");
+    workers_join(&d);
     daemon_stop(&d);
     /* Clients and servers closed above are freed by callbacks parked for the
      * next loop iteration: run it once so nothing is left behind. */
     event_base_loop(d.base, EVLOOP_NONBLOCK);
+    workers_free(&d); /* the other loops get their last iteration there */
     event_free(tick);
     for (int i = 0; i < 5; i++)
         if (sigs[i])
             event_free(sigs[i]);
-    event_base_free(d.base);
+    if (d.base)
+        event_base_free(d.base);
+    pthread_mutex_destroy(&d.lock);
     return rc;
 }

@@ -151,26 +151,30 @@ static void write_process(struct evbuffer *b, struct daemon *d)
     simple(b, "weir_start_time_seconds", "gauge", "Unix time weir started at.", (uint64_t)d->start_wall);
     simple(b, "weir_resident_memory_bytes", "gauge", "Resident memory of the weir process.", resident_bytes());
     simple(b, "weir_client_connections", "gauge", "Client connections open now, console included.",
-           (uint64_t)d->nclients);
+           (uint64_t)COUNT_GET(d->nclients));
     simple(b, "weir_max_client_connections", "gauge", "max_client_conn.", (uint64_t)d->cfg->max_client_conn);
     simple(b, "weir_server_connections", "gauge", "Server connections open or opening now.", servers);
-    simple(b, "weir_client_connections_total", "counter", "Client connections accepted.", d->stats.clients_total);
+    simple(b, "weir_client_connections_total", "counter", "Client connections accepted.", COUNT_GET(d->stats.clients_total));
     simple(b, "weir_client_connections_refused_total", "counter", "Clients refused at max_client_conn.",
-           d->stats.clients_refused);
+           COUNT_GET(d->stats.clients_refused));
     simple(b, "weir_client_login_failures_total", "counter", "Client logins that failed authentication.",
-           d->stats.logins_failed);
-    simple(b, "weir_reloads_total", "counter", "Configuration reloads that succeeded.", d->stats.reloads);
+           COUNT_GET(d->stats.logins_failed));
+    simple(b, "weir_reloads_total", "counter", "Configuration reloads that succeeded.", COUNT_GET(d->stats.reloads));
     simple(b, "weir_reload_failures_total", "counter", "Configuration reloads rejected (old config kept).",
-           d->stats.reload_failures);
+           COUNT_GET(d->stats.reload_failures));
     simple(b, "weir_paused", "gauge", "1 while PAUSE (or SIGUSR1) is in force for every database.",
            (uint64_t)d->paused);
     simple(b, "weir_prepared_statements_prepared_total", "counter",
            "Statements weir prepared on a server for a client (first use or re-prepare on another server).",
-           d->stats.prepared_prepares);
+           COUNT_GET(d->stats.prepared_prepares));
     simple(b, "weir_prepared_statements_evicted_total", "counter",
-           "Statements closed on a server to stay within max_prepared_statements.", d->stats.prepared_evictions);
+           "Statements closed on a server to stay within max_prepared_statements.", COUNT_GET(d->stats.prepared_evictions));
     simple(b, "weir_prepared_statements", "gauge", "Distinct prepared statements known to weir.",
            (uint64_t)pstmt_registry_count(d->pstmts));
+    simple(b, "weir_workers", "gauge", "Event-loop threads (workers).", (uint64_t)d->nworkers);
+    header(b, "weir_worker_client_connections", "gauge", "Client connections open now, per worker.");
+    for (int i = 0; i < d->nworkers; i++)
+        evbuffer_add_printf(b, "weir_worker_client_connections{worker=\"%d\"} %d\n", i, d->workers[i]->nclients);
 }
 
 /* ---- pools ----
@@ -710,14 +714,18 @@ static void serve_healthz(struct metrics *m, struct evhttp_request *req)
 static void request_cb(struct evhttp_request *req, void *arg)
 {
     struct metrics *m = arg;
+    struct worker *main_worker = daemon_main_worker(m->d);
     const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 
+    stream_loop_tick(&main_worker->loop);
+    world_stop(main_worker); /* pools and counters of every worker, as one process */
     if (path && strcmp(path, "/metrics") == 0)
         serve_metrics(m, req);
     else if (path && strcmp(path, "/healthz") == 0)
         serve_healthz(m, req);
     else
         evhttp_send_error(req, HTTP_NOTFOUND, "weir serves /metrics and /healthz");
+    world_start(main_worker);
 }
 
 int metrics_start(struct daemon *d)

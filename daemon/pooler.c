@@ -336,8 +336,37 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     return dp;
 }
 
-struct dpool *pooler_get(struct daemon *d, const char *dbname, const char *user, const char **sqlstate,
+static struct dpool *pooler_get_locked(struct daemon *d, const char *dbname, const char *user,
+                                      const char **sqlstate, char *err, size_t errlen);
+
+/* Workers log clients in at the same time: the pool list is shared, found
+ * under the lock. A new pool (the first client of a database and user)
+ * also sets up limit groups and health checks, which the main thread uses:
+ * it is made with the world stopped. */
+struct dpool *pooler_get(struct worker *self, const char *dbname, const char *user, const char **sqlstate,
                          char *err, size_t errlen)
+{
+    struct daemon *d = self->d;
+    const struct db_config *db = config_find_db(d->cfg, dbname);
+    struct dpool *dp = NULL;
+
+    if (db != NULL) {
+        pthread_mutex_lock(&d->lock);
+        dp = dpool_find(d, dbname, db->user ? db->user : user);
+        pthread_mutex_unlock(&d->lock);
+        if (dp != NULL)
+            return dp;
+    }
+    world_stop(self);
+    pthread_mutex_lock(&d->lock);
+    dp = pooler_get_locked(d, dbname, user, sqlstate, err, errlen);
+    pthread_mutex_unlock(&d->lock);
+    world_start(self);
+    return dp;
+}
+
+static struct dpool *pooler_get_locked(struct daemon *d, const char *dbname, const char *user,
+                                      const char **sqlstate, char *err, size_t errlen)
 {
     const struct db_config *db = config_find_db(d->cfg, dbname);
     const char *backend_user;
@@ -359,10 +388,18 @@ struct dpool *pooler_get(struct daemon *d, const char *dbname, const char *user,
     return dp;
 }
 
+static void learn_welcome_locked(struct dpool *dp, const struct server *s);
+
 void pooler_learn_welcome(struct dpool *dp, const struct server *s)
 {
-    if (dp->welcome_known)
-        return;
+    pthread_mutex_lock(&dp->d->lock);
+    if (!dp->welcome_known)
+        learn_welcome_locked(dp, s);
+    pthread_mutex_unlock(&dp->d->lock);
+}
+
+static void learn_welcome_locked(struct dpool *dp, const struct server *s)
+{
     for (size_t i = 0; i < sizeof(welcome_params) / sizeof(welcome_params[0]); i++) {
         const char *v = backend_param(s->be, welcome_params[i]);
         if (v == NULL)
@@ -401,12 +438,18 @@ static void refresh_conninfo(struct dpool *dp)
 
 void pooler_set_auth_secret(struct dpool *dp, const char *user, const char *secret)
 {
-    if (strcmp(user, dp->user) != 0 || (dp->auth_secret && strcmp(dp->auth_secret, secret) == 0))
+    if (strcmp(user, dp->user) != 0)
         return; /* a forced user logs in with its own password */
-    wipe_free(&dp->auth_secret);
-    dp->auth_secret = secret[0] ? strdup(secret) : NULL;
-    refresh_conninfo(dp);
+    pthread_mutex_lock(&dp->d->lock);
+    if (dp->auth_secret == NULL || strcmp(dp->auth_secret, secret) != 0) {
+        wipe_free(&dp->auth_secret);
+        dp->auth_secret = secret[0] ? strdup(secret) : NULL;
+        refresh_conninfo(dp);
+    }
+    pthread_mutex_unlock(&dp->d->lock);
 }
+
+static void set_scram_keys_locked(struct dpool *dp, const char *secret, const char *pw);
 
 void pooler_set_scram_keys(struct dpool *dp, const char *user, const char *secret,
                            const uint8_t client_key[SCRAM_KEY_LEN], const uint8_t server_key[SCRAM_KEY_LEN])
@@ -415,15 +458,20 @@ void pooler_set_scram_keys(struct dpool *dp, const char *user, const char *secre
 
     if (strcmp(user, dp->user) != 0 || backend_keys_password(client_key, server_key, pw, sizeof(pw)) != 0)
         return;
-    if (dp->keys_password && strcmp(dp->keys_password, pw) == 0 && strcmp(dp->keys_secret, secret) == 0) {
-        OPENSSL_cleanse(pw, sizeof(pw));
+    pthread_mutex_lock(&dp->d->lock);
+    set_scram_keys_locked(dp, secret, pw);
+    pthread_mutex_unlock(&dp->d->lock);
+    OPENSSL_cleanse(pw, sizeof(pw));
+}
+
+static void set_scram_keys_locked(struct dpool *dp, const char *secret, const char *pw)
+{
+    if (dp->keys_password && strcmp(dp->keys_password, pw) == 0 && strcmp(dp->keys_secret, secret) == 0)
         return; /* the usual case: the same keys again */
-    }
     wipe_free(&dp->keys_secret);
     wipe_free(&dp->keys_password);
     dp->keys_secret = strdup(secret);
     dp->keys_password = strdup(pw);
-    OPENSSL_cleanse(pw, sizeof(pw));
     if (dp->keys_secret == NULL || dp->keys_password == NULL) {
         wipe_free(&dp->keys_secret);
         wipe_free(&dp->keys_password);
@@ -558,22 +606,33 @@ void pooler_apply_config(struct daemon *d)
 
 void pooler_collect(struct daemon *d)
 {
-    struct dpool **pp = &d->pools;
+    struct dpool **pp, *gone = NULL;
 
+    /* Unlinked under the lock, freed after it: freeing a pool closes its
+     * connections, whose servers take the lock to leave the server list. */
+    pthread_mutex_lock(&d->lock);
+    pp = &d->pools;
     while (*pp) {
         struct dpool *dp = *pp;
         weir_pool_stats st;
 
-        if (dp->removed && dp->nclients == 0) {
+        if (dp->removed && COUNT_GET(dp->nclients) == 0) {
             weir_pool_get_stats(dp->pool, &st);
             if (st.total == 0) {
                 *pp = dp->next;
-                stats_pool_gone(d, dp);
-                dpool_free(dp);
+                dp->next = gone;
+                gone = dp;
                 continue;
             }
         }
         pp = &dp->next;
+    }
+    pthread_mutex_unlock(&d->lock);
+    while (gone) {
+        struct dpool *dp = gone;
+        gone = dp->next;
+        stats_pool_gone(d, dp);
+        dpool_free(dp);
     }
 }
 

@@ -42,7 +42,7 @@ struct dpool {
  * The pool for a client's database and user, created on first use. On
  * failure returns NULL with a PgBouncer-style message and SQLSTATE.
  */
-struct dpool *pooler_get(struct daemon *d, const char *dbname, const char *user, const char **sqlstate,
+struct dpool *pooler_get(struct worker *self, const char *dbname, const char *user, const char **sqlstate,
                          char *err, size_t errlen);
 /* Apply a reloaded config: resize pools, drain removed or changed ones. */
 void pooler_apply_config(struct daemon *d);

@@ -5,6 +5,7 @@
  * use it; clients map their own names onto it; servers remember what they
  * hold in LRU order so the set stays within max_prepared_statements.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,9 @@ static uint32_t hash_bytes(uint32_t h, const void *data, size_t len)
 
 /* ---- registry ---- */
 
+/* Shared by every worker: interning and the last unref take its lock. */
 struct pstmt_registry {
+    pthread_mutex_t lock;
     struct pstmt **buckets;
     size_t nbuckets, count;
     uint64_t next_id;
@@ -39,7 +42,8 @@ struct pstmt_registry *pstmt_registry_new(void)
         return NULL;
     r->nbuckets = 1024;
     r->buckets = calloc(r->nbuckets, sizeof(*r->buckets));
-    if (r->buckets == NULL) {
+    if (r->buckets == NULL || pthread_mutex_init(&r->lock, NULL) != 0) {
+        free(r->buckets);
         free(r);
         return NULL;
     }
@@ -65,6 +69,7 @@ void pstmt_registry_free(struct pstmt_registry *r)
         }
     }
     free(r->buckets);
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }
 
@@ -75,7 +80,21 @@ static int pstmt_matches(const struct pstmt *p, uint32_t h, const char *query, c
            (ntypes == 0 || memcmp(p->types, types, (size_t)ntypes * 4) == 0);
 }
 
+static struct pstmt *intern_locked(struct pstmt_registry *r, const char *query, const uint8_t *types,
+                                   uint16_t ntypes);
+
 struct pstmt *pstmt_intern(struct pstmt_registry *r, const char *query, const uint8_t *types, uint16_t ntypes)
+{
+    struct pstmt *p;
+
+    pthread_mutex_lock(&r->lock);
+    p = intern_locked(r, query, types, ntypes);
+    pthread_mutex_unlock(&r->lock);
+    return p;
+}
+
+static struct pstmt *intern_locked(struct pstmt_registry *r, const char *query, const uint8_t *types,
+                                   uint16_t ntypes)
 {
     uint32_t h = hash_bytes(hash_bytes(2166136261u, query, strlen(query)), types, (size_t)ntypes * 4);
     struct pstmt **bucket = &r->buckets[h & (r->nbuckets - 1)];
@@ -83,7 +102,7 @@ struct pstmt *pstmt_intern(struct pstmt_registry *r, const char *query, const ui
 
     for (p = *bucket; p; p = p->hnext) {
         if (pstmt_matches(p, h, query, types, ntypes)) {
-            p->refs++;
+            pstmt_ref(p);
             return p;
         }
     }
@@ -112,8 +131,13 @@ void pstmt_unref(struct pstmt_registry *r, struct pstmt *p)
 {
     struct pstmt **pp;
 
-    if (p == NULL || --p->refs > 0)
+    if (p == NULL)
         return;
+    pthread_mutex_lock(&r->lock);
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0) {
+        pthread_mutex_unlock(&r->lock);
+        return;
+    }
     for (pp = &r->buckets[p->hash & (r->nbuckets - 1)]; *pp; pp = &(*pp)->hnext) {
         if (*pp == p) {
             *pp = p->hnext;
@@ -121,12 +145,18 @@ void pstmt_unref(struct pstmt_registry *r, struct pstmt *p)
         }
     }
     r->count--;
+    pthread_mutex_unlock(&r->lock);
     pstmt_free(p);
 }
 
-size_t pstmt_registry_count(const struct pstmt_registry *r)
+size_t pstmt_registry_count(struct pstmt_registry *r)
 {
-    return r->count;
+    size_t n;
+
+    pthread_mutex_lock(&r->lock);
+    n = r->count;
+    pthread_mutex_unlock(&r->lock);
+    return n;
 }
 
 /* ---- a client's names ---- */
@@ -342,7 +372,7 @@ int server_stmts_add(struct server_stmts *ss, struct pstmt *p, struct pstmt **ev
     if (n == NULL)
         return -1;
     n->p = p;
-    p->refs++;
+    pstmt_ref(p);
     n->hnext = ss->buckets[p->id & (ss->nbuckets - 1)];
     ss->buckets[p->id & (ss->nbuckets - 1)] = n;
     weir_list_push_front(&ss->lru, &n->lru);

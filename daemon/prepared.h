@@ -26,9 +26,15 @@ struct pstmt_registry;
 struct pstmt_registry *pstmt_registry_new(void);
 void pstmt_registry_free(struct pstmt_registry *r);
 /* The shared statement for this text and types, with a new reference; NULL on ENOMEM. */
+/* One more holder of p, who already holds one (the count is shared by
+ * workers: atomic; only the registry's lock lets it reach 0). */
+static inline void pstmt_ref(struct pstmt *p)
+{
+    __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+}
 struct pstmt *pstmt_intern(struct pstmt_registry *r, const char *query, const uint8_t *types, uint16_t ntypes);
 void pstmt_unref(struct pstmt_registry *r, struct pstmt *p);
-size_t pstmt_registry_count(const struct pstmt_registry *r);
+size_t pstmt_registry_count(struct pstmt_registry *r);
 
 /* A client's statement names. */
 struct client_stmts;

@@ -98,7 +98,7 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
     e->flags = flags;
     e->p = p;
     if (p)
-        p->refs++;
+        pstmt_ref(p);
     if (text && (e->text = strdup(text)) == NULL)
         return -1;
     s->expect_count++;
@@ -227,11 +227,11 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
         int rc = emit_target(s->io.out, 'C', 'S', evicted->server_name) ||
                  q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, evicted, NULL);
         pstmt_unref(registry(s), evicted);
-        s->d->stats.prepared_evictions++;
+        COUNT_ADD(s->d->stats.prepared_evictions, 1);
         if (rc)
             return -1;
     }
-    s->d->stats.prepared_prepares++;
+    COUNT_ADD(s->d->stats.prepared_prepares, 1);
     if (emit_parse(s->io.out, p) != 0)
         return -1;
     return q_push(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
@@ -315,7 +315,7 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, p, NULL) ||
             emit_parse(s->io.out, p))
             return -1;
-        s->d->stats.prepared_prepares++;
+        COUNT_ADD(s->d->stats.prepared_prepares, 1);
         return q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE | F_ON_SERVER, p, pm.name);
     }
     return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
@@ -673,7 +673,7 @@ static void entry_failed(struct server *s, struct expect *e)
         if (e->synth == SYN_PARSE_COMPLETE && s->client->stmts) /* the Parse never happened */
             client_stmts_del(s->client->stmts, registry(s), e->text);
         else if (e->synth == SYN_CLOSE_COMPLETE && e->p && client_names(s->client)) { /* nor the Close */
-            e->p->refs++;
+            pstmt_ref(e->p);
             if (client_stmts_put(s->client->stmts, registry(s), e->text, e->p) != 0)
                 pstmt_unref(registry(s), e->p);
         }

@@ -265,7 +265,7 @@ int scram_keys_format(const struct scram_keys *keys, char *out, size_t outlen)
     return AUTH_OK;
 }
 
-int scram_keys_mock(const char *user, const uint8_t mock_secret[32], struct scram_keys *out)
+int scram_keys_mock(const char *user, const uint8_t mock_secret[32], int iterations, struct scram_keys *out)
 {
     uint8_t base[SCRAM_KEY_LEN], salt[SCRAM_KEY_LEN] = {0};
     int rc;
@@ -281,7 +281,7 @@ int scram_keys_mock(const char *user, const uint8_t mock_secret[32], struct scra
         rc = hmac256(base, sizeof(base), "server", 6, out->server_key);
     memcpy(out->salt, salt, SCRAM_DEFAULT_SALT_LEN);
     out->salt_len = SCRAM_DEFAULT_SALT_LEN;
-    out->iterations = SCRAM_DEFAULT_ITERATIONS;
+    out->iterations = iterations > 0 ? iterations : SCRAM_DEFAULT_ITERATIONS;
     out->mock = true;
     OPENSSL_cleanse(base, sizeof(base));
     if (rc != AUTH_OK)
@@ -736,15 +736,17 @@ struct scram_cache *scram_cache_new(size_t max_entries)
 }
 
 /* id = SHA-256(id_key || len(user) || user || secret); the length keeps pairs apart. */
-static int cache_id(const struct scram_cache *c, const char *user, const char *secret,
+static int cache_id(const struct scram_cache *c, const char *user, const char *secret, int iterations,
                     uint8_t id[SCRAM_KEY_LEN])
 {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     uint64_t ulen = strlen(user);
+    int32_t iter = iterations;
     int ok;
 
     ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
          EVP_DigestUpdate(ctx, c->id_key, sizeof(c->id_key)) == 1 &&
+         EVP_DigestUpdate(ctx, &iter, sizeof(iter)) == 1 &&
          EVP_DigestUpdate(ctx, &ulen, sizeof(ulen)) == 1 &&
          EVP_DigestUpdate(ctx, user, ulen) == 1 &&
          EVP_DigestUpdate(ctx, secret, strlen(secret)) == 1 &&
@@ -850,7 +852,7 @@ static bool cache_lookup(struct scram_cache *c, const uint8_t id[SCRAM_KEY_LEN],
 
 /* Derives outside the lock (milliseconds); a racing thread's entry wins so all agree. */
 static int cache_derive(struct scram_cache *c, const uint8_t id[SCRAM_KEY_LEN], const char *secret,
-                        struct scram_keys *out)
+                        int iterations, struct scram_keys *out)
 {
     uint8_t salt[SCRAM_DEFAULT_SALT_LEN];
     struct scram_keys keys;
@@ -859,7 +861,7 @@ static int cache_derive(struct scram_cache *c, const uint8_t id[SCRAM_KEY_LEN], 
 
     if (RAND_bytes(salt, sizeof(salt)) != 1)
         return AUTH_ECRYPTO;
-    rc = scram_keys_from_password(secret, salt, sizeof(salt), SCRAM_DEFAULT_ITERATIONS, &keys);
+    rc = scram_keys_from_password(secret, salt, sizeof(salt), iterations, &keys);
     if (rc != AUTH_OK)
         return rc;
     pthread_mutex_lock(&c->lock);
@@ -876,7 +878,7 @@ static int cache_derive(struct scram_cache *c, const uint8_t id[SCRAM_KEY_LEN], 
     return AUTH_OK;
 }
 
-int scram_cache_get(struct scram_cache *c, const char *user, const char *secret,
+int scram_cache_get(struct scram_cache *c, const char *user, const char *secret, int iterations,
                     struct scram_keys *out)
 {
     uint8_t id[SCRAM_KEY_LEN];
@@ -889,9 +891,11 @@ int scram_cache_get(struct scram_cache *c, const char *user, const char *secret,
         return AUTH_OK;
     if (secret_kind_of(secret) != SECRET_PLAIN)
         return AUTH_EWRONGKIND;
-    rc = cache_id(c, user, secret, id);
+    if (iterations < 1)
+        iterations = SCRAM_DEFAULT_ITERATIONS;
+    rc = cache_id(c, user, secret, iterations, id);
     if (rc == AUTH_OK && !cache_lookup(c, id, out))
-        rc = cache_derive(c, id, secret, out);
+        rc = cache_derive(c, id, secret, iterations, out);
     OPENSSL_cleanse(id, sizeof(id));
     return rc;
 }

@@ -69,18 +69,22 @@ static void server_free_later(evutil_socket_t fd, short what, void *arg)
     free(s);
 }
 
-/* The daemon's list of servers, for SHOW SERVERS and WAIT_CLOSE. */
+/* The daemon's list of servers, for SHOW SERVERS and WAIT_CLOSE. Shared:
+ * the pool may close a server on its own thread. */
 static void server_register(struct server *s)
 {
+    pthread_mutex_lock(&s->d->lock);
     s->prev = NULL;
     s->next = s->d->servers;
     if (s->next)
         s->next->prev = s;
     s->d->servers = s;
+    pthread_mutex_unlock(&s->d->lock);
 }
 
 static void server_unregister(struct server *s)
 {
+    pthread_mutex_lock(&s->d->lock);
     if (s->prev)
         s->prev->next = s->next;
     else if (s->d->servers == s)
@@ -88,10 +92,13 @@ static void server_unregister(struct server *s)
     if (s->next)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
+    pthread_mutex_unlock(&s->d->lock);
 }
 
 /* The pool closes the backend connection: our events go now, memory after
- * this loop iteration (a callback up the stack may still hold s). */
+ * this loop iteration (a callback up the stack may still hold s). That is
+ * the worker it lives on; the pool may call this from its own thread, when
+ * s sits in the pool and no callback of that worker holds it. */
 static void server_detach(void *data)
 {
     struct server *s = data;
@@ -102,18 +109,32 @@ static void server_detach(void *data)
     s->pooled = NULL;
     s->pg = NULL;
     s->be = NULL;
-    event_base_once(s->d->base, -1, EV_TIMEOUT, server_free_later, s, NULL);
+    worker_post(s->w, server_free_later, s);
 }
 
 static void server_on_read(struct stream *io, void *arg);
 static void server_on_flat(struct stream *io, void *arg, const unsigned char *p, size_t n);
 static void server_on_drain(struct stream *io, void *arg);
 
-struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled)
+/* A server checked out by a client of another worker moves to that
+ * worker's loop. Its events were left on the old loop only while it sat
+ * idle (see server_checkin); deleting them waits for an idle callback that
+ * may be running there right now, which takes no lock we hold. */
+static void server_move(struct server *s, struct worker *w)
 {
+    stream_move(&s->io, w->base, &w->loop);
+    s->w = w;
+    weir_pooled_set_affinity(s->pooled, (uintptr_t)w);
+}
+
+struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_pooled *pooled)
+{
+    struct daemon *d = w->d;
     struct server *s = weir_pooled_get_data(pooled);
 
     if (s != NULL) {
+        if (s->w != w)
+            server_move(s, w);
         s->dp = dp;
         return s;
     }
@@ -121,19 +142,21 @@ struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_poole
     if (s == NULL)
         return NULL;
     s->d = d;
+    s->w = w;
     s->dp = dp;
     s->pooled = pooled;
+    weir_pooled_set_affinity(pooled, (uintptr_t)w);
     s->be = weir_pooled_driver_handle(pooled);
     s->pg = backend_pgconn(s->be); /* NULL when weir connected by itself */
-    s->id = ++d->next_id;
+    s->id = __atomic_add_fetch(&d->next_id, 1, __ATOMIC_RELAXED);
     s->txn = 'I';
     s->fresh = 1;
     s->backend_pid = backend_pid(s->be);
-    if (stream_init(&s->io, d->base, backend_socket(s->be), server_on_read, server_on_drain, s) != 0) {
+    if (stream_init(&s->io, w->base, backend_socket(s->be), server_on_read, server_on_drain, s) != 0) {
         free(s);
         return NULL;
     }
-    stream_set_flat(&s->io, server_on_flat, &d->loop);
+    stream_set_flat(&s->io, server_on_flat, &w->loop);
     /* libpq made the TLS session and keeps owning it (PQfinish frees it);
      * weir reads and writes through it and never calls libpq I/O again. */
     if (s->pg != NULL && PQsslInUse(s->pg))
@@ -169,7 +192,7 @@ static void server_checkin(struct server *s, int clean)
         clean = 0; /* bytes in flight: not at a boundary after all */
     if (!clean)
         server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
-    s->idle_since_us = daemon_now(s->d);
+    s->idle_since_us = worker_now(s->w);
     weir_pool_checkin(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN : WEIR_CHECKIN_BROKEN);
 }
 
@@ -211,7 +234,7 @@ int server_check_due(const struct server *s)
     const struct weir_config *cfg = s->d->cfg;
 
     return s->idle_since_us != 0 && cfg->server_check_query && cfg->server_check_query[0] &&
-           cfg->server_check_delay_us >= 0 && daemon_now(s->d) - s->idle_since_us >= cfg->server_check_delay_us;
+           cfg->server_check_delay_us >= 0 && worker_now(s->w) - s->idle_since_us >= cfg->server_check_delay_us;
 }
 
 int server_start_check(struct server *s, struct client *c)
@@ -352,7 +375,7 @@ int server_link(struct server *s, struct client *c)
     server_set_state(s, SV_LINKED);
     s->client = c;
     c->server = s;
-    s->link_start_us = daemon_now(s->d);
+    s->link_start_us = worker_now(s->w);
     s->fwd_remaining = 0;
     stream_set_reading(&s->io, 1);
     if ((s->fresh && send_connect_query(s) != 0) || send_param_sets(s, c) != 0)
@@ -397,15 +420,15 @@ static void move_out(struct evbuffer *in, const unsigned char *p, size_t window,
 static void note_xact_start(struct server *s, struct client *c)
 {
     if (s->txn == 'I' && s->pending == s->swallow && !c->unsynced)
-        s->xact_start_us = daemon_now(s->d);
+        s->xact_start_us = worker_now(s->w);
 }
 
 /* A simple query or function call starts: SHOW STATS' query count and times. */
 static void note_query_start(struct server *s, struct client *c)
 {
     note_xact_start(s, c);
-    s->query_start_us = daemon_now(s->d);
-    s->dp->query_count++;
+    s->query_start_us = worker_now(s->w);
+    COUNT_ADD(s->dp->query_count, 1);
 }
 
 /* What the pooler must know about a client message type. */
@@ -429,11 +452,11 @@ static void note_client_message(struct server *s, struct client *c, char type)
     case 'H':
         if (!c->unsynced) {
             note_xact_start(s, c);
-            s->query_start_us = daemon_now(s->d);
+            s->query_start_us = worker_now(s->w);
         }
         c->unsynced = 1;
         if (type == 'E')
-            s->dp->query_count++;
+            COUNT_ADD(s->dp->query_count, 1);
         break;
     default:
         break;
@@ -525,7 +548,7 @@ static size_t forward_client_flat(struct server *s, struct client *c)
         struct client_step st = {0};
         size_t n = client_step(s, c, p, len, len, &st);
 
-        s->dp->bytes_in += n;
+        COUNT_ADD(s->dp->bytes_in, n);
         stream_write_flat(&s->io, p, n);
         p += n;
         len -= n;
@@ -553,7 +576,7 @@ int server_forward_from_client(struct server *s)
         window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
         p = c->fwd_remaining > 0 ? NULL : evbuffer_pullup(c->io.in, (ssize_t)window);
         n = client_step(s, c, p, window, avail, &st);
-        s->dp->bytes_in += n;
+        COUNT_ADD(s->dp->bytes_in, n);
         move_out(c->io.in, p, window, &s->io, n);
         if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total)
             note_query_start(s, c); /* the relay sends it on: count it once, whole */
@@ -564,11 +587,11 @@ int server_forward_from_client(struct server *s)
             else if (rc == 0)
                 break; /* the rest of it has not arrived yet */
             else {
-                s->dp->bytes_in += st.special_total;
+                COUNT_ADD(s->dp->bytes_in, st.special_total);
                 if (st.special != 'Q') {
                     if (!c->unsynced) {
                         note_xact_start(s, c);
-                        s->query_start_us = daemon_now(s->d);
+                        s->query_start_us = worker_now(s->w);
                     }
                     c->unsynced = 1;
                 }
@@ -639,12 +662,12 @@ static void server_lost(struct server *s, const char *why)
 /* Every client query has its answer: add to SHOW STATS' times and counts. */
 static void server_count_times(struct server *s)
 {
-    int64_t now = daemon_now(s->d);
+    int64_t now = worker_now(s->w);
 
-    s->dp->query_us += (uint64_t)(now - s->query_start_us);
+    COUNT_ADD(s->dp->query_us, (uint64_t)(now - s->query_start_us));
     if (s->txn == 'I') {
-        s->dp->xact_count++;
-        s->dp->xact_us += (uint64_t)(now - s->xact_start_us);
+        COUNT_ADD(s->dp->xact_count, 1);
+        COUNT_ADD(s->dp->xact_us, (uint64_t)(now - s->xact_start_us));
     }
 }
 
@@ -729,7 +752,7 @@ static int server_special(struct server *s, char type, size_t total)
         health_server_error(s->dp, weir_pooled_target(s->pooled), ef.sqlstate); /* failover? */
     }
     if (!drop)
-        s->dp->bytes_out += total;
+        COUNT_ADD(s->dp->bytes_out, total);
     move_bytes(s->io.in, drop ? NULL : s->client->io.out, total);
     if (s->track)
         prep_after_message(s);
@@ -874,7 +897,7 @@ static void relay_to_client(struct server *s)
         if (drop) {
             move_bytes(in, NULL, n);
         } else {
-            s->dp->bytes_out += n;
+            COUNT_ADD(s->dp->bytes_out, n);
             move_out(in, p, window, &s->client->io, n);
         }
         if (!server_after_step(s, &st, n))
@@ -893,7 +916,7 @@ static void relay_flat(struct server *s, const unsigned char *p, size_t len)
         size_t n = server_step(s, p, len, len, &st);
 
         if (!drop) {
-            s->dp->bytes_out += n;
+            COUNT_ADD(s->dp->bytes_out, n);
             stream_write_flat(&s->client->io, p, n);
         }
         p += n;
@@ -993,9 +1016,15 @@ static void cancel_done(evutil_socket_t fd, short what, void *arg)
 {
     struct cancel_job *job = arg;
     struct server *s = job->s;
+    char byte;
 
-    (void)fd;
     (void)what;
+    /* Take the byte: reading what the thread wrote is also what orders its
+     * last use of job before the free below (for ThreadSanitizer too). The
+     * byte is always there: the event fires only when the pipe is readable. */
+    if (read(fd, &byte, 1) != 1) {
+        /* nothing else to do: the job is done either way */
+    }
     event_free(job->done);
     close(job->pipe[0]);
     close(job->pipe[1]);
@@ -1034,7 +1063,7 @@ void server_cancel(struct server *s)
         return;
     }
     job->cancel = backend_cancel_new(s->be);
-    job->done = event_new(s->d->base, job->pipe[0], EV_READ, cancel_done, job);
+    job->done = event_new(s->w->base, job->pipe[0], EV_READ, cancel_done, job);
     if (job->cancel == NULL || job->done == NULL || event_add(job->done, NULL) != 0) {
         backend_cancel_free(job->cancel);
         if (job->done)
@@ -1049,7 +1078,9 @@ void server_cancel(struct server *s)
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     if (pthread_create(&t, &attr, cancel_main, job) != 0) {
         backend_cancel_free(job->cancel);
-        event_active(job->done, EV_READ, 1); /* same thread: finish at once */
+        if (write(job->pipe[1], "x", 1) != 1) { /* no thread: finish on the next loop iteration */
+            /* an empty pipe takes one byte */
+        }
     }
     pthread_attr_destroy(&attr);
 }

@@ -33,6 +33,7 @@ enum server_state { SV_IDLE, SV_LINKED, SV_SETUP, SV_RESETTING, SV_CHECKING };
 
 struct server {
     struct daemon *d;
+    struct worker *w;        /* the loop of the client it serves (or served last) */
     struct dpool *dp;
     weir_pooled *pooled;
     PGconn *pg;              /* libpq's, or NULL when weir connected by itself */
@@ -62,8 +63,9 @@ struct server {
     struct server *prev, *next; /* daemon's list (SHOW SERVERS) */
 };
 
-/* The server for a freshly checked-out connection (created on first use). */
-struct server *server_from_pooled(struct daemon *d, struct dpool *dp, weir_pooled *pooled);
+/* The server for a freshly checked-out connection (created on first use),
+ * on worker w's loop (moved there if it last served another worker). */
+struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_pooled *pooled);
 /* Has this server sat in the pool longer than server_check_delay? */
 int server_check_due(const struct server *s);
 /* Run server_check_query for client c, who waits: client_server_checked()

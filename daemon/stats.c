@@ -209,7 +209,7 @@ void stats_pool_view(struct daemon *d, struct dpool *dp, struct pool_view *out)
     weir_pool_stats ps;
 
     memset(out, 0, sizeof(*out));
-    for (const struct client *c = d->clients; c; c = c->next) {
+    for (const struct client *c = daemon_first_client(d); c; c = daemon_next_client(d, c)) {
         if (c->dp != dp || c->admin)
             continue;
         switch (c->state) {
@@ -275,17 +275,28 @@ static void stats_arm(struct stats_ctx *st)
     event_add(st->timer, &tv);
 }
 
+static void stats_period_stopped(struct stats_ctx *st);
+
 static void stats_period_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct stats_ctx *st = arg;
+    struct worker *m = daemon_main_worker(st->d);
+
+    (void)fd;
+    (void)what;
+    world_stop(m); /* the counters of pools every worker uses */
+    stats_period_stopped(st);
+    world_start(m);
+}
+
+static void stats_period_stopped(struct stats_ctx *st)
+{
     struct daemon *d = st->d;
     int64_t now = weir__now_us(), dur = now - st->last_us;
     const char **names = NULL;
     int n = stats_db_names(d, &names);
     struct db_totals all;
 
-    (void)fd;
-    (void)what;
     for (int i = 0; i < n; i++) {
         struct db_record *r = record_get(st, names[i]);
         struct db_totals cur;

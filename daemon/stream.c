@@ -90,6 +90,7 @@ static void stream_write_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void stream_tls_write_cb(evutil_socket_t fd, short what, void *arg);
+static void stream_tls_read_cb(evutil_socket_t fd, short what, void *arg);
 
 /* The write event, made the first time output has to wait (most streams
  * never need it), with the callback of the stream's kind. */
@@ -150,6 +151,22 @@ void stream_set_reading(struct stream *s, int on)
         event_add(&s->rd, NULL);
     else
         event_del(&s->rd);
+}
+
+void stream_move(struct stream *s, struct event_base *base, struct stream_loop *loop)
+{
+    int reading = s->ssl ? s->tls_rd_on : s->reading;
+
+    event_del(&s->rd); /* waits for its callback, should the old loop be running it */
+    if (s->wr) /* made again on the new loop when output has to wait */
+        event_free(s->wr);
+    s->wr = NULL;
+    s->writing = 0;
+    event_assign(&s->rd, base, s->fd, EV_READ | EV_PERSIST, s->ssl ? stream_tls_read_cb : stream_read_cb, s);
+    if (s->loop) /* also a TLS stream's, for its clock */
+        s->loop = loop;
+    if (reading)
+        event_add(&s->rd, NULL);
 }
 
 void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop)

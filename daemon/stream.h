@@ -72,6 +72,9 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
 /* Remove events and free buffers; the fd is left open. Safe on a zeroed stream. */
 void stream_release(struct stream *s);
 void stream_set_reading(struct stream *s, int on);
+/* Move an idle stream (nothing waiting to be written) to another event
+ * loop, keeping whether it reads. */
+void stream_move(struct stream *s, struct event_base *base, struct stream_loop *loop);
 /* Read into the loop's scratch and hand it to on_flat whenever in is empty:
  * the common small message is then never copied. */
 void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loop *loop);

@@ -728,6 +728,11 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
     return weir_container_of(l, weir_pooled, idle_link);
 }
 
+/* Among the few live idle connections next in line, the first with this
+ * affinity: the caller avoids moving a connection (e.g. between event
+ * loops) at the price of a slightly different order. */
+#define AFFINITY_SCAN 8
+
 /*
  * Under lock: try to take an idle connection for the caller right away.
  * Returns the item (now OUT), or NULL. Items due a ping are queued for the
@@ -744,8 +749,14 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
  */
 weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
 {
+    return pool_take_idle_affine(pool, kick, 0, 0);
+}
+
+weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity)
+{
     int64_t now = weir__now_us();
-    int lifo = pool->cfg.lifo;
+    int lifo = pool->cfg.lifo, live = 0;
+    weir_pooled *item = NULL, *first = NULL;
 
     if (pool->paused) {
         if (!weir_list_empty(&pool->idle))
@@ -754,25 +765,34 @@ weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
     }
     for (struct weir_link *l = lifo ? pool->idle.next : pool->idle.prev; l != &pool->idle;
          l = lifo ? l->next : l->prev) {
-        weir_pooled *item = weir_container_of(l, weir_pooled, idle_link);
+        weir_pooled *it = weir_container_of(l, weir_pooled, idle_link);
 
-        if (item_retired(pool, item, now)) {
+        if (item_retired(pool, it, now)) {
             *kick = 1;
             continue;
         }
-        if (pool_needs_ping(pool, item, now)) {
-            item_set_state(item, ITEM_PINGING);
-            weir_list_push_back(&pool->ops, &item->idle_link);
-            *kick = 1;
-            return NULL;
+        if (first == NULL)
+            first = it;
+        if (!use_affinity || it->affinity == affinity) {
+            item = it;
+            break;
         }
-        item_set_state(item, ITEM_OUT);
-        item->out_since_us = now;
-        pool->st.checkouts++;
-        hist_add(pool->st.wait_hist, 0);
-        return item;
+        if (++live >= AFFINITY_SCAN)
+            break;
     }
-    return NULL;
+    if (item == NULL && (item = first) == NULL)
+        return NULL;
+    if (pool_needs_ping(pool, item, now)) {
+        item_set_state(item, ITEM_PINGING);
+        weir_list_push_back(&pool->ops, &item->idle_link);
+        *kick = 1;
+        return NULL;
+    }
+    item_set_state(item, ITEM_OUT);
+    item->out_since_us = now;
+    pool->st.checkouts++;
+    hist_add(pool->st.wait_hist, 0);
+    return item;
 }
 
 void pool_request_work(weir_pool *pool)
@@ -1155,6 +1175,11 @@ void *weir_pooled_driver_handle(const weir_pooled *conn)
 int64_t weir_pooled_age_us(const weir_pooled *conn)
 {
     return weir__now_us() - conn->created_us;
+}
+
+void weir_pooled_set_affinity(weir_pooled *conn, uintptr_t tag)
+{
+    conn->affinity = tag; /* the holder's field until check-in, read under the lock after */
 }
 
 void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *data))

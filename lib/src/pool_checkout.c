@@ -35,7 +35,7 @@ static int admission_error(weir_pool *pool)
     return 0;
 }
 
-int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
+static int try_checkout(weir_pool *pool, weir_pooled **out, int use_affinity, uintptr_t affinity)
 {
     weir_pooled *item = NULL;
     int kick = 0, rc = WEIR_EAGAIN;
@@ -44,12 +44,23 @@ int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
     pthread_mutex_lock(&pool->lock);
     if (pool->closed || pool->draining)
         rc = WEIR_ECLOSED;
-    else if (weir_list_empty(&pool->waiters) && (item = pool_take_idle(pool, &kick)) != NULL)
+    else if (weir_list_empty(&pool->waiters) &&
+             (item = pool_take_idle_affine(pool, &kick, use_affinity, affinity)) != NULL)
         rc = 0;
     pthread_mutex_unlock(&pool->lock);
     took_item(pool, item, kick);
     *out = item;
     return rc;
+}
+
+int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
+{
+    return try_checkout(pool, out, 0, 0);
+}
+
+int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out)
+{
+    return try_checkout(pool, out, 1, affinity);
 }
 
 static struct timespec deadline_after(int timeout_ms)

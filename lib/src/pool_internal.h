@@ -40,6 +40,7 @@ struct weir_pooled {
     int targeted;            /* the chooser picked a target: release it */
     int connected;           /* the connect succeeded */
     uintptr_t target;        /* the chooser's tag */
+    uintptr_t affinity;      /* the caller's: who used it last (weir_pooled_set_affinity) */
     void *data;              /* caller's attachment */
     void (*data_free)(void *data);
     struct weir_link all_link;
@@ -97,6 +98,8 @@ struct weir_pool {
 };
 
 WEIR_INTERNAL weir_pooled *pool_take_idle(weir_pool *pool, int *kick);
+/* The same, preferring an idle connection whose affinity is affinity. */
+WEIR_INTERNAL weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity);
 WEIR_INTERNAL weir_pooled *pool_pick_idle(weir_pool *pool);
 WEIR_INTERNAL int pool_needs_ping(const weir_pool *pool, const weir_pooled *item, int64_t now);
 WEIR_INTERNAL void pool_request_work(weir_pool *pool);

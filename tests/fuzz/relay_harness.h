@@ -41,6 +41,7 @@ struct harness {
     struct event_base *base;
     struct weir_config cfg;
     struct daemon d;
+    struct worker w, *workers[1];
     struct dpool dp;
     struct client c;
     struct server *s;     /* the one server; NULL after it was closed */
@@ -76,10 +77,22 @@ void *weir_pooled_driver_handle(const weir_pooled *conn)
     return NULL;
 }
 
+void weir_pooled_set_affinity(weir_pooled *conn, uintptr_t tag)
+{
+    (void)conn;
+    (void)tag;
+}
+
 uintptr_t weir_pooled_target(const weir_pooled *conn)
 {
     (void)conn;
     return 0;
+}
+
+/* One worker: its posts run on the harness's base. */
+int worker_post(struct worker *w, event_callback_fn fn, void *arg)
+{
+    return event_base_once(w->base, -1, EV_TIMEOUT, fn, arg, NULL);
 }
 
 /* Host health (health.c) is told about lost servers and failover errors;
@@ -177,12 +190,13 @@ static void new_server(void)
     CHECK(s != NULL);
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, H.sfd) == 0);
     s->d = &H.d;
+    s->w = &H.w;
     s->dp = &H.dp;
     s->id = ++H.d.next_id;
     s->txn = 'I';
     s->fresh = 1;
     CHECK(stream_init(&s->io, H.base, H.sfd[0], server_on_read, server_on_drain, s) == 0);
-    stream_set_flat(&s->io, server_on_flat, &H.d.loop);
+    stream_set_flat(&s->io, server_on_flat, &H.w.loop);
     /* What the backend reported at login; the client may want other values. */
     param_set_put(&s->params, TP_DATESTYLE, "ISO, MDY");
     param_set_put(&s->params, TP_APPLICATION_NAME, "");
@@ -232,9 +246,15 @@ static void harness_setup(uint8_t flags)
 
     memset(&H.d, 0, sizeof(H.d));
     H.d.base = H.base;
+    memset(&H.w, 0, sizeof(H.w));
+    H.w.d = &H.d;
+    H.w.base = H.base;
+    H.workers[0] = &H.w;
+    H.d.workers = H.workers;
+    H.d.nworkers = 1;
     H.d.cfg = &H.cfg;
     H.d.log.min_level = LG_FATAL + 1; /* quiet */
-    H.d.loop.now_valid = 0;
+    H.w.loop.now_valid = 0;
     H.d.pstmts = pstmt_registry_new();
     CHECK(H.d.pstmts != NULL);
 
@@ -248,6 +268,7 @@ static void harness_setup(uint8_t flags)
     memset(&H.c, 0, sizeof(H.c));
     CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, H.cfd) == 0);
     H.c.d = &H.d;
+    H.c.w = &H.w;
     H.c.dp = &H.dp;
     H.c.fd = H.cfd[0];
     H.c.state = CL_IDLE;
@@ -320,11 +341,11 @@ static void feed_client(const uint8_t *p, size_t n)
 {
     if (H.c.state == CL_CLOSING)
         return;
-    stream_loop_tick(&H.d.loop);
+    stream_loop_tick(&H.w.loop);
     if (H.c.state == CL_ACTIVE && in_empty(&H.c.io) && n > 0) {
         /* Straight from the scratch buffer, as client_on_flat() hands it over. */
-        memcpy(H.d.loop.scratch, p, n);
-        H.c.rx = H.d.loop.scratch;
+        memcpy(H.w.loop.scratch, p, n);
+        H.c.rx = H.w.loop.scratch;
         H.c.rx_len = n;
         (void)server_forward_from_client(H.c.server);
         CHECK(H.c.rx == NULL && H.c.rx_len == 0);
@@ -354,10 +375,10 @@ static void feed_server(const uint8_t *p, size_t n)
 {
     if (H.s == NULL || n == 0)
         return;
-    stream_loop_tick(&H.d.loop);
+    stream_loop_tick(&H.w.loop);
     if (in_empty(&H.s->io)) {
-        memcpy(H.d.loop.scratch, p, n);
-        server_on_flat(&H.s->io, H.s, H.d.loop.scratch, n);
+        memcpy(H.w.loop.scratch, p, n);
+        server_on_flat(&H.s->io, H.s, H.w.loop.scratch, n);
     } else {
         CHECK(evbuffer_add(H.s->io.in, p, n) == 0);
         server_on_read(&H.s->io, H.s);

@@ -29,7 +29,7 @@ DAEMON = os.environ.get("WEIR_DAEMON") or os.path.join(ROOT, "daemon", "weir")
 TEST_PASSWORD = "weir-test-pw"
 
 # Lines in weir's log or stderr that always mean a bug.
-BAD_OUTPUT = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "invalid client transition",
+BAD_OUTPUT = ("AddressSanitizer", "LeakSanitizer", "ThreadSanitizer", "runtime error:", "invalid client transition",
               "invalid server transition")
 
 
@@ -181,6 +181,8 @@ class Weir:
             "logfile": self.log,
             "admin_users": pg.user,
         }
+        if os.environ.get("WEIR_TEST_WORKERS"):  # e.g. 4 for the ThreadSanitizer run
+            self.settings["workers"] = int(os.environ["WEIR_TEST_WORKERS"])
         self.settings.update(settings or {})
         self.proc = None
         self.expected_exit = False

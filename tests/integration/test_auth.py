@@ -9,7 +9,7 @@ import psycopg
 import psycopg2
 import pytest
 
-from conftest import sqlstate_of
+from conftest import sqlstate_of, wait_for
 
 AUTH_TYPES = ["md5", "scram-sha-256"]
 
@@ -159,3 +159,34 @@ def test_hashed_secrets_in_auth_file(weir_factory, pg, auth_type):
         with pytest.raises(psycopg.OperationalError) as ei:
             w.connect(dbname=db, user=user, password=password + "x")
         assert "password authentication failed" in str(ei.value)
+
+
+def test_scram_iterations_offered_for_plain_passwords(weir_factory, pg):
+    """scram_iterations is the count weir offers for a plain-text auth_file
+    password (and for unknown users, who look the same); logins work with it,
+    and a reload changes it."""
+    from pgwire import Wire, message, startup_packet
+
+    def offered(w, user):
+        wire = Wire("127.0.0.1", w.port)
+        try:
+            wire.send(startup_packet(user, pg.db))
+            t, body = wire.read_message()
+            assert t == b"R" and body[:4] == b"\0\0\0\x0a", (t, body)  # AuthenticationSASL
+            first = b"n,,n=,r=abcdefghijklmnop"
+            wire.send(message(b"p", b"SCRAM-SHA-256\0" + len(first).to_bytes(4, "big") + first))
+            t, body = wire.read_message()
+            assert t == b"R" and body[:4] == b"\0\0\0\x0b", (t, body)  # AuthenticationSASLContinue
+            return dict(kv.split("=", 1) for kv in body[4:].decode().split(","))["i"]
+        finally:
+            wire.close()
+
+    w = weir_factory(settings={"auth_type": "scram-sha-256", "scram_iterations": 1024})
+    assert offered(w, pg.scram_user) == "1024"
+    assert offered(w, "nobody_here") == "1024"
+    with w.connect(user=pg.scram_user) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)
+    w.reload(settings={"scram_iterations": 2048})
+    wait_for(lambda: offered(w, pg.scram_user) == "2048", what="the reloaded count")
+    with w.connect(user=pg.scram_user) as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)

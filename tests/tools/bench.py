@@ -18,15 +18,22 @@ selects some; default all):
             set-up and shutdown cancel out. Deterministic enough for one round (BENCH_CG_ROUNDS).
   logins    SCRAM logins per second (pgbench -C -S, 10 clients; auth_type scram-sha-256 with a
             plain-text password in the auth_file, the server side logs in with the same password)
-            and the pooler's CPU µs per login
+            and the pooler's CPU µs per login; and weir with scram_iterations = 1024 (the count it
+            offers for plain-text passwords is its own choice; PgBouncer's is 4096), against the
+            same PgBouncer rounds
   rss       resident memory per idle client: a fresh pooler, one warm-up client, then
             BENCH_IDLE_CLIENTS (10,000) clients that complete startup and trust login and stay
             silent; (VmRSS after - VmRSS before) / N, from /proc/PID/status
   overload  BENCH_OVERLOAD_CLIENTS (1,000) pgbench clients over a pool of BENCH_OVERLOAD_POOL (10):
             TPS, p50/p99/max per-transaction latency from pgbench's per-transaction log (it includes
             the wait for a server), and fairness: the fewest and most transactions one client got
+  workers   weir alone with workers = 1, 2 and 4 (select-only simple, 100 clients): TPS, CPU µs per
+            transaction of the whole process, and the busiest thread's share of that CPU (per-thread
+            utime+stime from /proc/PID/task/*/stat): how the work spreads over the event loops. On a
+            2-core machine shared with pgbench and PostgreSQL, more loops cannot raise TPS.
 
-Other knobs: BENCH_SECONDS (5) per run, BENCH_ROUNDS (3), BENCH_POOL_SIZE (20), BENCH_OUT (directory
+Other knobs: BENCH_SECONDS (5) per run, BENCH_ROUNDS (3), BENCH_POOL_SIZE (20), BENCH_WEIR_WORKERS (1: weir's
+workers for every row but the workers group, so both poolers run one event loop), BENCH_OUT (directory
 for bench-results.csv, bench-rounds.csv, bench-results.md and bench-results.png; default
 tests/tmp/bench), BENCH_PGBOUNCER (path; default the one on PATH or /usr/sbin/pgbouncer), BENCH_WEIR
 (default daemon/weir), BENCH_DB (a database with pgbench's tables; default $WEIR_TEST_DB).
@@ -53,7 +60,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GROUPS = ("tps", "latency", "instr", "logins", "rss", "overload")
+GROUPS = ("tps", "latency", "instr", "logins", "rss", "overload", "workers")
 TARGETS = ("direct", "weir", "pgbouncer")
 CG_CLIENTS = 10
 
@@ -91,6 +98,19 @@ def cpu_ticks(pid):
         return None
 
 
+def thread_ticks(pid):
+    """{tid: utime + stime} of every thread of a process."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[tid] = int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
 def vm_rss(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -124,8 +144,13 @@ def median(values):
 class Pooler:
     """One weir or PgBouncer process on a free port, configured by a pgbouncer.ini written here."""
 
-    def __init__(self, bench, kind, tag, auth_type="trust", max_client_conn=None, wrap=()):
+    def __init__(self, bench, kind, tag, auth_type="trust", max_client_conn=None, wrap=(), workers=None,
+                 extra=None):
         self.bench, self.kind, self.tag = bench, kind, tag
+        self.extra = dict(extra or {})  # more settings, for weir only
+        # weir's workers: one event loop, as PgBouncer, for the side-by-side rows (BENCH_WEIR_WORKERS);
+        # the workers group sets its own.
+        self.workers = workers if workers is not None else bench.cmp_workers
         self.auth_type = auth_type
         self.max_client_conn = max_client_conn or bench.over_n + 200
         self.wrap = list(wrap)
@@ -158,6 +183,10 @@ log_connections = 0
 log_disconnections = 0
 log_pooler_errors = 0
 """)
+            if self.workers is not None and self.kind == "weir":
+                f.write(f"workers = {self.workers}\n")
+            if self.kind == "weir":
+                f.writelines(f"{k} = {v}\n" for k, v in self.extra.items())
         os.chmod(path, 0o644)
         return path
 
@@ -343,6 +372,7 @@ class Bench:
         self.nrounds = env_int("BENCH_ROUNDS", 3)
         self.cg_rounds = env_int("BENCH_CG_ROUNDS", 1)
         self.pool = env_int("BENCH_POOL_SIZE", 20)
+        self.cmp_workers = env_int("BENCH_WEIR_WORKERS", 1)
         self.idle_n = env_int("BENCH_IDLE_CLIENTS", 10000)
         self.over_n = env_int("BENCH_OVERLOAD_CLIENTS", 1000)
         self.over_pool = env_int("BENCH_OVERLOAD_POOL", 10)
@@ -505,18 +535,32 @@ class Bench:
         logins = self.row("scram_logins", "SCRAM logins/s (pgbench -C -S, 10 clients)", "logins/s", "{:.0f}",
                           "higher", "SCRAM logins/s")
         cpu = self.row("scram_cpu", "pooler CPU per SCRAM login", "µs", "{:.0f}", "lower", "CPU/SCRAM login")
-        cpu.note["direct"] = "-"
+        # weir chooses the iteration count for plain-text passwords (scram_iterations): the client's
+        # PBKDF2, not the pooler's, caps logins/s once weir caches its keys.
+        fast = self.row("scram_logins_1024", "SCRAM logins/s, weir with scram_iterations = 1024", "logins/s",
+                        "{:.0f}", "higher", "SCRAM logins/s i=1024")
+        cpu.note["direct"] = fast.note["direct"] = "-"
         say("bench: SCRAM logins ...")
         ends = self.start_poolers("scram", auth_type="scram-sha-256")
+        quick = Pooler(self, "weir", "scram-1024", auth_type="scram-sha-256",
+                       extra={"scram_iterations": 1024}).start()
+        self.poolers.append(quick)
+        args = ["-C", "-S", "-c", 10, "-j", 2, "-T", self.secs]
         try:
             for r in range(self.nrounds):
-                for t in self.rotated(self.targets(), r):
+                for t in self.rotated(self.targets() + ["weir-1024"], r):
+                    if t == "weir-1024":
+                        res = self.timed("weir", quick.port, quick.pid, args, user=self.scram_user,
+                                         password=self.scram_password)
+                        fast.add("weir", res and res["tps"])
+                        continue
                     port, pid = ends[t]
-                    res = self.timed(t, port, pid, ["-C", "-S", "-c", 10, "-j", 2, "-T", self.secs],
-                                     user=self.scram_user, password=self.scram_password)
+                    res = self.timed(t, port, pid, args, user=self.scram_user, password=self.scram_password)
                     logins.add(t, res and res["tps"])
                     if t != "direct":
                         cpu.add(t, res and res["cpu_us"])
+            for v in logins.rounds["pgbouncer"]:
+                fast.add("pgbouncer", v)  # the ratio: against PgBouncer's (fixed 4096) logins/s
         finally:
             self.stop_poolers()
 
@@ -602,6 +646,36 @@ class Bench:
             warm.close()
             p.stop()
 
+    def group_workers(self):
+        counts = (1, 2, 4)
+        rows = {}
+        for n in counts:
+            rows[n] = (self.row(f"workers_{n}_tps", f"TPS, weir workers = {n}, select-only simple, 100 clients",
+                                "txn/s", "{:.0f}", "higher", f"TPS workers={n}"),
+                       self.row(f"workers_{n}_cpu", f"weir CPU per txn, workers = {n}", "µs", "{:.1f}", "lower",
+                                f"CPU workers={n}"),
+                       self.row(f"workers_{n}_busiest", f"busiest thread's share of weir's CPU, workers = {n}",
+                                "%", "{:.0f}", None, f"busiest thread workers={n}"))
+            for row in rows[n]:
+                row.note["direct"] = row.note["pgbouncer"] = "-"
+        say("bench: weir with 1, 2 and 4 workers ...")
+        poolers = {n: Pooler(self, "weir", f"workers-{n}", workers=n).start() for n in counts}
+        self.poolers += poolers.values()
+        try:
+            for r in range(self.nrounds):
+                for n in self.rotated(list(counts), r):
+                    p = poolers[n]
+                    before = thread_ticks(p.pid)
+                    res = self.timed("weir", p.port, p.pid, ["-S", "-M", "simple", "-c", 100, "-j", 2,
+                                                             "-T", self.secs])
+                    after = thread_ticks(p.pid)
+                    used = [after[t] - before.get(t, 0) for t in after]
+                    rows[n][0].add("weir", res and res["tps"])
+                    rows[n][1].add("weir", res and res["cpu_us"])
+                    rows[n][2].add("weir", 100.0 * max(used) / sum(used) if res and sum(used) > 0 else None)
+        finally:
+            self.stop_poolers()
+
     def group_overload(self, ends):
         n = self.over_n
         label = f"{n} clients over a pool of {self.over_pool}"
@@ -666,7 +740,7 @@ class Bench:
                     self.timed_group(g, getattr(self, f"group_{g}"), ends)
             finally:
                 self.stop_poolers()
-        for g in ("logins", "instr", "rss"):
+        for g in ("logins", "instr", "rss", "workers"):
             if g in self.groups:
                 self.timed_group(g, getattr(self, f"group_{g}"))
 
@@ -702,7 +776,8 @@ class Bench:
 
     def header(self):
         return (f"Transaction mode, pool {self.pool}, {self.secs} s per run, {self.nrounds} rounds alternating "
-                f"(median), loopback; ratio = weir / PgBouncer")
+                f"(median), loopback; weir with workers = {self.cmp_workers} (one event loop, like PgBouncer) "
+                f"except in the workers rows; ratio = weir / PgBouncer")
 
     def table_lines(self):
         w = max(len(f"{r.label} ({r.unit})") for r in self.rows)

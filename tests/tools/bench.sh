@@ -10,7 +10,7 @@
 #      client, and 1,000 clients over a pool of 10. Also written as CSV,
 #      Markdown and a PNG chart to BENCH_OUT (default tests/tmp/bench).
 # BENCH_SECONDS (default 5) per run, BENCH_ROUNDS (default 3),
-# BENCH_ONLY=engine,tps,latency,instr,logins,rss,overload (default all),
+# BENCH_ONLY=engine,tps,latency,instr,logins,rss,overload,workers (default all),
 # BENCH_PGDIR=DIR reuses (and keeps) a tests/tools/pgcluster.sh cluster in DIR.
 # See bench.py's opening comment for the other knobs and how each row is measured.
 set -uo pipefail

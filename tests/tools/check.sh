@@ -5,7 +5,9 @@
 #   1. a throwaway cluster in a fresh temp dir (tests/tools/pgcluster.sh), its env.sh exported
 #   2. each unit test binary (.build/unit/test_*), then the same under ASan+UBSan (.build/asan/)
 #   3. each C integration test (.build/itest/*) with the cluster's environment
-#   4. pytest on tests/integration when it has test_*.py (Debian's /usr/bin/python3)
+#   4. pytest on tests/integration when it has test_*.py (Debian's /usr/bin/python3),
+#      then again (core suites, or all with WEIR_CHECK_TSAN=full) against the daemon
+#      built under ThreadSanitizer with workers = 4
 #   5. the install check (tests/tools/install_check.sh)
 #
 # Every suite's output is shown. The last line reads
@@ -151,6 +153,29 @@ if [ ${#py_tests[@]} -gt 0 ]; then
         SUITE_TIMEOUT=${WEIR_PYTEST_TIMEOUT:-300} run_suite pytest bash -c '/usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
             rc=$?; if [ $rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $rc' \
             || pg_log_tail
+    fi
+fi
+
+# --- 4b. pytest with workers = 4, the daemon under ThreadSanitizer ---------------
+# The core suites by default (a few minutes would double make check);
+# WEIR_CHECK_TSAN=full (make check-tsan) runs every test, =0 none.
+TSAN_MODE=${WEIR_CHECK_TSAN:-core}
+TSAN_CORE="test_workers.py test_protocol.py test_prepared.py test_faults.py test_limits.py test_admin_console.py
+    test_admin_control.py test_scram_passthrough.py test_auth_query.py test_server_check.py test_metrics.py"
+if [ ${#py_tests[@]} -gt 0 ] && [ "$TSAN_MODE" != 0 ] && [ $have_pg = 1 ]; then
+    if [ ! -x "$B/tsan-weir" ]; then
+        fail_suite pytest-tsan "not built ($B/tsan-weir)"
+    else
+        if [ "$TSAN_MODE" = full ]; then
+            tsan_files=tests/integration
+        else
+            tsan_files=$(for f in $TSAN_CORE; do [ -f tests/integration/$f ] && echo tests/integration/$f; done)
+        fi
+        # Tests that measure memory or time the daemon precisely skip themselves (WEIR_TEST_TSAN).
+        WEIR_DAEMON=$B/tsan-weir WEIR_TEST_WORKERS=4 WEIR_TEST_TSAN=1 \
+            TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1" \
+            SUITE_TIMEOUT=${WEIR_PYTEST_TIMEOUT:-600} run_suite pytest-tsan-workers4 \
+            /usr/bin/python3 -m pytest -q -p no:cacheprovider $tsan_files || pg_log_tail
     fi
 fi
 

@@ -484,6 +484,31 @@ static void test_fifo(void **state)
     lifo_fifo(*state, 0);
 }
 
+/* The affine pick prefers a recent idle connection with the caller's tag,
+ * and falls back to the usual (LIFO) one. */
+static void test_try_checkout_affine(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *a, *b, *c;
+
+    start(f);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &b), 0);
+    weir_pooled_set_affinity(a, 1);
+    weir_pooled_set_affinity(b, 2);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
+    weir_pool_checkin(f->pool, b, WEIR_CHECKIN_CLEAN); /* b is next in LIFO order */
+    assert_int_equal(weir_pool_try_checkout_affine(f->pool, 1, &c), 0);
+    assert_ptr_equal(c, a);
+    weir_pool_checkin(f->pool, c, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(weir_pool_try_checkout_affine(f->pool, 2, &c), 0);
+    assert_ptr_equal(c, b);
+    weir_pool_checkin(f->pool, c, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(weir_pool_try_checkout_affine(f->pool, 3, &c), 0); /* nobody's: the LIFO pick */
+    assert_ptr_equal(c, b);
+    weir_pool_checkin(f->pool, c, WEIR_CHECKIN_CLEAN);
+}
+
 static void test_invalidate_one_and_generation(void **state)
 {
     struct fixture *f = *state;
@@ -800,6 +825,7 @@ int main(void)
         T(test_no_reset_when_disabled),
         T(test_lifo),
         T(test_fifo),
+        T(test_try_checkout_affine),
         T(test_invalidate_one_and_generation),
         T(test_invalidate_idle_and_out),
         T(test_group_limit_and_eviction),

@@ -3,7 +3,8 @@
  * failover leaves behind when a backend dies and weir invalidates its idle
  * servers one by one (or a whole generation) before the pool's own thread
  * has closed them. The checkout must pass over them and take a live one, or
- * give up at once when none is left, in LIFO and FIFO order. Each test runs
+ * give up at once when none is left, in LIFO and FIFO order, with or without
+ * an affinity (weir_pool_try_checkout_affine). Each test runs
  * the pool's base on the test's own thread, a step at a time, so the pool
  * thread cannot tidy up between the invalidation and the checkout; an alarm
  * ends a checkout that never returns (the daemon froze that way once).
@@ -90,8 +91,10 @@ static void three_idle(struct fixture *f, int lifo)
     f->cfg.lifo = lifo;
     assert_int_equal(weir_pool_new(&f->cfg, &f->pool), 0);
     RUN_UNTIL(f, stats(f).idle == 3, 2000);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         assert_int_equal(weir_pool_try_checkout(f->pool, &f->conn[i]), 0);
+        weir_pooled_set_affinity(f->conn[i], (uintptr_t)(i + 1)); /* conn[i] has affinity i + 1 */
+    }
     for (int i = 2; i >= 0; i--) /* each check-in goes to the front */
         weir_pool_checkin(f->pool, f->conn[i], WEIR_CHECKIN_CLEAN);
     assert_int_equal(stats(f).idle, 3);
@@ -177,6 +180,40 @@ static void test_lifo_generation_invalidated(void **state)
     all_retired(*state, 1, 1);
 }
 
+static weir_pooled *take_affine(struct fixture *f, uintptr_t affinity, int expect_rc)
+{
+    weir_pooled *p = NULL;
+
+    assert_int_equal(weir_pool_try_checkout_affine(f->pool, affinity, &p), expect_rc);
+    return p;
+}
+
+/* The one with the affinity asked for is retired: the first live one. */
+static void test_affine_retired(void **state)
+{
+    struct fixture *f = *state;
+
+    three_idle(f, 1);
+    weir_pool_invalidate(f->pool, f->conn[1]);
+    assert_ptr_equal(take_affine(f, 2, 0), f->conn[0]);
+    weir_pool_checkin(f->pool, f->conn[0], WEIR_CHECKIN_CLEAN);
+    /* the first in line retired too: the live one with the affinity */
+    weir_pool_invalidate(f->pool, f->conn[0]);
+    assert_ptr_equal(take_affine(f, 3, 0), f->conn[2]);
+    weir_pool_checkin(f->pool, f->conn[2], WEIR_CHECKIN_CLEAN);
+}
+
+static void test_affine_all_retired(void **state)
+{
+    struct fixture *f = *state;
+
+    three_idle(f, 1);
+    (void)weir_pool_invalidate_all(f->pool);
+    assert_null(take_affine(f, 1, WEIR_EAGAIN));
+    assert_null(take_affine(f, 9, WEIR_EAGAIN));
+    RUN_UNTIL(f, stats(f).closed == 3 && stats(f).idle == 3, 2000);
+}
+
 /* A paused pool hands out nothing, retired or not. */
 static void test_paused_takes_nothing(void **state)
 {
@@ -201,6 +238,8 @@ int main(void)
         T(test_lifo_all_invalidated),
         T(test_fifo_all_invalidated),
         T(test_lifo_generation_invalidated),
+        T(test_affine_retired),
+        T(test_affine_all_retired),
         T(test_paused_takes_nothing),
     };
     signal(SIGALRM, SIG_DFL);

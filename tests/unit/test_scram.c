@@ -855,9 +855,9 @@ static void test_mock_keys(void **state)
     char formatted[256];
 
     (void)state;
-    assert_int_equal(scram_keys_mock("ghost", secret, &a), AUTH_OK);
-    assert_int_equal(scram_keys_mock("ghost", secret, &b), AUTH_OK);
-    assert_int_equal(scram_keys_mock("phantom", secret, &other), AUTH_OK);
+    assert_int_equal(scram_keys_mock("ghost", secret, 4096, &a), AUTH_OK);
+    assert_int_equal(scram_keys_mock("ghost", secret, 4096, &b), AUTH_OK);
+    assert_int_equal(scram_keys_mock("phantom", secret, 4096, &other), AUTH_OK);
     assert_true(a.mock);
     assert_int_equal(a.salt_len, 16);
     assert_int_equal(a.iterations, 4096);
@@ -879,8 +879,8 @@ static void test_cache_hits_and_changes(void **state)
     struct scram_client *c;
 
     (void)state;
-    assert_int_equal(scram_cache_get(cache, "alice", "pencil", &k1), AUTH_OK);
-    assert_int_equal(scram_cache_get(cache, "alice", "pencil", &k2), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "alice", "pencil", 4096, &k1), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "alice", "pencil", 4096, &k2), AUTH_OK);
     scram_cache_get_stats(cache, &st);
     assert_int_equal(st.derivations, 1);
     assert_int_equal(st.hits, 1);
@@ -895,8 +895,8 @@ static void test_cache_hits_and_changes(void **state)
     scram_client_free(c);
 
     /* A changed password (after a reload) derives anew; so does another user. */
-    assert_int_equal(scram_cache_get(cache, "alice", "pencil2", &k3), AUTH_OK);
-    assert_int_equal(scram_cache_get(cache, "bob", "pencil", &k4), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "alice", "pencil2", 4096, &k3), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "bob", "pencil", 4096, &k4), AUTH_OK);
     scram_cache_get_stats(cache, &st);
     assert_int_equal(st.derivations, 3);
     assert_memory_not_equal(k3.stored_key, k1.stored_key, 32);
@@ -905,19 +905,29 @@ static void test_cache_hits_and_changes(void **state)
     assert_int_equal(login(c, &k3, NULL), AUTH_EPASSWORD);
     scram_client_free(c);
 
-    /* SCRAM secrets are parsed, never derived; md5 and empty ones have no SCRAM keys. */
-    assert_int_equal(scram_cache_get(cache, "x", PG15_SECRET_X, &k1), AUTH_OK);
-    pg15_keys(PG15_SECRET_X, &parsed);
-    assert_memory_equal(&k1, &parsed, sizeof(k1));
-    assert_int_equal(scram_cache_get(cache, "z", PG15_MD5_Z, &k1), AUTH_EWRONGKIND);
-    assert_int_equal(scram_cache_get(cache, "z", "", &k1), AUTH_EWRONGKIND);
-    scram_cache_get_stats(cache, &st);
-    assert_int_equal(st.derivations, 3);
-
-    scram_cache_clear(cache);
-    assert_int_equal(scram_cache_get(cache, "alice", "pencil", &k2), AUTH_OK);
+    /* Another scram_iterations (a reload) derives keys with that count. */
+    assert_int_equal(scram_cache_get(cache, "alice", "pencil", 1024, &k4), AUTH_OK);
+    assert_int_equal(k4.iterations, 1024);
+    assert_memory_not_equal(k4.salt, k1.salt, 16);
+    c = scram_client_new_password(NULL, "pencil");
+    assert_int_equal(login(c, &k4, NULL), AUTH_OK);
+    scram_client_free(c);
     scram_cache_get_stats(cache, &st);
     assert_int_equal(st.derivations, 4);
+
+    /* SCRAM secrets are parsed, never derived; md5 and empty ones have no SCRAM keys. */
+    assert_int_equal(scram_cache_get(cache, "x", PG15_SECRET_X, 4096, &k1), AUTH_OK);
+    pg15_keys(PG15_SECRET_X, &parsed);
+    assert_memory_equal(&k1, &parsed, sizeof(k1));
+    assert_int_equal(scram_cache_get(cache, "z", PG15_MD5_Z, 4096, &k1), AUTH_EWRONGKIND);
+    assert_int_equal(scram_cache_get(cache, "z", "", 4096, &k1), AUTH_EWRONGKIND);
+    scram_cache_get_stats(cache, &st);
+    assert_int_equal(st.derivations, 4);
+
+    scram_cache_clear(cache);
+    assert_int_equal(scram_cache_get(cache, "alice", "pencil", 4096, &k2), AUTH_OK);
+    scram_cache_get_stats(cache, &st);
+    assert_int_equal(st.derivations, 5);
     assert_int_equal(st.entries, 1);
     scram_cache_free(cache);
     scram_cache_free(NULL);
@@ -931,8 +941,8 @@ static void test_cache_key_is_unambiguous(void **state)
     struct scram_keys k;
 
     (void)state;
-    assert_int_equal(scram_cache_get(cache, "ab", "c", &k), AUTH_OK);
-    assert_int_equal(scram_cache_get(cache, "a", "bc", &k), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "ab", "c", 4096, &k), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "a", "bc", 4096, &k), AUTH_OK);
     scram_cache_get_stats(cache, &st);
     assert_int_equal(st.derivations, 2);
     scram_cache_free(cache);
@@ -947,12 +957,12 @@ static void test_cache_evicts_least_recently_used(void **state)
     int i;
 
     (void)state;
-    assert_int_equal(scram_cache_get(cache, "u0", "pw", &first), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "u0", "pw", 4096, &first), AUTH_OK);
     for (i = 1; i < 7; i++) {
         snprintf(user, sizeof(user), "u%d", i);
-        assert_int_equal(scram_cache_get(cache, user, "pw", &k), AUTH_OK);
+        assert_int_equal(scram_cache_get(cache, user, "pw", 4096, &k), AUTH_OK);
         /* Keep u0 the most recently used. */
-        assert_int_equal(scram_cache_get(cache, "u0", "pw", &k), AUTH_OK);
+        assert_int_equal(scram_cache_get(cache, "u0", "pw", 4096, &k), AUTH_OK);
         assert_memory_equal(&k, &first, sizeof(k));
     }
     scram_cache_get_stats(cache, &st);
@@ -960,10 +970,10 @@ static void test_cache_evicts_least_recently_used(void **state)
     assert_int_equal(st.evictions, 3);
     assert_int_equal(st.derivations, 7);
     /* u1 went first; u6 is still there. */
-    assert_int_equal(scram_cache_get(cache, "u6", "pw", &k), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "u6", "pw", 4096, &k), AUTH_OK);
     scram_cache_get_stats(cache, &st);
     assert_int_equal(st.derivations, 7);
-    assert_int_equal(scram_cache_get(cache, "u1", "pw", &k), AUTH_OK);
+    assert_int_equal(scram_cache_get(cache, "u1", "pw", 4096, &k), AUTH_OK);
     scram_cache_get_stats(cache, &st);
     assert_int_equal(st.derivations, 8);
     assert_int_equal(st.entries, 4);
@@ -985,7 +995,7 @@ static void *cache_thread(void *p)
     for (i = 0; i < 50; i++)
         for (j = 0; j < 4; j++) {
             snprintf(user, sizeof(user), "t%d", j);
-            if (scram_cache_get(a->cache, user, "pw", &a->keys[j]) != AUTH_OK)
+            if (scram_cache_get(a->cache, user, "pw", 4096, &a->keys[j]) != AUTH_OK)
                 a->rc = -1;
         }
     return NULL;

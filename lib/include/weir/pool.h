@@ -132,6 +132,10 @@ WEIR_API WEIR_MUST_CHECK int weir_pool_checkout(weir_pool *pool, int timeout_ms,
 
 /* Non-blocking: an idle, ready connection now, or WEIR_EAGAIN. Never queues. */
 WEIR_API WEIR_MUST_CHECK int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out);
+/* The same, preferring among the next few idle connections (8) one whose
+ * affinity tag (weir_pooled_set_affinity) is affinity: e.g. the event loop
+ * that used it last, so that it does not have to move to another one. */
+WEIR_API WEIR_MUST_CHECK int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out);
 
 /*
  * Async checkout: cb runs later on base (the caller's; may be the pool's
@@ -170,6 +174,9 @@ WEIR_API int64_t weir_pooled_age_us(const weir_pooled *conn);
  * whichever thread closes it. Replaces (without freeing) earlier data. */
 WEIR_API void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *data));
 WEIR_API void *weir_pooled_get_data(const weir_pooled *conn);
+/* Tag the connection with who holds it (kept across check-in) for
+ * weir_pool_try_checkout_affine(). Call while it is checked out. */
+WEIR_API void weir_pooled_set_affinity(weir_pooled *conn, uintptr_t tag);
 /* Generation the connection belongs to (see weir_pool_invalidate_all). */
 WEIR_API uint64_t weir_pooled_generation(const weir_pooled *conn);
 /* The tag the target chooser gave this connection; 0 without a chooser. */
