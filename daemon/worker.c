@@ -103,6 +103,16 @@ int workers_run(struct daemon *d)
     return 0;
 }
 
+/* Posted rather than called from outside: a loopbreak that arrives before
+ * the thread has entered its loop would be forgotten when it does. */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(w->base);
+}
+
 void workers_join(struct daemon *d)
 {
     if (d->nworkers > 1)
@@ -111,7 +121,8 @@ void workers_join(struct daemon *d)
         struct worker *w = d->workers[i];
         if (!w->running)
             continue;
-        event_base_loopbreak(w->base);
+        if (worker_post(w, stop_cb, w) != 0)
+            event_base_loopbreak(w->base); /* out of memory: the loop is surely running by now */
         pthread_join(w->thread, NULL);
         w->running = 0;
     }
