@@ -103,6 +103,11 @@ static void server_detach(void *data)
 {
     struct server *s = data;
 
+    /* From the pool's thread, s sits idle with its read event on its
+     * worker's loop, which may be running that callback (the server said
+     * goodbye): deleting it first waits for that, before we look at s. */
+    if (s->d->nworkers > 1 && !pthread_equal(pthread_self(), s->w->thread))
+        event_del(&s->io.rd);
     server_unregister(s);
     stream_release(&s->io);
     prep_server_free(s);

@@ -63,6 +63,8 @@ int workers_new(struct daemon *d, int n, struct event_base *main_base)
         d->nworkers = i + 1;
         if (worker_init(w, d, i, i == 0 ? main_base : event_base_new()) != 0)
             return -1;
+        if (i == 0)
+            w->thread = pthread_self(); /* the caller's: the main thread */
     }
     return 0;
 }

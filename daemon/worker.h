@@ -29,7 +29,7 @@ struct worker {
     struct daemon *d;
     int id;
     struct event_base *base;   /* worker 0: the daemon's main base */
-    pthread_t thread;
+    pthread_t thread;          /* the one running base (worker 0: the main thread) */
     int running;               /* a thread was started for it */
     struct client *clients;    /* this worker's clients (list) */
     int nclients;

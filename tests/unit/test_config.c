@@ -196,13 +196,14 @@ static const struct {
 #define N_PGBOUNCER ((int)(sizeof(pgbouncer_118) / sizeof(pgbouncer_118[0])))
 
 static const char *const weir_own[] = {"workers", "metrics_port", "metrics_addr", "max_prepared_statements",
-                                       "load_balance_hosts", "auth_dbname", "health_check_period", "max_standby_lag"};
+                                       "load_balance_hosts", "auth_dbname", "health_check_period", "max_standby_lag",
+                                       "scram_iterations"};
 
 static void test_table_matches_pgbouncer_1_18(void **state)
 {
     (void)state;
     assert_int_equal(N_PGBOUNCER, 84);
-    assert_int_equal(config_setting_count(), N_PGBOUNCER + 8);
+    assert_int_equal(config_setting_count(), N_PGBOUNCER + 9);
     for (int i = 0; i < N_PGBOUNCER; i++) {
         const struct config_setting *s = config_setting_find(pgbouncer_118[i].key);
         if (s == NULL)
