@@ -1251,6 +1251,11 @@ static void accept_job_run(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (job->w->d->stopping) { /* the last loop run at exit */
+        close(job->fd);
+        free(job);
+        return;
+    }
     stream_loop_tick(&job->w->loop);
     client_start(job->w, job->fd, (const struct sockaddr *)&job->sa, job->is_unix);
     free(job);

@@ -212,6 +212,8 @@ void world_stop(struct worker *self)
 
     if (d->nworkers <= 1 || d->world_off)
         return;
+    if (!pthread_equal(pthread_self(), d->main_thread))
+        log_at(&d->log, LG_ERROR, "internal: a worker stops the world (only the main thread should)");
     pthread_mutex_lock(&wo->mu);
     if (wo->owner != -1 && pthread_equal(wo->owner_thread, pthread_self())) {
         wo->depth++; /* e.g. an admin command run from the main thread's tick */
@@ -278,4 +280,17 @@ void world_unblock(struct daemon *d, int token)
         pthread_cond_wait(&wo->cv, &wo->mu);
     wo->parked--;
     pthread_mutex_unlock(&wo->mu);
+}
+
+int world_stopped_here(struct daemon *d)
+{
+    struct world *wo = &d->world;
+    int mine;
+
+    if (d->nworkers <= 1 || d->world_off)
+        return 1;
+    pthread_mutex_lock(&wo->mu);
+    mine = wo->owner != -1 && pthread_equal(wo->owner_thread, pthread_self());
+    pthread_mutex_unlock(&wo->mu);
+    return mine;
 }

@@ -61,7 +61,7 @@ int workers_run(struct daemon *d);
 void workers_join(struct daemon *d);
 void workers_free(struct daemon *d);
 
-/* Where a new client goes: the worker with the fewest clients. */
+/* Where a new client goes: the next worker, round robin. */
 struct worker *worker_pick(struct daemon *d);
 /* Run fn(arg) on w's thread soon (never inside this call). 0 or -1. */
 int worker_post(struct worker *w, event_callback_fn fn, void *arg);
@@ -74,8 +74,9 @@ uint32_t worker_random(struct worker *w);
 
 /* Stop every other worker at a safe point and return once they are all
  * parked; nested calls by the same thread are counted. A no-op with one
- * worker. self is the calling thread's worker (for a first call; nested
- * calls may name any). */
+ * worker. Only the main thread (self = worker 0) stops the world, from a
+ * callback that is not a client's or server's: workers post what needs it
+ * there (admin commands). */
 void world_stop(struct worker *self);
 void world_start(struct worker *self);
 
@@ -86,5 +87,7 @@ void world_start(struct worker *self);
  * world_unblock. */
 int world_block(struct daemon *d);
 void world_unblock(struct daemon *d, int token);
+/* Is this thread the one that stopped the world (or is there one worker)? */
+int world_stopped_here(struct daemon *d);
 
 #endif
