@@ -284,6 +284,7 @@ static void dpool_free(struct dpool *dp)
     wipe_free(&dp->auth_secret);
     wipe_free(&dp->keys_secret);
     wipe_free(&dp->keys_password);
+    free(dp->ctr);
     free(dp);
 }
 
@@ -308,6 +309,12 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     if (dp == NULL)
         return NULL;
     dp->d = d;
+    dp->ctr = aligned_alloc(64, (size_t)(d->nworkers > 0 ? d->nworkers : 1) * sizeof(*dp->ctr));
+    if (dp->ctr == NULL) {
+        free(dp);
+        return NULL;
+    }
+    memset(dp->ctr, 0, (size_t)(d->nworkers > 0 ? d->nworkers : 1) * sizeof(*dp->ctr));
     dp->dbname = strdup(dbname);
     dp->user = strdup(user);
     dp->conninfo = build_conninfo(d, db, dp, dbname, user);

@@ -42,6 +42,7 @@ struct harness {
     struct weir_config cfg;
     struct daemon d;
     struct worker w, *workers[1];
+    struct dp_counters ctr;
     struct dpool dp;
     struct client c;
     struct server *s;     /* the one server; NULL after it was closed */
@@ -264,6 +265,8 @@ static void harness_setup(uint8_t flags)
     CHECK(H.d.pstmts != NULL);
 
     memset(&H.dp, 0, sizeof(H.dp));
+    memset(&H.ctr, 0, sizeof(H.ctr));
+    H.dp.ctr = &H.ctr;
     H.dp.d = &H.d;
     H.dp.dbname = (char *)"db";
     H.dp.user = (char *)"user";
