@@ -531,14 +531,54 @@ static int waiting_for_answer(struct client *c)
 static void admin_handle_stopped(struct client *c);
 
 /* Commands look at and change every worker's clients and servers: they run
- * with the world stopped. */
+ * on the main thread with the world stopped. Only the main thread stops the
+ * world, and only between client callbacks: a worker waiting for the world
+ * inside one of its client's callbacks could be asked to close that very
+ * client, and neither would ever go on. */
+struct admin_job {
+    struct daemon *d;
+    uint64_t client_id;
+};
+
+static void admin_job_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct admin_job *job = arg;
+    struct daemon *d = job->d;
+    struct worker *m = daemon_main_worker(d);
+    struct client *c;
+
+    (void)fd;
+    (void)what;
+    if (!d->stopping) {
+        stream_loop_tick(&m->loop);
+        world_stop(m);
+        c = daemon_find_client(d, job->client_id); /* gone meanwhile: nothing to answer */
+        if (c != NULL && c->state != CL_CLOSING)
+            admin_handle_stopped(c);
+        world_start(m);
+    }
+    free(job);
+}
+
 void admin_handle(struct client *c)
 {
-    struct worker *w = c->w; /* c may be gone afterwards (KILL_CLIENT, close) */
+    struct daemon *d = c->d;
+    struct admin_job *job;
 
-    world_stop(w);
-    admin_handle_stopped(c);
-    world_start(w);
+    if (d->nworkers <= 1 || world_stopped_here(d)) {
+        admin_handle_stopped(c);
+        return;
+    }
+    job = malloc(sizeof(*job));
+    if (job == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return;
+    }
+    *job = (struct admin_job){d, c->id};
+    if (worker_post(daemon_main_worker(d), admin_job_run, job) != 0) {
+        free(job);
+        client_disconnect(c, "08P01", "out of memory");
+    }
 }
 
 static void admin_handle_stopped(struct client *c)

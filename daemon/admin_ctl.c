@@ -220,7 +220,7 @@ static enum admin_result cmd_reload(struct client *c, const char *arg)
 {
     (void)arg;
     log_at(&c->d->log, LG_LOG, "RELOAD command issued");
-    if (daemon_reload(c->w) != 0)
+    if (daemon_reload(daemon_main_worker(c->d)) != 0)
         return admin_error(c, "RELOAD failed: the configuration file has errors (see the log); "
                               "the old configuration is kept");
     return admin_complete(c, "RELOAD");

@@ -946,7 +946,7 @@ static void client_request_server(struct client *c);
 /* Linked at last: forward what the client sent. */
 static void client_link(struct client *c, struct server *s)
 {
-    COUNT_ADD(c->dp->wait_us, (uint64_t)(worker_now(c->w) - c->wait_start_us));
+    DP_COUNT(c->dp, c->w, wait_us, (uint64_t)(worker_now(c->w) - c->wait_start_us));
     client_set_state(c, CL_ACTIVE);
     client_arm_timer(c, 0);
     stream_set_reading(&c->io, 1);
@@ -1251,6 +1251,11 @@ static void accept_job_run(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (job->w->d->stopping) { /* the last loop run at exit */
+        close(job->fd);
+        free(job);
+        return;
+    }
     stream_loop_tick(&job->w->loop);
     client_start(job->w, job->fd, (const struct sockaddr *)&job->sa, job->is_unix);
     free(job);

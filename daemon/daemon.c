@@ -143,7 +143,8 @@ static void cancel_post_run(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    cancel_on_owner(cp->d, cp->id, cp->key);
+    if (!cp->d->stopping) /* else: the last loop run at exit, the registry is gone */
+        cancel_on_owner(cp->d, cp->id, cp->key);
     free(cp);
 }
 
@@ -299,6 +300,9 @@ static void shutdown_check(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (d->stopping)
+        return;
+    __atomic_store_n(&d->shutdown_check_posted, 0, __ATOMIC_RELAXED);
     world_stop(m);
     busy = servers_busy(d);
     world_start(m);
@@ -310,8 +314,11 @@ void daemon_client_gone(struct daemon *d)
 {
     if (!d->shutting_down || d->stopping)
         return;
-    if (d->nworkers > 1) /* the main thread looks, with the world stopped */
-        (void)worker_post(daemon_main_worker(d), shutdown_check, d);
+    if (d->nworkers > 1) { /* the main thread looks, with the world stopped; one look at a time */
+        if (!__atomic_exchange_n(&d->shutdown_check_posted, 1, __ATOMIC_RELAXED) &&
+            worker_post(daemon_main_worker(d), shutdown_check, d) != 0)
+            __atomic_store_n(&d->shutdown_check_posted, 0, __ATOMIC_RELAXED);
+    }
     else if (!servers_busy(d))
         event_base_loopbreak(d->base);
 }

@@ -116,6 +116,7 @@ struct daemon {
     int64_t start_us;            /* monotonic clock at start, for uptime */
     int64_t start_wall;          /* time(NULL) at start */
     int shutting_down;           /* SIGINT: no new clients, exit when idle */
+    int shutdown_check_posted;   /* a look whether to exit is queued (atomic) */
     int stopping;                /* tearing down: servers are closed, not reset */
     int paused;
     uint8_t mock_secret[32];     /* SCRAM for unknown users looks like a wrong password */

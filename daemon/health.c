@@ -28,6 +28,7 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
+#include <openssl/crypto.h>
 
 #include "config.h"
 #include "health.h"
@@ -965,7 +966,8 @@ static void host_news_run(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
-    host_news_apply(n->d, n);
+    if (!n->d->stopping)
+        host_news_apply(n->d, n);
     free(n->dbname);
     free(n);
 }
@@ -1001,6 +1003,66 @@ static void health_release(void *arg, uintptr_t tag, int connected)
     host_news(dp->d, dp->dbname, tag, NEWS_RELEASED, connected, NULL);
 }
 
+/* The entry's first pool gives its checks a conninfo to log in with, when
+ * the config named none (use_config_login). */
+static void checks_start_here(struct daemon *d, const char *dbname, const char *conninfo)
+{
+    struct ha_db *hd = health_find_db(d, dbname);
+
+    if (hd == NULL || hd->check_conninfo != NULL || (hd->check_conninfo = strdup(conninfo)) == NULL)
+        return;
+    hd->started_us = weir__now_us();
+    for (int i = 0; i < hd->nhosts; i++)
+        check_soon(&hd->hosts[i]);
+}
+
+struct checks_job {
+    struct daemon *d;
+    char *dbname, *conninfo;
+};
+
+static void checks_job_free(struct checks_job *j)
+{
+    free(j->dbname);
+    if (j->conninfo) { /* it may hold a password */
+        OPENSSL_cleanse(j->conninfo, strlen(j->conninfo));
+        free(j->conninfo);
+    }
+    free(j);
+}
+
+static void checks_job_run(evutil_socket_t fd, short what, void *arg)
+{
+    struct checks_job *j = arg;
+
+    (void)fd;
+    (void)what;
+    if (!j->d->stopping)
+        checks_start_here(j->d, j->dbname, j->conninfo);
+    checks_job_free(j);
+}
+
+/* Checks live on the main thread; a pool made by a worker asks there. The
+ * job runs before the pool's first connect, which the main loop runs too. */
+static void checks_start(struct daemon *d, const char *dbname, const char *conninfo)
+{
+    struct checks_job *j;
+
+    if (d->nworkers <= 1 || pthread_equal(pthread_self(), d->main_thread)) {
+        checks_start_here(d, dbname, conninfo);
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL || (j->dbname = strdup(dbname)) == NULL || (j->conninfo = strdup(conninfo)) == NULL) {
+        if (j)
+            checks_job_free(j);
+        return; /* out of memory: libpq picks hosts until a reload */
+    }
+    j->d = d;
+    if (worker_post(daemon_main_worker(d), checks_job_run, j) != 0)
+        checks_job_free(j);
+}
+
 int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
 {
     struct ha_db *hd = health_find_db(d, dp->dbname);
@@ -1013,11 +1075,7 @@ int health_pool_config(struct daemon *d, struct dpool *dp, weir_pool_config *pc)
     /* During a failover clients wait for the new primary (query_wait_timeout)
      * rather than failing at the first refused connect. */
     pc->fail_waiters_on_connect_error = 0;
-    if (hd->check_conninfo == NULL && (hd->check_conninfo = strdup(dp->conninfo)) != NULL) {
-        hd->started_us = weir__now_us();
-        for (int i = 0; i < hd->nhosts; i++)
-            check_soon(&hd->hosts[i]);
-    }
+    checks_start(d, dp->dbname, dp->conninfo);
     return 1;
 }
 

@@ -320,6 +320,7 @@ static void daemon_stop(struct daemon *d)
     scram_cache_free(d->scram);
     config_free(d->cfg);
     free(d->by_id);
+    d->by_id = NULL;
     log_close(&d->log);
 }
 

@@ -284,6 +284,7 @@ static void dpool_free(struct dpool *dp)
     wipe_free(&dp->auth_secret);
     wipe_free(&dp->keys_secret);
     wipe_free(&dp->keys_password);
+    free(dp->ctr);
     free(dp);
 }
 
@@ -308,6 +309,12 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     if (dp == NULL)
         return NULL;
     dp->d = d;
+    dp->ctr = aligned_alloc(64, (size_t)(d->nworkers > 0 ? d->nworkers : 1) * sizeof(*dp->ctr));
+    if (dp->ctr == NULL) {
+        free(dp);
+        return NULL;
+    }
+    memset(dp->ctr, 0, (size_t)(d->nworkers > 0 ? d->nworkers : 1) * sizeof(*dp->ctr));
     dp->dbname = strdup(dbname);
     dp->user = strdup(user);
     dp->conninfo = build_conninfo(d, db, dp, dbname, user);
@@ -339,29 +346,18 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
 static struct dpool *pooler_get_locked(struct daemon *d, const char *dbname, const char *user,
                                       const char **sqlstate, char *err, size_t errlen);
 
-/* Workers log clients in at the same time: the pool list is shared, found
- * under the lock. A new pool (the first client of a database and user)
- * also sets up limit groups and health checks, which the main thread uses:
- * it is made with the world stopped. */
+/* Workers log clients in at the same time: the pool list, its limit groups
+ * and new pools are made under the lock (health checks of a new multi-host
+ * entry start on the main thread, see health_pool_config). */
 struct dpool *pooler_get(struct worker *self, const char *dbname, const char *user, const char **sqlstate,
                          char *err, size_t errlen)
 {
     struct daemon *d = self->d;
-    const struct db_config *db = config_find_db(d->cfg, dbname);
-    struct dpool *dp = NULL;
+    struct dpool *dp;
 
-    if (db != NULL) {
-        pthread_mutex_lock(&d->lock);
-        dp = dpool_find(d, dbname, db->user ? db->user : user);
-        pthread_mutex_unlock(&d->lock);
-        if (dp != NULL)
-            return dp;
-    }
-    world_stop(self);
     pthread_mutex_lock(&d->lock);
     dp = pooler_get_locked(d, dbname, user, sqlstate, err, errlen);
     pthread_mutex_unlock(&d->lock);
-    world_start(self);
     return dp;
 }
 

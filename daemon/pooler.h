@@ -34,9 +34,17 @@ struct dpool {
     char *auth_secret;     /* the user's secret from auth_query */
     char *keys_secret;     /* the SCRAM secret a client proved keys for ... */
     char *keys_password;   /* ... and those keys, as backend.h's password form */
-    /* SHOW STATS counters */
-    uint64_t xact_count, query_count, bytes_in, bytes_out, xact_us, query_us, wait_us;
+    /* SHOW STATS counters: one set per worker, each written by that loop
+     * alone and summed with the world stopped, so the data path shares no
+     * cache line and takes no lock for them. */
+    struct dp_counters *ctr; /* [d->nworkers] */
 };
+
+struct dp_counters {
+    uint64_t xact_count, query_count, bytes_in, bytes_out, xact_us, query_us, wait_us;
+} __attribute__((aligned(64)));
+
+#define DP_COUNT(dp, w, field, n) ((void)((dp)->ctr[(w)->id].field += (n)))
 
 /*
  * The pool for a client's database and user, created on first use. On

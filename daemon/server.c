@@ -103,6 +103,14 @@ static void server_detach(void *data)
 {
     struct server *s = data;
 
+    /* From the pool's thread, s sits idle with its read event on its
+     * worker's loop, which may be running that callback (the server said
+     * goodbye): deleting it first waits for that, before we look at s. */
+    if (s->d->nworkers > 1 && !pthread_equal(pthread_self(), s->w->thread)) {
+        int token = world_block(s->d);
+        event_del(&s->io.rd);
+        world_unblock(s->d, token);
+    }
     server_unregister(s);
     stream_release(&s->io);
     prep_server_free(s);
@@ -122,7 +130,10 @@ static void server_on_drain(struct stream *io, void *arg);
  * may be running there right now, which takes no lock we hold. */
 static void server_move(struct server *s, struct worker *w)
 {
+    int token = world_block(s->d);
+
     stream_move(&s->io, w->base, &w->loop);
+    world_unblock(s->d, token);
     s->w = w;
     weir_pooled_set_affinity(s->pooled, (uintptr_t)w);
 }
@@ -428,7 +439,7 @@ static void note_query_start(struct server *s, struct client *c)
 {
     note_xact_start(s, c);
     s->query_start_us = worker_now(s->w);
-    COUNT_ADD(s->dp->query_count, 1);
+    DP_COUNT(s->dp, s->w, query_count, 1);
 }
 
 /* What the pooler must know about a client message type. */
@@ -456,7 +467,7 @@ static void note_client_message(struct server *s, struct client *c, char type)
         }
         c->unsynced = 1;
         if (type == 'E')
-            COUNT_ADD(s->dp->query_count, 1);
+            DP_COUNT(s->dp, s->w, query_count, 1);
         break;
     default:
         break;
@@ -548,7 +559,7 @@ static size_t forward_client_flat(struct server *s, struct client *c)
         struct client_step st = {0};
         size_t n = client_step(s, c, p, len, len, &st);
 
-        COUNT_ADD(s->dp->bytes_in, n);
+        DP_COUNT(s->dp, s->w, bytes_in, n);
         stream_write_flat(&s->io, p, n);
         p += n;
         len -= n;
@@ -576,7 +587,7 @@ int server_forward_from_client(struct server *s)
         window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
         p = c->fwd_remaining > 0 ? NULL : evbuffer_pullup(c->io.in, (ssize_t)window);
         n = client_step(s, c, p, window, avail, &st);
-        COUNT_ADD(s->dp->bytes_in, n);
+        DP_COUNT(s->dp, s->w, bytes_in, n);
         move_out(c->io.in, p, window, &s->io, n);
         if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total)
             note_query_start(s, c); /* the relay sends it on: count it once, whole */
@@ -587,7 +598,7 @@ int server_forward_from_client(struct server *s)
             else if (rc == 0)
                 break; /* the rest of it has not arrived yet */
             else {
-                COUNT_ADD(s->dp->bytes_in, st.special_total);
+                DP_COUNT(s->dp, s->w, bytes_in, st.special_total);
                 if (st.special != 'Q') {
                     if (!c->unsynced) {
                         note_xact_start(s, c);
@@ -664,10 +675,10 @@ static void server_count_times(struct server *s)
 {
     int64_t now = worker_now(s->w);
 
-    COUNT_ADD(s->dp->query_us, (uint64_t)(now - s->query_start_us));
+    DP_COUNT(s->dp, s->w, query_us, (uint64_t)(now - s->query_start_us));
     if (s->txn == 'I') {
-        COUNT_ADD(s->dp->xact_count, 1);
-        COUNT_ADD(s->dp->xact_us, (uint64_t)(now - s->xact_start_us));
+        DP_COUNT(s->dp, s->w, xact_count, 1);
+        DP_COUNT(s->dp, s->w, xact_us, (uint64_t)(now - s->xact_start_us));
     }
 }
 
@@ -752,7 +763,7 @@ static int server_special(struct server *s, char type, size_t total)
         health_server_error(s->dp, weir_pooled_target(s->pooled), ef.sqlstate); /* failover? */
     }
     if (!drop)
-        COUNT_ADD(s->dp->bytes_out, total);
+        DP_COUNT(s->dp, s->w, bytes_out, total);
     move_bytes(s->io.in, drop ? NULL : s->client->io.out, total);
     if (s->track)
         prep_after_message(s);
@@ -897,7 +908,7 @@ static void relay_to_client(struct server *s)
         if (drop) {
             move_bytes(in, NULL, n);
         } else {
-            COUNT_ADD(s->dp->bytes_out, n);
+            DP_COUNT(s->dp, s->w, bytes_out, n);
             move_out(in, p, window, &s->client->io, n);
         }
         if (!server_after_step(s, &st, n))
@@ -916,7 +927,7 @@ static void relay_flat(struct server *s, const unsigned char *p, size_t len)
         size_t n = server_step(s, p, len, len, &st);
 
         if (!drop) {
-            COUNT_ADD(s->dp->bytes_out, n);
+            DP_COUNT(s->dp, s->w, bytes_out, n);
             stream_write_flat(&s->client->io, p, n);
         }
         p += n;

@@ -64,15 +64,19 @@ static struct db_record *record_get(struct stats_ctx *st, const char *name)
     return r;
 }
 
+/* With the world stopped: every worker's counters of the pool. */
 static void totals_add_pool(struct db_totals *t, const struct dpool *dp)
 {
-    t->xact_count += dp->xact_count;
-    t->query_count += dp->query_count;
-    t->bytes_in += dp->bytes_in;
-    t->bytes_out += dp->bytes_out;
-    t->xact_us += dp->xact_us;
-    t->query_us += dp->query_us;
-    t->wait_us += dp->wait_us;
+    for (int i = 0; i < (dp->d->nworkers > 0 ? dp->d->nworkers : 1); i++) {
+        const struct dp_counters *c = &dp->ctr[i];
+        t->xact_count += c->xact_count;
+        t->query_count += c->query_count;
+        t->bytes_in += c->bytes_in;
+        t->bytes_out += c->bytes_out;
+        t->xact_us += c->xact_us;
+        t->query_us += c->query_us;
+        t->wait_us += c->wait_us;
+    }
 }
 
 static void totals_add(struct db_totals *t, const struct db_totals *a)

@@ -155,9 +155,10 @@ void stream_set_reading(struct stream *s, int on)
 
 void stream_move(struct stream *s, struct event_base *base, struct stream_loop *loop)
 {
-    int reading = s->ssl ? s->tls_rd_on : s->reading;
+    int reading;
 
     event_del(&s->rd); /* waits for its callback, should the old loop be running it */
+    reading = s->ssl ? s->tls_rd_on : s->reading; /* which that callback may have changed */
     if (s->wr) /* made again on the new loop when output has to wait */
         event_free(s->wr);
     s->wr = NULL;

@@ -63,6 +63,8 @@ int workers_new(struct daemon *d, int n, struct event_base *main_base)
         d->nworkers = i + 1;
         if (worker_init(w, d, i, i == 0 ? main_base : event_base_new()) != 0)
             return -1;
+        if (i == 0)
+            w->thread = pthread_self(); /* the caller's: the main thread */
     }
     return 0;
 }
@@ -103,6 +105,16 @@ int workers_run(struct daemon *d)
     return 0;
 }
 
+/* Posted rather than called from outside: a loopbreak that arrives before
+ * the thread has entered its loop would be forgotten when it does. */
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(w->base);
+}
+
 void workers_join(struct daemon *d)
 {
     if (d->nworkers > 1)
@@ -111,7 +123,8 @@ void workers_join(struct daemon *d)
         struct worker *w = d->workers[i];
         if (!w->running)
             continue;
-        event_base_loopbreak(w->base);
+        if (worker_post(w, stop_cb, w) != 0)
+            event_base_loopbreak(w->base); /* out of memory: the loop is surely running by now */
         pthread_join(w->thread, NULL);
         w->running = 0;
     }
@@ -199,6 +212,8 @@ void world_stop(struct worker *self)
 
     if (d->nworkers <= 1 || d->world_off)
         return;
+    if (!pthread_equal(pthread_self(), d->main_thread))
+        log_at(&d->log, LG_ERROR, "internal: a worker stops the world (only the main thread should)");
     pthread_mutex_lock(&wo->mu);
     if (wo->owner != -1 && pthread_equal(wo->owner_thread, pthread_self())) {
         wo->depth++; /* e.g. an admin command run from the main thread's tick */
@@ -235,4 +250,47 @@ void world_start(struct worker *self)
         pthread_cond_broadcast(&wo->cv);
     }
     pthread_mutex_unlock(&wo->mu);
+}
+
+int world_block(struct daemon *d)
+{
+    struct world *wo = &d->world;
+
+    if (d->nworkers <= 1 || d->world_off)
+        return 0;
+    pthread_mutex_lock(&wo->mu);
+    if (wo->owner != -1 && pthread_equal(wo->owner_thread, pthread_self())) {
+        pthread_mutex_unlock(&wo->mu);
+        return 0; /* we stopped the world: nobody waits for us */
+    }
+    wo->parked++;
+    pthread_cond_broadcast(&wo->cv);
+    pthread_mutex_unlock(&wo->mu);
+    return 1;
+}
+
+void world_unblock(struct daemon *d, int token)
+{
+    struct world *wo = &d->world;
+
+    if (!token)
+        return;
+    pthread_mutex_lock(&wo->mu);
+    while (wo->owner != -1) /* whoever stopped the world meanwhile counted on us */
+        pthread_cond_wait(&wo->cv, &wo->mu);
+    wo->parked--;
+    pthread_mutex_unlock(&wo->mu);
+}
+
+int world_stopped_here(struct daemon *d)
+{
+    struct world *wo = &d->world;
+    int mine;
+
+    if (d->nworkers <= 1 || d->world_off)
+        return 1;
+    pthread_mutex_lock(&wo->mu);
+    mine = wo->owner != -1 && pthread_equal(wo->owner_thread, pthread_self());
+    pthread_mutex_unlock(&wo->mu);
+    return mine;
 }

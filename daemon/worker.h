@@ -29,7 +29,7 @@ struct worker {
     struct daemon *d;
     int id;
     struct event_base *base;   /* worker 0: the daemon's main base */
-    pthread_t thread;
+    pthread_t thread;          /* the one running base (worker 0: the main thread) */
     int running;               /* a thread was started for it */
     struct client *clients;    /* this worker's clients (list) */
     int nclients;
@@ -61,7 +61,7 @@ int workers_run(struct daemon *d);
 void workers_join(struct daemon *d);
 void workers_free(struct daemon *d);
 
-/* Where a new client goes: the worker with the fewest clients. */
+/* Where a new client goes: the next worker, round robin. */
 struct worker *worker_pick(struct daemon *d);
 /* Run fn(arg) on w's thread soon (never inside this call). 0 or -1. */
 int worker_post(struct worker *w, event_callback_fn fn, void *arg);
@@ -74,9 +74,20 @@ uint32_t worker_random(struct worker *w);
 
 /* Stop every other worker at a safe point and return once they are all
  * parked; nested calls by the same thread are counted. A no-op with one
- * worker. self is the calling thread's worker (for a first call; nested
- * calls may name any). */
+ * worker. Only the main thread (self = worker 0) stops the world, from a
+ * callback that is not a client's or server's: workers post what needs it
+ * there (admin commands). */
 void world_stop(struct worker *self);
 void world_start(struct worker *self);
+
+/* Around a call that may wait for another worker's callback (event_del of
+ * an event on its loop): that callback may itself be stopping the world,
+ * so the waiting thread counts as parked meanwhile, and afterwards waits
+ * for the world to run again before it goes on. Returns a token for
+ * world_unblock. */
+int world_block(struct daemon *d);
+void world_unblock(struct daemon *d, int token);
+/* Is this thread the one that stopped the world (or is there one worker)? */
+int world_stopped_here(struct daemon *d);
 
 #endif

@@ -42,6 +42,7 @@ struct harness {
     struct weir_config cfg;
     struct daemon d;
     struct worker w, *workers[1];
+    struct dp_counters ctr;
     struct dpool dp;
     struct client c;
     struct server *s;     /* the one server; NULL after it was closed */
@@ -93,6 +94,19 @@ uintptr_t weir_pooled_target(const weir_pooled *conn)
 int worker_post(struct worker *w, event_callback_fn fn, void *arg)
 {
     return event_base_once(w->base, -1, EV_TIMEOUT, fn, arg, NULL);
+}
+
+/* One thread: nothing to park. */
+int world_block(struct daemon *d)
+{
+    (void)d;
+    return 0;
+}
+
+void world_unblock(struct daemon *d, int token)
+{
+    (void)d;
+    (void)token;
 }
 
 /* Host health (health.c) is told about lost servers and failover errors;
@@ -259,6 +273,8 @@ static void harness_setup(uint8_t flags)
     CHECK(H.d.pstmts != NULL);
 
     memset(&H.dp, 0, sizeof(H.dp));
+    memset(&H.ctr, 0, sizeof(H.ctr));
+    H.dp.ctr = &H.ctr;
     H.dp.d = &H.d;
     H.dp.dbname = (char *)"db";
     H.dp.user = (char *)"user";

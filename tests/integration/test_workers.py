@@ -197,3 +197,50 @@ def test_shutdown_waits_for_transactions_on_every_worker(weir_factory):
     conns[-1].commit()
     w.wait_exit(10)
     w.expected_exit = True
+
+
+@pytest.mark.timeout(90)
+def test_console_kills_while_new_pools_are_made(weir_factory, pg):
+    """KILL/RESUME from the console while clients on every worker log in as
+    new users (each makes a pool): the console keeps answering. (A worker
+    that waited for a stopped world inside a client's callback, while the
+    console closed that client, used to hang the daemon.)"""
+    from pgwire import Wire, query_message, startup_packet
+    pg.database("weir_workers_kill")
+    w = weir_factory(settings={"workers": 2},
+                     databases={"weir_workers_kill": pg.entry("weir_workers_kill")})
+    stop = threading.Event()
+
+    def login_storm(k):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                wire = Wire("127.0.0.1", w.port, timeout=5)
+                wire.send(startup_packet("u%d_%d" % (k, i), "weir_workers_kill"))
+                try:
+                    wire.read_message()
+                except (EOFError, OSError, TimeoutError):
+                    pass
+                wire.close()
+            except OSError:
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=login_storm, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        console = Console(w)
+        deadline = time.monotonic() + 3
+        rounds = 0
+        while time.monotonic() < deadline:
+            console.execute("KILL weir_workers_kill")
+            console.execute("RESUME weir_workers_kill")
+            rounds += 1
+        assert rounds > 10
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    with w.connect("weir_workers_kill") as c:
+        assert c.execute("SELECT 1").fetchone() == (1,)

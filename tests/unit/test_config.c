@@ -203,7 +203,7 @@ static void test_table_matches_pgbouncer_1_18(void **state)
 {
     (void)state;
     assert_int_equal(N_PGBOUNCER, 84);
-    assert_int_equal(config_setting_count(), N_PGBOUNCER + (int)(sizeof(weir_own) / sizeof(weir_own[0])));
+    assert_int_equal(config_setting_count(), N_PGBOUNCER + 9);
     for (int i = 0; i < N_PGBOUNCER; i++) {
         const struct config_setting *s = config_setting_find(pgbouncer_118[i].key);
         if (s == NULL)
