@@ -1017,6 +1017,7 @@ static void server_on_drain(struct stream *io, void *arg)
 /* The worker thread signals completion through a pipe of the job's own, so
  * the loop needs no locking (libevent runs without thread support here). */
 struct cancel_job {
+    struct daemon *d;
     struct server *s;
     struct backend_cancel *cancel;
     struct event *done;
@@ -1027,6 +1028,7 @@ static void cancel_done(evutil_socket_t fd, short what, void *arg)
 {
     struct cancel_job *job = arg;
     struct server *s = job->s;
+    struct daemon *d = job->d;
     char byte;
 
     (void)what;
@@ -1040,6 +1042,8 @@ static void cancel_done(evutil_socket_t fd, short what, void *arg)
     close(job->pipe[0]);
     close(job->pipe[1]);
     free(job);
+    if (d->stopping)
+        return; /* the last loop run at exit: the servers are gone */
     if (--s->cancels_inflight == 0 && s->deferred_release) {
         int clean = s->deferred_release == 1;
         s->deferred_release = 0;
@@ -1068,6 +1072,7 @@ void server_cancel(struct server *s)
 
     if (job == NULL)
         return;
+    job->d = s->d;
     job->s = s;
     if (pipe2(job->pipe, O_CLOEXEC) != 0) {
         free(job);

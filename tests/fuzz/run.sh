@@ -18,7 +18,7 @@ SECONDS_EACH=${FUZZ_SECONDS:-30}
 OUT=$PWD/.build/fuzz  # absolute: fuzz_config chdirs into its temporary directory
 CC=${FUZZ_CC:-clang}
 PKGS=(libevent libevent_pthreads libpq)
-CFLAGS="-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror -Wshadow
+CFLAGS="-std=c11 -D_GNU_SOURCE -fno-strict-aliasing -g -O1 -fno-omit-frame-pointer -Wall -Wextra -Werror -Wshadow
         -Wstrict-prototypes -Wno-unused-parameter -fsanitize=fuzzer,address,undefined
         -fno-sanitize-recover=all -Ilib/include -Ilib/src -Idaemon
         $(pkg-config --cflags "${PKGS[@]}" 2>/dev/null)"
