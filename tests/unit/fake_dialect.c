@@ -17,6 +17,20 @@ void fake_conninfo(struct fake_ctl *ctl, char *buf, size_t len)
     snprintf(buf, len, "fake:%p", (void *)ctl);
 }
 
+void fake_pool_config(weir_pool_config *cfg, struct fake_ctl *ctl, char *conninfo, size_t len,
+                      struct event_base *base, const char *name)
+{
+    fake_conninfo(ctl, conninfo, len);
+    weir_pool_config_init(cfg);
+    cfg->dialect = &fake_dialect;
+    cfg->conninfo = conninfo;
+    cfg->base = base;
+    cfg->name = name;
+    cfg->timeout_ms = 2000;
+    cfg->retry_min_ms = 10;
+    cfg->retry_max_ms = 80;
+}
+
 void fake_kill(struct fake_conn *c)
 {
     shutdown(c->fds[1], SHUT_RDWR);

@@ -35,6 +35,10 @@ extern const weir_dialect fake_dialect;
 
 /* Write "fake:<ctl address>" into buf for the pool's conninfo. */
 void fake_conninfo(struct fake_ctl *ctl, char *buf, size_t len);
+/* A pool config for the fake dialect on base, connecting through ctl (its
+ * conninfo written into conninfo), 2 s checkout timeout, quick retries. */
+void fake_pool_config(weir_pool_config *cfg, struct fake_ctl *ctl, char *conninfo, size_t len,
+                      struct event_base *base, const char *name);
 /* The server side goes away: the idle watch must notice. */
 void fake_kill(struct fake_conn *c);
 

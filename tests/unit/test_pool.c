@@ -46,15 +46,7 @@ static int setup(void **state)
 
     evthread_use_pthreads();
     f->base = event_base_new();
-    fake_conninfo(&f->ctl, f->conninfo, sizeof(f->conninfo));
-    weir_pool_config_init(&f->cfg);
-    f->cfg.dialect = &fake_dialect;
-    f->cfg.conninfo = f->conninfo;
-    f->cfg.base = f->base;
-    f->cfg.name = "test";
-    f->cfg.timeout_ms = 2000;
-    f->cfg.retry_min_ms = 10;
-    f->cfg.retry_max_ms = 80;
+    fake_pool_config(&f->cfg, &f->ctl, f->conninfo, sizeof(f->conninfo), f->base, "test");
     pthread_create(&f->thread, NULL, loop_main, f);
     *state = f;
     return 0;

@@ -39,16 +39,10 @@ static int setup(void **state)
     struct fixture *f = calloc(1, sizeof(*f));
 
     f->base = event_base_new();
-    fake_conninfo(&f->ctl, f->conninfo, sizeof(f->conninfo));
-    weir_pool_config_init(&f->cfg);
-    f->cfg.dialect = &fake_dialect;
-    f->cfg.conninfo = f->conninfo;
-    f->cfg.base = f->base;
-    f->cfg.name = "retired";
+    fake_pool_config(&f->cfg, &f->ctl, f->conninfo, sizeof(f->conninfo), f->base, "retired");
+    f->cfg.timeout_ms = 30000; /* the library default, as before */
     f->cfg.watch_idle = 0; /* as the daemon: it watches its idle servers itself */
     f->cfg.min_size = 3;
-    f->cfg.retry_min_ms = 10;
-    f->cfg.retry_max_ms = 80;
     *state = f;
     alarm(WATCHDOG_S);
     return 0;

@@ -80,16 +80,8 @@ static int setup(void **state)
 
     evthread_use_pthreads();
     f->base = event_base_new();
-    fake_conninfo(&f->ctl, f->conninfo, sizeof(f->conninfo));
+    fake_pool_config(&f->cfg, &f->ctl, f->conninfo, sizeof(f->conninfo), f->base, "target");
     f->ch.ntags = 2;
-    weir_pool_config_init(&f->cfg);
-    f->cfg.dialect = &fake_dialect;
-    f->cfg.conninfo = f->conninfo;
-    f->cfg.base = f->base;
-    f->cfg.name = "target";
-    f->cfg.timeout_ms = 2000;
-    f->cfg.retry_min_ms = 10;
-    f->cfg.retry_max_ms = 80;
     f->cfg.watch_idle = 0;
     f->cfg.target.choose = choose;
     f->cfg.target.release = release;
