@@ -106,11 +106,8 @@ static void server_detach(void *data)
     /* From the pool's thread, s sits idle with its read event on its
      * worker's loop, which may be running that callback (the server said
      * goodbye): deleting it first waits for that, before we look at s. */
-    if (s->d->nworkers > 1 && !pthread_equal(pthread_self(), s->w->thread)) {
-        int token = world_block(s->d);
+    if (s->d->nworkers > 1 && !pthread_equal(pthread_self(), s->w->thread))
         event_del(&s->io.rd);
-        world_unblock(s->d, token);
-    }
     server_unregister(s);
     stream_release(&s->io);
     prep_server_free(s);
@@ -126,14 +123,12 @@ static void server_on_drain(struct stream *io, void *arg);
 
 /* A server checked out by a client of another worker moves to that
  * worker's loop. Its events were left on the old loop only while it sat
- * idle (see server_checkin); deleting them waits for an idle callback that
- * may be running there right now, which takes no lock we hold. */
+ * idle (see server_checkin); deleting them waits for a callback that may be
+ * running there right now. That callback never waits for us: it takes no
+ * lock we hold, and workers never stop the world (worker.h). */
 static void server_move(struct server *s, struct worker *w)
 {
-    int token = world_block(s->d);
-
     stream_move(&s->io, w->base, &w->loop);
-    world_unblock(s->d, token);
     s->w = w;
     weir_pooled_set_affinity(s->pooled, (uintptr_t)w);
 }

@@ -252,36 +252,6 @@ void world_start(struct worker *self)
     pthread_mutex_unlock(&wo->mu);
 }
 
-int world_block(struct daemon *d)
-{
-    struct world *wo = &d->world;
-
-    if (d->nworkers <= 1 || d->world_off)
-        return 0;
-    pthread_mutex_lock(&wo->mu);
-    if (wo->owner != -1 && pthread_equal(wo->owner_thread, pthread_self())) {
-        pthread_mutex_unlock(&wo->mu);
-        return 0; /* we stopped the world: nobody waits for us */
-    }
-    wo->parked++;
-    pthread_cond_broadcast(&wo->cv);
-    pthread_mutex_unlock(&wo->mu);
-    return 1;
-}
-
-void world_unblock(struct daemon *d, int token)
-{
-    struct world *wo = &d->world;
-
-    if (!token)
-        return;
-    pthread_mutex_lock(&wo->mu);
-    while (wo->owner != -1) /* whoever stopped the world meanwhile counted on us */
-        pthread_cond_wait(&wo->cv, &wo->mu);
-    wo->parked--;
-    pthread_mutex_unlock(&wo->mu);
-}
-
 int world_stopped_here(struct daemon *d)
 {
     struct world *wo = &d->world;

@@ -80,13 +80,6 @@ uint32_t worker_random(struct worker *w);
 void world_stop(struct worker *self);
 void world_start(struct worker *self);
 
-/* Around a call that may wait for another worker's callback (event_del of
- * an event on its loop): that callback may itself be stopping the world,
- * so the waiting thread counts as parked meanwhile, and afterwards waits
- * for the world to run again before it goes on. Returns a token for
- * world_unblock. */
-int world_block(struct daemon *d);
-void world_unblock(struct daemon *d, int token);
 /* Is this thread the one that stopped the world (or is there one worker)? */
 int world_stopped_here(struct daemon *d);
 

@@ -96,19 +96,6 @@ int worker_post(struct worker *w, event_callback_fn fn, void *arg)
     return event_base_once(w->base, -1, EV_TIMEOUT, fn, arg, NULL);
 }
 
-/* One thread: nothing to park. */
-int world_block(struct daemon *d)
-{
-    (void)d;
-    return 0;
-}
-
-void world_unblock(struct daemon *d, int token)
-{
-    (void)d;
-    (void)token;
-}
-
 /* Host health (health.c) is told about lost servers and failover errors;
  * nothing to track here. */
 void health_server_lost(struct dpool *dp, uintptr_t tag)
