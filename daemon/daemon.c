@@ -235,21 +235,29 @@ int daemon_load_userlist(struct daemon *d, const struct weir_config *cfg, struct
     return 0;
 }
 
-static int daemon_reload_stopped(struct daemon *d);
-
-int daemon_reload(struct worker *self)
+/* With the world stopped: every worker reads the config and the userlist. */
+static void reload_swap(struct daemon *d, struct weir_config *fresh, struct userlist *users)
 {
-    int rc;
+    struct weir_config *old = d->cfg;
 
-    world_stop(self); /* every worker reads the config and the userlist */
-    rc = daemon_reload_stopped(self->d);
-    world_start(self);
-    return rc;
+    d->cfg = fresh;
+    userlist_free(d->users);
+    d->users = users;
+    if (strcmp(old->logfile, fresh->logfile) != 0 || fresh->logfile[0])
+        (void)log_reopen(&d->log, fresh->logfile);
+    if (log_set_syslog(&d->log, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility) != 0)
+        log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", fresh->syslog_facility);
+    (void)tls_reload(d); /* certificates may have been replaced in place; logged */
+    pooler_apply_config(d);
+    config_free(old);
 }
 
-static int daemon_reload_stopped(struct daemon *d)
+/* The files are read and checked while the workers run; only the swap
+ * stops them. */
+int daemon_reload(struct worker *self)
 {
-    struct weir_config *fresh = NULL, *old = d->cfg;
+    struct daemon *d = self->d;
+    struct weir_config *fresh = NULL;
     struct userlist *users = NULL;
     struct timespec ts;
 
@@ -265,17 +273,10 @@ static int daemon_reload_stopped(struct daemon *d)
         return -1;
     }
     COUNT_ADD(d->stats.reloads, 1);
-    config_diff(old, fresh, daemon_report_to_log, d);
-    d->cfg = fresh;
-    userlist_free(d->users);
-    d->users = users;
-    if (strcmp(old->logfile, fresh->logfile) != 0 || fresh->logfile[0])
-        (void)log_reopen(&d->log, fresh->logfile);
-    if (log_set_syslog(&d->log, fresh->syslog, fresh->syslog_ident, fresh->syslog_facility) != 0)
-        log_at(&d->log, LG_WARNING, "unknown syslog_facility %s; using daemon", fresh->syslog_facility);
-    (void)tls_reload(d); /* certificates may have been replaced in place; logged */
-    pooler_apply_config(d);
-    config_free(old);
+    config_diff(d->cfg, fresh, daemon_report_to_log, d);
+    world_stop(self);
+    reload_swap(d, fresh, users);
+    world_start(self);
     daemon_notify("READY=1\nSTATUS=serving");
     return 0;
 }
