@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+
 #include "fake_dialect.h"
 
 void fake_conninfo(struct fake_ctl *ctl, char *buf, size_t len)
@@ -29,6 +31,12 @@ void fake_pool_config(weir_pool_config *cfg, struct fake_ctl *ctl, char *conninf
     cfg->timeout_ms = 2000;
     cfg->retry_min_ms = 10;
     cfg->retry_max_ms = 80;
+}
+
+void *fake_loop_main(void *base)
+{
+    event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
 }
 
 void fake_kill(struct fake_conn *c)

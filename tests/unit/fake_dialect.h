@@ -37,6 +37,9 @@ extern const weir_dialect fake_dialect;
 void fake_conninfo(struct fake_ctl *ctl, char *buf, size_t len);
 /* A pool config for the fake dialect on base, connecting through ctl (its
  * conninfo written into conninfo), 2 s checkout timeout, quick retries. */
+/* pthread start routine: runs the event_base given as its argument until
+ * event_base_loopbreak(). */
+void *fake_loop_main(void *base);
 void fake_pool_config(weir_pool_config *cfg, struct fake_ctl *ctl, char *conninfo, size_t len,
                       struct event_base *base, const char *name);
 /* The server side goes away: the idle watch must notice. */

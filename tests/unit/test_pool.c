@@ -33,13 +33,6 @@ struct fixture {
     weir_pool *pool;
 };
 
-static void *loop_main(void *arg)
-{
-    struct fixture *f = arg;
-    event_base_loop(f->base, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -47,7 +40,7 @@ static int setup(void **state)
     evthread_use_pthreads();
     f->base = event_base_new();
     fake_pool_config(&f->cfg, &f->ctl, f->conninfo, sizeof(f->conninfo), f->base, "test");
-    pthread_create(&f->thread, NULL, loop_main, f);
+    pthread_create(&f->thread, NULL, fake_loop_main, f->base);
     *state = f;
     return 0;
 }
@@ -574,11 +567,11 @@ static void test_group_limit_and_eviction(void **state)
     event_base_once(f->base, -1, EV_TIMEOUT, free_pool_cb, f, NULL);
     pthread_join(f->thread, NULL);
     f->pool = other; /* teardown frees the second pool on a fresh loop */
-    pthread_create(&f->thread, NULL, loop_main, f);
+    pthread_create(&f->thread, NULL, fake_loop_main, f->base);
     event_base_once(f->base, -1, EV_TIMEOUT, free_pool_cb, f, NULL);
     pthread_join(f->thread, NULL);
     weir_pool_group_free(g);
-    pthread_create(&f->thread, NULL, loop_main, f);
+    pthread_create(&f->thread, NULL, fake_loop_main, f->base);
 }
 
 static void test_connect_backoff_then_success(void **state)
@@ -793,7 +786,7 @@ static void test_free_with_connection_out(void **state)
     /* The pool is closed but lives until its last connection comes back. */
     weir_pool_checkin(pool, a, WEIR_CHECKIN_CLEAN);
     assert_int_equal(atomic_load(&f->ctl.open), 0);
-    pthread_create(&f->thread, NULL, loop_main, f);
+    pthread_create(&f->thread, NULL, fake_loop_main, f->base);
 }
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)

@@ -67,13 +67,6 @@ static void release(void *arg, uintptr_t tag, int connected)
         atomic_fetch_add(&ch->released_unconnected, 1);
 }
 
-static void *loop_main(void *arg)
-{
-    struct fixture *f = arg;
-    event_base_loop(f->base, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
-}
-
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
@@ -86,7 +79,7 @@ static int setup(void **state)
     f->cfg.target.choose = choose;
     f->cfg.target.release = release;
     f->cfg.target.arg = &f->ch;
-    pthread_create(&f->thread, NULL, loop_main, f);
+    pthread_create(&f->thread, NULL, fake_loop_main, f->base);
     *state = f;
     return 0;
 }
