@@ -1054,7 +1054,7 @@ static void client_request_server(struct client *c)
 /* IDLE with input: a Terminate ends the session; anything else needs a server. */
 void client_resume(struct client *c)
 {
-    unsigned char hdr[5];
+    unsigned char type;
     /* Fresh bytes in c->rx mean the buffer was empty when they came. */
     size_t buffered = c->rx_len > 0 || c->io.in == NULL ? 0 : evbuffer_get_length(c->io.in);
     size_t avail = buffered + c->rx_len;
@@ -1066,10 +1066,10 @@ void client_resume(struct client *c)
         return;
     }
     if (buffered > 0)
-        evbuffer_copyout(c->io.in, hdr, buffered < 5 ? buffered : 5);
+        evbuffer_copyout(c->io.in, &type, 1);
     else
-        memcpy(hdr, c->rx, avail < 5 ? avail : 5);
-    if (hdr[0] == 'X') {
+        type = c->rx[0];
+    if (type == 'X') {
         client_disconnect(c, NULL, "client close request");
         return;
     }

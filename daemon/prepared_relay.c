@@ -533,28 +533,33 @@ static int contains_ci(const unsigned char *body, size_t len, const char *word)
     return 0;
 }
 
+static int is_space(unsigned char ch)
+{
+    return ch == ' ' || (ch >= '\t' && ch <= '\r'); /* the C locale's isspace, without a table lookup */
+}
+
 /* Only a statement that starts with DEALLOCATE or DISCARD, or a query with
  * several statements, can involve them: most queries are decided by their
- * first word and a scan for ';' followed by more text. */
+ * first word and one look for a ';' with more text after it. */
 int prep_query_is_ours(const unsigned char *body, size_t len)
 {
     size_t i = 0;
-    const unsigned char *semi;
+    const unsigned char *semi, *end = body + len;
 
-    while (i < len && isspace(body[i]))
+    while (i < len && is_space(body[i]))
         i++;
     /* Most queries start with another letter: skip the compares. */
     if (len - i >= 7 && (body[i] | 0x20) == 'd' &&
         (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
          strncasecmp((const char *)body + i, "discard", 7) == 0))
         return 1;
-    for (semi = memchr(body, ';', len); semi; semi = memchr(semi + 1, ';', len - (size_t)(semi + 1 - body))) {
-        const unsigned char *q = semi + 1;
-        while (q < body + len && (isspace(*q) || *q == ';' || *q == '\0'))
-            q++;
-        if (q < body + len) /* another statement follows */
+    if ((semi = memchr(body + i, ';', len - i)) == NULL)
+        return 0;
+    /* Text after the first ';' (not more ';', blanks or the final NUL) is
+     * another statement; a lone trailing ';' is the usual case. */
+    for (const unsigned char *q = semi + 1; q < end; q++)
+        if (!is_space(*q) && *q != ';' && *q != '\0')
             return contains_ci(body, len, "dealloc") || contains_ci(body, len, "discard");
-    }
     return 0;
 }
 
@@ -785,6 +790,13 @@ int prep_inline_answer(struct server *s, char type, const unsigned char *body, s
         return 0; /* the careful path forgets what the server dropped */
     q_pop(s);
     return 1;
+}
+
+int prep_plain_query(const struct server *s)
+{
+    const struct expect *e = s->expect_count == 1 ? &s->expect[s->expect_head] : NULL;
+
+    return e != NULL && s->swallow == 0 && e->kind == K_QUERY && e->action == A_FORWARD && e->flags == 0;
 }
 
 int prep_plain_ready(struct server *s)

@@ -32,6 +32,9 @@ void prep_after_message(struct server *s);
 /* An answer that needs nothing but forwarding (BindComplete, a client's
  * ParseComplete, CommandComplete...): pop what it answered. 1 if done so. */
 int prep_inline_answer(struct server *s, char type, const unsigned char *body, size_t blen);
+/* Is one plain simple Query all that is owed? Its answers up to the
+ * ReadyForQuery then need no matching: only E, S and Z are looked at. */
+int prep_plain_query(const struct server *s);
 /* Is a ReadyForQuery now simply the end of the one query or Sync owed? */
 int prep_plain_ready(struct server *s);
 /* Nothing outstanding? */

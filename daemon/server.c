@@ -765,12 +765,6 @@ static int server_special(struct server *s, char type, size_t total)
     return type == 'Z' ? 1 : 0;
 }
 
-static int is_special(struct server *s, char type)
-{
-    /* Every error is read: its SQLSTATE may say the host failed over. */
-    return type == 'Z' || type == 'S' || type == 'E' || (s->track && prep_is_special(s, type));
-}
-
 /* The common ReadyForQuery, taken in stride with the messages before it so
  * the whole answer moves and is sent in one piece. Returns 0 when it needs
  * the careful path (weir's own query, statement mode in a transaction,
@@ -804,6 +798,9 @@ struct server_step {
 static size_t server_run(struct server *s, const unsigned char *p, size_t window, size_t avail, struct server_step *st)
 {
     size_t off = 0;
+    /* Answers to one plain Query need no matching until its ReadyForQuery,
+     * which ends the run: decided once, not per message. */
+    int follow = s->track && !(s->client && prep_plain_query(s));
 
     while (off + 5 <= window) {
         char type = (char)p[off];
@@ -823,11 +820,12 @@ static size_t server_run(struct server *s, const unsigned char *p, size_t window
             st->ready = 1;
             break;
         }
-        if (s->track && off + total <= window && s->client && prep_inline_answer(s, type, p + off + 5, total - 5)) {
+        if (follow && s->client && off + total <= window && prep_inline_answer(s, type, p + off + 5, total - 5)) {
             off += total; /* answered and forwarded in stride */
             continue;
         }
-        if (is_special(s, type)) {
+        /* Every error is read: its SQLSTATE may say the host failed over. */
+        if (type == 'Z' || type == 'S' || type == 'E' || (follow && prep_is_special(s, type))) {
             if (off + total <= avail) { /* whole: act on it after the run */
                 st->special = type;
                 st->special_len = total;

@@ -138,7 +138,7 @@ void stream_release(struct stream *s)
     s->tls_handshake = s->tls_rd_wants_wr = s->tls_wr_wants_rd = s->tls_wr_blocked = s->tls_rd_on = 0;
 }
 
-void stream_set_reading(struct stream *s, int on)
+void stream_change_reading(struct stream *s, int on)
 {
     if (s->ssl) {
         stream_tls_set_reading(s, on);
@@ -176,12 +176,10 @@ void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loo
     s->loop = loop;
 }
 
-int64_t stream_loop_now(struct stream_loop *l)
+int64_t stream_loop_read(struct stream_loop *l)
 {
-    if (!l->now_valid) {
-        l->now_us = weir__now_us();
-        l->now_valid = 1;
-    }
+    l->now_us = weir__now_us();
+    l->now_valid = 1;
     return l->now_us;
 }
 

@@ -32,8 +32,13 @@ struct stream_loop {
     int now_valid;
 };
 
-/* Monotonic microseconds, read once per event callback. */
-int64_t stream_loop_now(struct stream_loop *l);
+int64_t stream_loop_read(struct stream_loop *l);
+/* Monotonic microseconds, read once per event callback. Inline: the hot
+ * path asks many times per callback. */
+static inline int64_t stream_loop_now(struct stream_loop *l)
+{
+    return l->now_valid ? l->now_us : stream_loop_read(l);
+}
 /* An event callback starts: the next stream_loop_now() reads the clock. */
 static inline void stream_loop_tick(struct stream_loop *l)
 {
@@ -71,7 +76,15 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
                 stream_cb on_drain, void *arg);
 /* Remove events and free buffers; the fd is left open. Safe on a zeroed stream. */
 void stream_release(struct stream *s);
-void stream_set_reading(struct stream *s, int on);
+void stream_change_reading(struct stream *s, int on);
+/* Register or remove the read event. Inline: the relay asks several times
+ * per transaction, and the answer is nearly always "already so". */
+static inline void stream_set_reading(struct stream *s, int on)
+{
+    if (s->ssl == NULL && s->ready && s->reading == (unsigned)!!on)
+        return;
+    stream_change_reading(s, on);
+}
 /* Move an idle stream (nothing waiting to be written) to another event
  * loop, keeping whether it reads. */
 void stream_move(struct stream *s, struct event_base *base, struct stream_loop *loop);
