@@ -224,12 +224,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void client_arm_timer(struct client *c, int64_t us)
+void client_rearm_timer(struct client *c, int64_t us)
 {
     struct timeval tv;
 
-    if (us <= 0 && !c->timer_armed)
-        return; /* the common case: no timeouts configured, nothing to do */
     if (c->timer_armed)
         event_del(c->timer);
     c->timer_armed = 0;

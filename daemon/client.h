@@ -92,8 +92,15 @@ void client_resume(struct client *c);
 void client_start_auth(struct client *c);
 /* The admin console finished its welcome: the client is idle. */
 void client_admin_ready(struct client *c);
-/* (Re)start the client's one timer; 0 stops it. Its meaning follows the state. */
-void client_arm_timer(struct client *c, int64_t us);
+void client_rearm_timer(struct client *c, int64_t us);
+/* (Re)start the client's one timer; 0 stops it. Its meaning follows the
+ * state. Inline: twice per transaction, and with no timeouts configured
+ * (the default) there is nothing to do. */
+static inline void client_arm_timer(struct client *c, int64_t us)
+{
+    if (us > 0 || c->timer_armed)
+        client_rearm_timer(c, us);
+}
 /* Log with the client prefix (PgBouncer's "C-0x..: db/user@addr:port"). */
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Once a second: clients idle for a while give back buffers and timer. */

@@ -799,10 +799,12 @@ int prep_plain_query(const struct server *s)
     return e != NULL && s->swallow == 0 && e->kind == K_QUERY && e->action == A_FORWARD && e->flags == 0;
 }
 
-int prep_plain_ready(struct server *s)
+int prep_take_plain_ready(struct server *s)
 {
-    struct expect *e = q_head(s);
-    return s->expect_count == 1 && ends_with_ready(e->kind);
+    if (s->expect_count != 1 || !ends_with_ready(s->expect[s->expect_head].kind))
+        return 0;
+    q_pop(s); /* what prep_server_message does for this ReadyForQuery */
+    return 1;
 }
 
 int prep_idle(const struct server *s)

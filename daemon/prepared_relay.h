@@ -35,8 +35,9 @@ int prep_inline_answer(struct server *s, char type, const unsigned char *body, s
 /* Is one plain simple Query all that is owed? Its answers up to the
  * ReadyForQuery then need no matching: only E, S and Z are looked at. */
 int prep_plain_query(const struct server *s);
-/* Is a ReadyForQuery now simply the end of the one query or Sync owed? */
-int prep_plain_ready(struct server *s);
+/* Is a ReadyForQuery now simply the end of the one query or Sync owed?
+ * If so, it is taken as the answer (1); otherwise nothing changes (0). */
+int prep_take_plain_ready(struct server *s);
 /* Nothing outstanding? */
 int prep_idle(const struct server *s);
 /* Forget what was expected (server going back to the pool or closing). */

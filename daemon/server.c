@@ -775,10 +775,8 @@ static int ready_inline(struct server *s, unsigned char status)
         return 0;
     if (status != 'I' && s->dp->mode == POOL_MODE_STATEMENT)
         return 0;
-    if (s->track && !prep_plain_ready(s))
+    if (s->track && !prep_take_plain_ready(s))
         return 0;
-    if (s->track)
-        (void)prep_server_message(s, 'Z', NULL, 0);
     s->txn = (char)status;
     if (s->pending > 0)
         s->pending--;

@@ -125,7 +125,7 @@ void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *d
 }
 
 /* The client side: what client.c does that concerns the server link. */
-void client_arm_timer(struct client *c, int64_t us)
+void client_rearm_timer(struct client *c, int64_t us)
 {
     (void)c;
     (void)us;
