@@ -80,9 +80,15 @@ PC_SUBST = -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 lib/weir.pc: lib/weir.pc.in Makefile
 	sed $(PC_SUBST) $< > $@
 
-# The daemon links the library's objects statically: one binary to deploy.
-daemon/weir: $(DAEMON_OBJS) $(B)/libweir.a
-	$(CC) $(LDFLAGS) -o $@ $(DAEMON_OBJS) $(B)/libweir.a $(DEPS_LIBS) $(DAEMON_LIBS)
+# The daemon holds the library's code itself: one binary to deploy. It is
+# compiled from all sources in one go with link-time optimisation, because
+# every transaction crosses stream.c, client.c, server.c and the pool, and
+# inlining across them takes about a tenth off the instructions per
+# transaction (make bench, callgrind row). DAEMON_OPT= builds it plainly.
+DAEMON_OPT ?= -O3 -flto=auto -fno-plt
+daemon/weir: $(LIB_SRCS) $(DAEMON_SRCS) $(HEADERS) $(wildcard daemon/*.h lib/src/*.h)
+	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(DAEMON_OPT) -Idaemon $(LDFLAGS) -o $@ $(LIB_SRCS) $(DAEMON_SRCS) \
+		$(DEPS_LIBS) $(DAEMON_LIBS)
 
 # Unit tests link the library's objects so they can reach internal functions.
 $(B)/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(B)/libdaemon.a $(B)/libweir.a $(HEADERS)
