@@ -1054,7 +1054,7 @@ void client_resume(struct client *c)
 {
     unsigned char type;
     /* Fresh bytes in c->rx mean the buffer was empty when they came. */
-    size_t buffered = c->rx_len > 0 || c->io.in == NULL ? 0 : evbuffer_get_length(c->io.in);
+    size_t buffered = c->rx_len > 0 || stream_in_empty(&c->io) ? 0 : evbuffer_get_length(c->io.in);
     size_t avail = buffered + c->rx_len;
 
     if (c->state != CL_IDLE || avail == 0)

@@ -194,7 +194,7 @@ static void server_checkin(struct server *s, int clean)
     s->client = NULL;
     if (s->state != SV_IDLE)
         server_set_state(s, SV_IDLE);
-    if (clean && (evbuffer_get_length(s->io.in) > 0 || evbuffer_get_length(s->io.out) > 0 || s->pending))
+    if (clean && (!stream_in_empty(&s->io) || evbuffer_get_length(s->io.out) > 0 || s->pending))
         clean = 0; /* bytes in flight: not at a boundary after all */
     if (!clean)
         server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
@@ -571,6 +571,7 @@ int server_forward_from_client(struct server *s)
 
     /* All of a fresh read forwarded: the buffer is known empty. */
     int buffered = c->rx_len == 0 || forward_client_flat(s, c) > 0;
+    int answered = 0; /* prepared_relay.c may have written to the client */
 
     while (buffered) {
         size_t avail = evbuffer_get_length(c->io.in), n, window;
@@ -588,6 +589,7 @@ int server_forward_from_client(struct server *s)
             note_query_start(s, c); /* the relay sends it on: count it once, whole */
         if (st.special && st.bad == NULL) {
             int rc = prep_client_message(s, c, st.special, st.special_total);
+            answered = 1;
             if (rc < 0)
                 st.bad = "invalid extended-protocol message";
             else if (rc == 0)
@@ -623,7 +625,7 @@ int server_forward_from_client(struct server *s)
         client_disconnect(c, "08P01", "server conn crashed?");
         return -1;
     }
-    if (s->track && evbuffer_get_length(c->io.out) > 0 && client_flush(c) != 0)
+    if (answered && evbuffer_get_length(c->io.out) > 0 && client_flush(c) != 0)
         return -1; /* answers weir wrote itself (ParseComplete, CloseComplete) */
     if (s->pending > 0) /* a query runs: only query_timeout applies (0 = none) */
         client_arm_timer(c, s->d->cfg->query_timeout_us);

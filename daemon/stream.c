@@ -63,7 +63,7 @@ static void stream_read_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (s->loop)
         stream_loop_tick(s->loop);
-    if (s->on_flat != NULL && (s->in == NULL || evbuffer_get_length(s->in) == 0)) {
+    if (s->on_flat != NULL && stream_in_empty(s)) {
         stream_read_flat(s);
         return;
     }
@@ -211,7 +211,10 @@ int stream_wake(struct stream *s)
 
 void stream_stash(struct stream *s, const void *p, size_t n)
 {
-    if (n > 0 && (stream_wake(s) != 0 || evbuffer_add(s->in, p, n) != 0))
+    if (n == 0)
+        return;
+    s->in_used = 1;
+    if (stream_wake(s) != 0 || evbuffer_add(s->in, p, n) != 0)
         s->failed = 1;
 }
 
@@ -276,6 +279,7 @@ int stream_fill(struct stream *s)
         n -= (ssize_t)take;
     }
     evbuffer_commit_space(s->in, vec, used);
+    s->in_used = 1;
     return 1;
 }
 
@@ -430,6 +434,7 @@ static int stream_tls_fill(struct stream *s)
         if (n > 0) {
             v.iov_len = (size_t)n;
             evbuffer_commit_space(s->in, &v, 1);
+            s->in_used = 1;
             got += (size_t)n;
             continue;
         }

@@ -63,6 +63,9 @@ struct stream {
     struct stream_loop *loop;     /* borrowed; set with on_flat */
     void *arg;
     unsigned reading : 1, writing : 1, eof : 1, failed : 1, ready : 1, bulk : 1;
+    /* in may hold bytes: set by the only functions that add to it (here in
+     * stream.c), cleared when found empty; most reads never touch in. */
+    unsigned in_used : 1;
     /* TLS only: handshake still running; the read side waits for the socket
      * to take bytes; a write waits for bytes to arrive; a write waits for
      * room; the read event is registered. */
@@ -76,6 +79,16 @@ int stream_init(struct stream *s, struct event_base *base, evutil_socket_t fd, s
                 stream_cb on_drain, void *arg);
 /* Remove events and free buffers; the fd is left open. Safe on a zeroed stream. */
 void stream_release(struct stream *s);
+/* Nothing buffered on the read side? Asks libevent only when something was. */
+static inline int stream_in_empty(struct stream *s)
+{
+    if (s->in == NULL || !s->in_used)
+        return 1;
+    if (evbuffer_get_length(s->in) > 0)
+        return 0;
+    s->in_used = 0;
+    return 1;
+}
 void stream_change_reading(struct stream *s, int on);
 /* Register or remove the read event. Inline: the relay asks several times
  * per transaction, and the answer is nearly always "already so". */
