@@ -329,6 +329,8 @@ static int build_param_sets(struct server *s, struct client *c, struct evbuffer 
 
 static int params_differ(struct server *s, struct client *c)
 {
+    if (memcmp(c->params.v, s->params.v, sizeof(c->params.v)) == 0)
+        return 0; /* the usual case: equal values share one copy (params.c) */
     for (int i = 0; i < TP_COUNT; i++)
         if (c->params.v[i] != NULL && !param_same(&s->params, i, &c->params))
             return 1;
@@ -542,8 +544,9 @@ static size_t client_step(struct server *s, struct client *c, const unsigned cha
 
 /* Bytes that arrived in the loop's scratch buffer (c->rx): forward what can
  * go as it lies, keep the rest (from a message weir must look at) in the
- * client's buffer for the loop below. Returns how much was kept. */
-static size_t forward_client_flat(struct server *s, struct client *c)
+ * client's buffer for the loop below. Returns how much was kept; *direct
+ * says whether all of it went straight out (no flush needed). */
+static size_t forward_client_flat(struct server *s, struct client *c, int *direct)
 {
     const unsigned char *p = c->rx;
     size_t len = c->rx_len;
@@ -555,7 +558,8 @@ static size_t forward_client_flat(struct server *s, struct client *c)
         size_t n = client_step(s, c, p, len, len, &st);
 
         DP_COUNT(s->dp, s->w, bytes_in, n);
-        stream_write_flat(&s->io, p, n);
+        if (!stream_write_flat(&s->io, p, n))
+            *direct = 0;
         p += n;
         len -= n;
         if (st.special || st.bad || st.stop || n == 0)
@@ -570,7 +574,8 @@ int server_forward_from_client(struct server *s)
     struct client *c = s->client;
 
     /* All of a fresh read forwarded: the buffer is known empty. */
-    int buffered = c->rx_len == 0 || forward_client_flat(s, c) > 0;
+    int direct = c->rx_len > 0; /* and sent at once: the server's out is empty */
+    int buffered = c->rx_len == 0 || forward_client_flat(s, c, &direct) > 0;
     int answered = 0; /* prepared_relay.c may have written to the client */
 
     while (buffered) {
@@ -580,6 +585,7 @@ int server_forward_from_client(struct server *s)
 
         if (avail == 0)
             break;
+        direct = 0;
         window = avail < RELAY_WINDOW ? avail : RELAY_WINDOW;
         p = c->fwd_remaining > 0 ? NULL : evbuffer_pullup(c->io.in, (ssize_t)window);
         n = client_step(s, c, p, window, avail, &st);
@@ -621,7 +627,7 @@ int server_forward_from_client(struct server *s)
         if (n == 0)
             break;
     }
-    if (stream_flush(&s->io) != 0) {
+    if (!direct && stream_flush(&s->io) != 0) {
         client_disconnect(c, "08P01", "server conn crashed?");
         return -1;
     }
@@ -791,6 +797,7 @@ struct server_step {
     size_t special_len;
     int bad;            /* malformed length */
     int ready;          /* the run ended with a ReadyForQuery taken in stride */
+    int direct;         /* the run went straight to the client: its out is empty */
 };
 
 /* Forward or drop the run of ordinary messages at p (window bytes visible
@@ -863,7 +870,7 @@ static int server_after_step(struct server *s, const struct server_step *st, siz
         return 0;
     }
     if (st->ready)
-        return client_flush(s->client) == 0 && !server_at_ready(s);
+        return (st->direct || client_flush(s->client) == 0) && !server_at_ready(s);
     if (st->special) {
         int rc = server_special(s, st->special, st->special_len);
         if (rc < 0) {
@@ -921,7 +928,7 @@ static void relay_flat(struct server *s, const unsigned char *p, size_t len)
 
         if (!drop) {
             DP_COUNT(s->dp, s->w, bytes_out, n);
-            stream_write_flat(&s->client->io, p, n);
+            st.direct = stream_write_flat(&s->client->io, p, n);
         }
         p += n;
         len -= n;

@@ -218,23 +218,27 @@ void stream_stash(struct stream *s, const void *p, size_t n)
         s->failed = 1;
 }
 
-void stream_write_flat(struct stream *s, const void *p, size_t n)
+int stream_write_flat(struct stream *s, const void *p, size_t n)
 {
     const char *b = p;
 
-    if (n == 0 || !s->ready)
-        return;
-    if (s->ssl == NULL && (s->out == NULL || evbuffer_get_length(s->out) == 0)) {
-        ssize_t w = send(s->fd, b, n, MSG_NOSIGNAL);
+    if (!s->ready)
+        return 0;
+    if (s->ssl == NULL && !s->writing && (s->out == NULL || evbuffer_get_length(s->out) == 0)) {
+        ssize_t w;
+        if (n == 0)
+            return 1;
+        w = send(s->fd, b, n, MSG_NOSIGNAL);
         if (w == (ssize_t)n)
-            return;
+            return 1;
         if (w > 0) {
             b += w;
             n -= (size_t)w;
         }
     }
-    if (stream_wake(s) != 0 || evbuffer_add(s->out, b, n) != 0)
+    if (n > 0 && (stream_wake(s) != 0 || evbuffer_add(s->out, b, n) != 0))
         s->failed = 1;
+    return 0;
 }
 
 int stream_fill(struct stream *s)

@@ -113,8 +113,9 @@ int stream_wake(struct stream *s);
 void stream_stash(struct stream *s, const void *p, size_t n);
 /* Queue n bytes for the peer: sent at once when nothing waits before them
  * (no copy), the rest appended to out. A hard error leaves the bytes in out
- * for the next stream_flush to report. */
-void stream_write_flat(struct stream *s, const void *p, size_t n);
+ * for the next stream_flush to report. Returns 1 when out is left as it was,
+ * empty (all sent, or n == 0 on an empty out): a flush would do nothing. */
+int stream_write_flat(struct stream *s, const void *p, size_t n);
 /* Read once into in: >0 bytes, 0 nothing now, -1 eof or error (flags set). */
 int stream_fill(struct stream *s);
 /* Write what the kernel takes; arms EV_WRITE for the rest. -1 on error. */
