@@ -39,7 +39,7 @@ from psycopg import pq
 
 import pgwire
 from console import Console, http_get, parse_prometheus, sample
-from conftest import TEST_PASSWORD, free_port
+from conftest import TEST_PASSWORD, free_port, wait_for
 
 BENCH_DB = "weir_prep_bench"
 
@@ -809,14 +809,20 @@ def test_server_gone_statements_prepared_again(pg, weir_factory):
             prepare(c, "g", "SELECT $1::int + %d" % i)
             assert exec_prepared(c, "g", 1) == str(1 + i)
             assert c.execute("SELECT %s::int * 2", [i]).fetchone()[0] == 2 * i
+        con = Console(w)
+
+        def servers():
+            return [r["remote_pid"] for r in con.show("SERVERS") if r["database"] == pg.db]
+
+        pids = servers()
+        assert pids
         with pg.connect() as admin:
-            pids = [r[0] for r in admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend' AND datname = %s "
-                "AND pid <> pg_backend_pid()", [pg.db])]
-            assert pids
             for pid in pids:
                 admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-        time.sleep(0.2)
+        # Every idle server's goodbye must reach weir before the clients go
+        # on: under load (ThreadSanitizer, 4 workers) a fixed sleep was
+        # sometimes too short, and a query then met a server already dead.
+        wait_for(lambda: not set(pids) & set(servers()), what="weir to notice the terminated servers")
         for n in range(6):
             for i, c in enumerate(conns):
                 try:
