@@ -31,7 +31,6 @@ B := .build
 LIB_SRCS := $(wildcard lib/src/*.c)
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/pic/%.o)
 DAEMON_SRCS := $(wildcard daemon/*.c)
-DAEMON_OBJS := $(DAEMON_SRCS:%.c=$(B)/pic/%.o)
 # Everything of the daemon but main(), for unit tests of its modules.
 DAEMON_MODS := $(filter-out daemon/main.c,$(DAEMON_SRCS))
 DAEMON_MOD_OBJS := $(DAEMON_MODS:%.c=$(B)/pic/%.o)
