@@ -35,7 +35,8 @@ static int admission_error(weir_pool *pool)
     return 0;
 }
 
-static int try_checkout(weir_pool *pool, weir_pooled **out, int use_affinity, uintptr_t affinity)
+int weir_pool_try_checkout_at(weir_pool *pool, int use_affinity, uintptr_t affinity, int64_t now_us,
+                              weir_pooled **out)
 {
     weir_pooled *item = NULL;
     int kick = 0, rc = WEIR_EAGAIN;
@@ -45,7 +46,7 @@ static int try_checkout(weir_pool *pool, weir_pooled **out, int use_affinity, ui
     if (pool->closed || pool->draining)
         rc = WEIR_ECLOSED;
     else if (weir_list_empty(&pool->waiters) &&
-             (item = pool_take_idle_affine(pool, &kick, use_affinity, affinity)) != NULL)
+             (item = pool_take_idle_affine(pool, &kick, use_affinity, affinity, now_us)) != NULL)
         rc = 0;
     pthread_mutex_unlock(&pool->lock);
     took_item(pool, item, kick);
@@ -55,12 +56,12 @@ static int try_checkout(weir_pool *pool, weir_pooled **out, int use_affinity, ui
 
 int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
 {
-    return try_checkout(pool, out, 0, 0);
+    return weir_pool_try_checkout_at(pool, 0, 0, weir__now_us(), out);
 }
 
 int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out)
 {
-    return try_checkout(pool, out, 1, affinity);
+    return weir_pool_try_checkout_at(pool, 1, affinity, weir__now_us(), out);
 }
 
 static struct timespec deadline_after(int timeout_ms)
