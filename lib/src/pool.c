@@ -75,13 +75,12 @@ static uint64_t pool_random(weir_pool *pool)
     return x * 2685821657736338717ULL;
 }
 
-/* Bucket i counts us < 16 << i: 0 below 16 us, else one past the highest
- * set bit of us / 16 (a count of leading zeros, not a loop: it runs on every
- * checkout and check-in). The last bucket takes the rest. */
+/* Bucket i counts us < 16 << i, i.e. (for us >= 8) the highest set bit of
+ * us / 8; the | 1 puts 0..15 us in bucket 0. A count of leading zeros, not
+ * a loop: it runs on every check-in. The last bucket takes the rest. */
 static inline void hist_add(uint64_t *hist, uint64_t us)
 {
-    uint64_t q = us >> 4;
-    int i = q == 0 ? 0 : 64 - __builtin_clzll(q);
+    int i = 63 - __builtin_clzll((us >> 3) | 1);
 
     hist[i < WEIR_HIST_BUCKETS - 1 ? i : WEIR_HIST_BUCKETS - 1]++;
 }
@@ -143,12 +142,18 @@ static int pool_total(const weir_pool *pool)
     return pool->open;
 }
 
-/* Should this connection be closed rather than used again? */
-static int item_retired(weir_pool *pool, weir_pooled *item, int64_t now)
+/* Retired for its own sake: invalidated, an old generation, or its
+ * lifetime over. For a caller that knows the pool is neither closed nor
+ * draining (checkout checks that first). */
+static inline int item_stale(const weir_pool *pool, const weir_pooled *item, int64_t now)
 {
-    if (pool->closed || pool->draining || item->invalid || item->generation != pool->generation)
-        return 1;
-    return item->expires_us != 0 && now >= item->expires_us;
+    return item->invalid || item->generation != pool->generation || (item->expires_us != 0 && now >= item->expires_us);
+}
+
+/* Should this connection be closed rather than used again? */
+static inline int item_retired(const weir_pool *pool, const weir_pooled *item, int64_t now)
+{
+    return pool->closed || pool->draining || item_stale(pool, item, now);
 }
 
 /*
@@ -257,7 +262,8 @@ void pool_waiter_withdraw(weir_pool *pool, weir_pool_waiter *w)
 
 /* ---- making a connection available ---- */
 
-static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
+/* Inlined into item_place (its one caller), that is into every check-in. */
+static inline __attribute__((always_inline)) void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
 {
     item_set_state(item, ITEM_IDLE);
     weir_list_push_front(&pool->idle, &item->idle_link);
@@ -273,8 +279,9 @@ static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
  * A usable connection that is not retired (the caller checked): give it to
  * the oldest waiter, keep it idle, or close it as overflow. Under lock.
  * Returns 1 if the item was retired and must be destroyed by the caller.
+ * Inlined: it is most of every check-in.
  */
-static int item_place(weir_pool *pool, weir_pooled *item, int64_t now)
+static inline __attribute__((always_inline)) int item_place(weir_pool *pool, weir_pooled *item, int64_t now)
 {
     if (__builtin_expect(!weir_list_empty(&pool->waiters), 0) && !pool->paused) {
         weir_pool_waiter *w = weir_container_of(pool->waiters.next, weir_pool_waiter, link);
@@ -291,14 +298,22 @@ static int item_place(weir_pool *pool, weir_pooled *item, int64_t now)
     return 0;
 }
 
-/* Retired since it was last checked? Counts a lifetime's end as recycled. */
-static int item_retire_if_due(weir_pool *pool, weir_pooled *item, int64_t now, const char *reason)
+/* Retire an item found retired: a lifetime's end counts as recycled. */
+static __attribute__((noinline)) void item_retire_due(weir_pool *pool, weir_pooled *item, int64_t now,
+                                                      const char *reason)
 {
-    if (!item_retired(pool, item, now))
-        return 0;
     if (item->expires_us != 0 && now >= item->expires_us)
         pool->st.recycled++;
     item_retire(item, reason);
+}
+
+/* Retired since it was last checked? Then retire it and return 1. The
+ * check inlined (every check-in makes it), the rare retiring not. */
+static inline int item_retire_if_due(weir_pool *pool, weir_pooled *item, int64_t now, const char *reason)
+{
+    if (__builtin_expect(!item_retired(pool, item, now), 1))
+        return 0;
+    item_retire_due(pool, item, now, reason);
     return 1;
 }
 
@@ -778,10 +793,12 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
 #define AFFINITY_SCAN 8
 
 /*
- * Under lock: try to take an idle connection for the caller right away.
- * Returns the item (now OUT), or NULL. Items due a ping are queued for the
- * pool thread (*kick set). The caller must event_del the item's idle watch
- * after unlocking.
+ * Under lock, the pool neither closed nor draining (the caller checked):
+ * try to take an idle connection for the caller right away, preferring one
+ * whose affinity is affinity when use_affinity is set. Returns the item
+ * (now OUT), or NULL. Items due a ping are queued for the pool thread
+ * (*kick set). The caller must event_del the item's idle watch after
+ * unlocking.
  *
  * Retired items (invalidated, an old generation, expired) are passed over
  * where they lie, for the pool thread to close (it owns their events). The
@@ -791,12 +808,8 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
  * stale head forever as soon as the first item was retired (the daemon's
  * loop froze at the first idle server lost in a failover).
  */
-weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
-{
-    return pool_take_idle_affine(pool, kick, 0, 0, weir__now_us());
-}
-
-weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity, int64_t now)
+static inline __attribute__((always_inline)) weir_pooled *take_idle(weir_pool *pool, int *kick, int use_affinity,
+                                                                   uintptr_t affinity, int64_t now)
 {
     int lifo = pool->cfg.lifo, live = 0;
     weir_pooled *item = NULL, *first = NULL;
@@ -810,7 +823,7 @@ weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity,
          l = lifo ? l->next : l->prev) {
         weir_pooled *it = weir_container_of(l, weir_pooled, idle_link);
 
-        if (item_retired(pool, it, now)) {
+        if (item_stale(pool, it, now)) { /* the caller saw the pool open */
             *kick = 1;
             continue;
         }
@@ -836,6 +849,47 @@ weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity,
     pool->st.checkouts++;
     pool->st.wait_hist[0]++; /* hist_add(wait_hist, 0): it did not wait */
     return item;
+}
+
+weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
+{
+    return take_idle(pool, kick, 0, 0, weir__now_us());
+}
+
+/* ---- public: non-blocking checkout ---- */
+
+/* Here rather than with the other fronts (pool_checkout.c): it is the hot
+ * path of a busy caller, and here the idle scan is inlined into it. */
+int weir_pool_try_checkout_at(weir_pool *pool, int use_affinity, uintptr_t affinity, int64_t now_us,
+                              weir_pooled **out)
+{
+    weir_pooled *item = NULL;
+    int kick = 0, rc = WEIR_EAGAIN;
+
+    pthread_mutex_lock(&pool->lock);
+    if (pool->closed || pool->draining)
+        rc = WEIR_ECLOSED;
+    else if (weir_list_empty(&pool->waiters) && (item = take_idle(pool, &kick, use_affinity, affinity, now_us)) != NULL)
+        rc = 0;
+    pthread_mutex_unlock(&pool->lock);
+    /* Stop watching it outside the lock: event_del waits for a running
+     * watch callback, which takes the lock itself. */
+    if (item != NULL && item->watch_ev != NULL)
+        event_del(item->watch_ev);
+    if (kick)
+        pool_kick(pool);
+    *out = item;
+    return rc;
+}
+
+int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
+{
+    return weir_pool_try_checkout_at(pool, 0, 0, weir__now_us(), out);
+}
+
+int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out)
+{
+    return weir_pool_try_checkout_at(pool, 1, affinity, weir__now_us(), out);
 }
 
 void pool_request_work(weir_pool *pool)

@@ -3,7 +3,8 @@
  * for threads, waiting on a condition variable with a monotonic deadline, and
  * an async checkout for libevent users, completed by activating an event on
  * the caller's own base. Both join the same FIFO of waiters, so a thread and
- * an event loop asking at the same time are served in arrival order.
+ * an event loop asking at the same time are served in arrival order. (The
+ * non-blocking try-checkout lives in pool.c, beside the idle scan it inlines.)
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,35 +34,6 @@ static int admission_error(weir_pool *pool)
         return WEIR_ETOOMANY;
     }
     return 0;
-}
-
-int weir_pool_try_checkout_at(weir_pool *pool, int use_affinity, uintptr_t affinity, int64_t now_us,
-                              weir_pooled **out)
-{
-    weir_pooled *item = NULL;
-    int kick = 0, rc = WEIR_EAGAIN;
-
-    *out = NULL;
-    pthread_mutex_lock(&pool->lock);
-    if (pool->closed || pool->draining)
-        rc = WEIR_ECLOSED;
-    else if (weir_list_empty(&pool->waiters) &&
-             (item = pool_take_idle_affine(pool, &kick, use_affinity, affinity, now_us)) != NULL)
-        rc = 0;
-    pthread_mutex_unlock(&pool->lock);
-    took_item(pool, item, kick);
-    *out = item;
-    return rc;
-}
-
-int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
-{
-    return weir_pool_try_checkout_at(pool, 0, 0, weir__now_us(), out);
-}
-
-int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out)
-{
-    return weir_pool_try_checkout_at(pool, 1, affinity, weir__now_us(), out);
 }
 
 static struct timespec deadline_after(int timeout_ms)

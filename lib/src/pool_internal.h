@@ -114,10 +114,9 @@ struct weir_pool {
     atomic_int idle_hint;    /* count[ITEM_IDLE], readable without the lock */
 };
 
+/* Under lock, the pool neither closed nor draining: an idle connection, now
+ * OUT, or NULL (*kick set when the pool thread has work: pings, retired). */
 WEIR_INTERNAL weir_pooled *pool_take_idle(weir_pool *pool, int *kick);
-/* The same, preferring an idle connection whose affinity is affinity. */
-WEIR_INTERNAL weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity,
-                                                 int64_t now);
 WEIR_INTERNAL weir_pooled *pool_pick_idle(weir_pool *pool);
 WEIR_INTERNAL int pool_needs_ping(const weir_pool *pool, const weir_pooled *item, int64_t now);
 WEIR_INTERNAL void pool_request_work(weir_pool *pool);

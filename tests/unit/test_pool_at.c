@@ -107,7 +107,7 @@ static int reference_bucket(uint64_t us)
 static void test_hold_time_from_given_clock(void **state)
 {
     struct fixture *f = *state;
-    static const uint64_t holds[] = {0, 1, 15, 16, 17, 31, 32, 33, 100000, 131071, 131072,
+    static const uint64_t holds[] = {0, 1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100000, 131071, 131072,
                                      (16ULL << 21) - 1, 16ULL << 21, 16ULL << 22, 1ULL << 40};
     int64_t t = weir_now_us();
     uint64_t total = 0;
