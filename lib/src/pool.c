@@ -22,7 +22,8 @@
  * OUT -> IDLE directly. Locking: every field of the pool and of items not in
  * a transitional state (CONNECTING, PINGING, RESETTING) is guarded by
  * pool->lock. Items in transitional states are driven by the pool thread
- * alone, which calls the dialect without holding the lock. Events on the
+ * alone, which calls the dialect without holding the lock; an OUT item's
+ * connection is its holder's, so check-in asks is_broken before locking. Events on the
  * pool's base are touched only by the pool thread, with one exception: a
  * checkout in another thread deletes the idle watch (outside the lock, since
  * event_del waits for a running callback, which itself takes the lock).

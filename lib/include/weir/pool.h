@@ -168,11 +168,12 @@ enum weir_checkin_flags {
     WEIR_CHECKIN_DEFAULT = 0,  /* reset if the pool resets on return */
     WEIR_CHECKIN_CLEAN = 1,    /* caller vouches it needs no reset */
     WEIR_CHECKIN_BROKEN = 2,   /* close it; the pool will replace it */
-    WEIR_CHECKIN_HEALTHY = 4,  /* caller has just seen it idle and sound (e.g.
-                                  a ReadyForQuery 'I' it read itself): skip the
-                                  dialect's is_broken check. Lifetime,
-                                  generation, invalidation and drain still
-                                  retire it. Ignored with BROKEN. */
+    WEIR_CHECKIN_HEALTHY = 4,  /* caller has just found it sound (asked the
+                                  dialect's is_broken, or read a ReadyForQuery
+                                  itself): the pool does not ask is_broken
+                                  again. Lifetime, generation, invalidation
+                                  and drain still retire it, and the reset
+                                  still runs unless CLEAN. Ignored with BROKEN. */
 };
 
 /* Return a connection. conn is no longer the caller's afterwards. */
