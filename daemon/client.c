@@ -691,9 +691,7 @@ static void welcome_cb(int status, weir_pooled *pooled, void *arg);
  * then stays on this loop instead of moving (see server_from_pooled). */
 static int client_try_checkout(struct client *c, weir_pooled **out)
 {
-    if (c->d->nworkers > 1)
-        return weir_pool_try_checkout_affine(c->dp->pool, (uintptr_t)c->w, out);
-    return weir_pool_try_checkout(c->dp->pool, out);
+    return weir_pool_try_checkout_at(c->dp->pool, c->d->nworkers > 1, (uintptr_t)c->w, worker_now(c->w), out);
 }
 
 static void client_finish_login(struct client *c)

@@ -199,7 +199,10 @@ static void server_checkin(struct server *s, int clean)
     if (!clean)
         server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
     s->idle_since_us = worker_now(s->w);
-    weir_pool_checkin(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN : WEIR_CHECKIN_BROKEN);
+    /* Clean means we read its ReadyForQuery 'I' ourselves: the dialect
+     * (whose libpq never sees the relayed traffic) has nothing to add. */
+    weir_pool_checkin_at(dp->pool, pooled, clean ? WEIR_CHECKIN_CLEAN | WEIR_CHECKIN_HEALTHY : WEIR_CHECKIN_BROKEN,
+                         s->idle_since_us);
 }
 
 /* Shutting down: servers still busy with weir's own work (a reset) are

@@ -273,7 +273,7 @@ int weir_conn_is_broken(const weir_conn *c)
 
 void weir_conn_close(weir_conn *c)
 {
-    int flags = WEIR_CHECKIN_DEFAULT;
+    int flags = WEIR_CHECKIN_HEALTHY; /* weir_conn_is_broken() just asked the dialect */
 
     if (c == NULL)
         return;

@@ -22,7 +22,8 @@
  * OUT -> IDLE directly. Locking: every field of the pool and of items not in
  * a transitional state (CONNECTING, PINGING, RESETTING) is guarded by
  * pool->lock. Items in transitional states are driven by the pool thread
- * alone, which calls the dialect without holding the lock. Events on the
+ * alone, which calls the dialect without holding the lock; an OUT item's
+ * connection is its holder's, so check-in asks is_broken before locking. Events on the
  * pool's base are touched only by the pool thread, with one exception: a
  * checkout in another thread deletes the idle watch (outside the lock, since
  * event_del waits for a running callback, which itself takes the lock).
@@ -44,15 +45,19 @@ static const char *const item_state_names[] = {
     [ITEM_PINGING] = "pinging", [ITEM_RESETTING] = "resetting", [ITEM_CLOSED] = "closed",
 };
 
-/* Allowed transitions, [from][to]. */
-static const unsigned char item_transitions[ITEM_NSTATES][ITEM_NSTATES] = {
-    [ITEM_CONNECTING] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_CLOSED] = 1},
-    [ITEM_IDLE] = {[ITEM_OUT] = 1, [ITEM_PINGING] = 1, [ITEM_CLOSED] = 1},
-    [ITEM_OUT] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_RESETTING] = 1, [ITEM_CLOSED] = 1},
-    [ITEM_PINGING] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_CLOSED] = 1},
-    [ITEM_RESETTING] = {[ITEM_IDLE] = 1, [ITEM_OUT] = 1, [ITEM_CLOSED] = 1},
-    [ITEM_CLOSED] = {0},
+/* Allowed transitions: bit `to` of item_next[from]. A bit mask, not a
+ * matrix, so that the check on every checkout and check-in is one load and
+ * one test (item_set_state is inlined with a constant `to`). */
+#define TO(s) (1u << (s))
+static const unsigned char item_next[ITEM_NSTATES] = {
+    [ITEM_CONNECTING] = TO(ITEM_IDLE) | TO(ITEM_OUT) | TO(ITEM_CLOSED),
+    [ITEM_IDLE] = TO(ITEM_OUT) | TO(ITEM_PINGING) | TO(ITEM_CLOSED),
+    [ITEM_OUT] = TO(ITEM_IDLE) | TO(ITEM_OUT) | TO(ITEM_RESETTING) | TO(ITEM_CLOSED),
+    [ITEM_PINGING] = TO(ITEM_IDLE) | TO(ITEM_OUT) | TO(ITEM_CLOSED),
+    [ITEM_RESETTING] = TO(ITEM_IDLE) | TO(ITEM_OUT) | TO(ITEM_CLOSED),
+    [ITEM_CLOSED] = 0,
 };
+#undef TO
 
 static void pool_work(weir_pool *pool);
 static void pool_kick(weir_pool *pool);
@@ -71,16 +76,21 @@ static uint64_t pool_random(weir_pool *pool)
     return x * 2685821657736338717ULL;
 }
 
-static void hist_add(uint64_t *hist, uint64_t us)
+/* Bucket i counts us < 16 << i, i.e. (for us >= 8) the highest set bit of
+ * us / 8; the | 1 puts 0..15 us in bucket 0. A count of leading zeros, not
+ * a loop: it runs on every check-in. The last bucket takes the rest. */
+static inline void hist_add(uint64_t *hist, uint64_t us)
 {
-    int i = 0;
-    uint64_t limit = 16;
+    int i = 63 - __builtin_clzll((us >> 3) | 1);
 
-    while (i < WEIR_HIST_BUCKETS - 1 && us >= limit) {
-        limit <<= 1;
-        i++;
-    }
-    hist[i]++;
+    hist[i < WEIR_HIST_BUCKETS - 1 ? i : WEIR_HIST_BUCKETS - 1]++;
+}
+
+/* now - since, or 0 when the caller's clock reading (see
+ * weir_pool_checkin_at) is a little older than since. */
+static inline uint64_t elapsed_us(int64_t now, int64_t since)
+{
+    return now > since ? (uint64_t)(now - since) : 0;
 }
 
 static struct timeval ms_to_tv(int64_t ms)
@@ -97,36 +107,54 @@ static struct timeval ms_to_tv(int64_t ms)
 
 /* ---- item state ---- */
 
-static void item_set_state(weir_pooled *item, enum item_state to)
+/* Out of line: never taken unless this file has a bug. */
+static __attribute__((cold, noinline)) void item_bad_transition(weir_pool *pool, enum item_state from,
+                                                                 enum item_state to)
+{
+    plog(pool, WEIR_LOG_ERROR, "pool %s: invalid connection transition %s -> %s", pool->name,
+         item_state_names[from], item_state_names[to]);
+}
+
+/* The one door for an item's state: checks the transition and keeps the
+ * per-state counts (and the open total) in step. Under lock. */
+static inline void item_set_state(weir_pooled *item, enum item_state to)
 {
     weir_pool *pool = item->pool;
     enum item_state from = item->state;
 
-    if (!item_transitions[from][to]) {
-        /* A bug in this file; keep the counts consistent and say so. */
-        plog(pool, WEIR_LOG_ERROR, "pool %s: invalid connection transition %s -> %s", pool->name,
-             item_state_names[from], item_state_names[to]);
-    }
+    if (__builtin_expect(!(item_next[from] & (1u << to)), 0))
+        item_bad_transition(pool, from, to); /* keep the counts consistent and say so */
     if (from == ITEM_IDLE)
         weir_list_remove(&item->idle_link);
     pool->count[from]--;
     pool->count[to]++;
+    if (to == ITEM_CLOSED)
+        pool->open--;
     item->state = to;
-    atomic_store(&pool->idle_hint, pool->count[ITEM_IDLE]);
+    /* Read by other pools of a group without our lock; only a hint, so a
+     * plain (relaxed) store, and only when the idle count moved. */
+    if (from == ITEM_IDLE || to == ITEM_IDLE)
+        atomic_store_explicit(&pool->idle_hint, pool->count[ITEM_IDLE], memory_order_relaxed);
 }
 
+/* Open or opening connections: every state but CLOSED. */
 static int pool_total(const weir_pool *pool)
 {
-    return pool->count[ITEM_CONNECTING] + pool->count[ITEM_IDLE] + pool->count[ITEM_OUT] +
-           pool->count[ITEM_PINGING] + pool->count[ITEM_RESETTING];
+    return pool->open;
+}
+
+/* Retired for its own sake: invalidated, an old generation, or its
+ * lifetime over. For a caller that knows the pool is neither closed nor
+ * draining (checkout checks that first). */
+static inline int item_stale(const weir_pool *pool, const weir_pooled *item, int64_t now)
+{
+    return item->invalid || item->generation != pool->generation || (item->expires_us != 0 && now >= item->expires_us);
 }
 
 /* Should this connection be closed rather than used again? */
-static int item_retired(weir_pool *pool, weir_pooled *item, int64_t now)
+static inline int item_retired(const weir_pool *pool, const weir_pooled *item, int64_t now)
 {
-    if (pool->closed || pool->draining || item->invalid || item->generation != pool->generation)
-        return 1;
-    return item->expires_us != 0 && now >= item->expires_us;
+    return pool->closed || pool->draining || item_stale(pool, item, now);
 }
 
 /*
@@ -172,10 +200,9 @@ static void waiter_remove(weir_pool *pool, weir_pool_waiter *w)
 }
 
 /* Complete a waiter (under lock): hand it conn, or fail it with status. */
-static void waiter_finish(weir_pool *pool, weir_pool_waiter *w, int status, weir_pooled *conn)
+static void waiter_finish_at(weir_pool *pool, weir_pool_waiter *w, int status, weir_pooled *conn, int64_t now)
 {
-    int64_t now = weir__now_us();
-    uint64_t waited = (uint64_t)(now - w->enqueued_us);
+    uint64_t waited = elapsed_us(now, w->enqueued_us);
 
     waiter_remove(pool, w);
     w->done = 1;
@@ -193,6 +220,11 @@ static void waiter_finish(weir_pool *pool, weir_pool_waiter *w, int status, weir
         pthread_cond_signal(w->cond);
     else
         event_active(w->ev, EV_TIMEOUT, 1);
+}
+
+static void waiter_finish(weir_pool *pool, weir_pool_waiter *w, int status, weir_pooled *conn)
+{
+    waiter_finish_at(pool, w, status, conn, weir__now_us());
 }
 
 static void fail_all_waiters(weir_pool *pool, int status)
@@ -231,7 +263,8 @@ void pool_waiter_withdraw(weir_pool *pool, weir_pool_waiter *w)
 
 /* ---- making a connection available ---- */
 
-static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
+/* Inlined into item_place (its one caller), that is into every check-in. */
+static inline __attribute__((always_inline)) void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
 {
     item_set_state(item, ITEM_IDLE);
     weir_list_push_front(&pool->idle, &item->idle_link);
@@ -239,28 +272,23 @@ static void item_go_idle(weir_pool *pool, weir_pooled *item, int64_t now)
     if (pool->cfg.watch_idle && item->watch_ev != NULL)
         event_add(item->watch_ev, NULL);
     for (int i = 0; i < WEIR_POOL_MAX_GROUPS; i++)
-        if (pool->cfg.groups[i])
+        if (pool->cfg.groups[i] && group_limited(pool->cfg.groups[i]))
             group_idle_available(pool->cfg.groups[i], pool);
 }
 
 /*
- * A connection became usable (connected, reset, pinged, or checked in clean):
- * give it to the oldest waiter, keep it idle, or close it. Under lock. Returns
- * 1 if the item was retired and must be destroyed by the caller.
+ * A usable connection that is not retired (the caller checked): give it to
+ * the oldest waiter, keep it idle, or close it as overflow. Under lock.
+ * Returns 1 if the item was retired and must be destroyed by the caller.
+ * Inlined: it is most of every check-in.
  */
-static int item_available(weir_pool *pool, weir_pooled *item, int64_t now)
+static inline __attribute__((always_inline)) int item_place(weir_pool *pool, weir_pooled *item, int64_t now)
 {
-    if (item_retired(pool, item, now)) {
-        if (item->expires_us != 0 && now >= item->expires_us)
-            pool->st.recycled++;
-        item_retire(item, "retired");
-        return 1;
-    }
-    if (!pool->paused && !weir_list_empty(&pool->waiters)) {
+    if (__builtin_expect(!weir_list_empty(&pool->waiters), 0) && !pool->paused) {
         weir_pool_waiter *w = weir_container_of(pool->waiters.next, weir_pool_waiter, link);
         item_set_state(item, ITEM_OUT);
         pool->st.handoffs++;
-        waiter_finish(pool, w, 0, item);
+        waiter_finish_at(pool, w, 0, item, now);
         return 0;
     }
     if (pool_total(pool) > pool->cfg.max_size) {
@@ -269,6 +297,37 @@ static int item_available(weir_pool *pool, weir_pooled *item, int64_t now)
     }
     item_go_idle(pool, item, now);
     return 0;
+}
+
+/* Retire an item found retired: a lifetime's end counts as recycled. */
+static __attribute__((noinline)) void item_retire_due(weir_pool *pool, weir_pooled *item, int64_t now,
+                                                      const char *reason)
+{
+    if (item->expires_us != 0 && now >= item->expires_us)
+        pool->st.recycled++;
+    item_retire(item, reason);
+}
+
+/* Retired since it was last checked? Then retire it and return 1. The
+ * check inlined (every check-in makes it), the rare retiring not. */
+static inline int item_retire_if_due(weir_pool *pool, weir_pooled *item, int64_t now, const char *reason)
+{
+    if (__builtin_expect(!item_retired(pool, item, now), 1))
+        return 0;
+    item_retire_due(pool, item, now, reason);
+    return 1;
+}
+
+/*
+ * A connection became usable (connected, reset or pinged): give it to the
+ * oldest waiter, keep it idle, or close it. Under lock. Returns 1 if the
+ * item was retired and must be destroyed by the caller.
+ */
+static int item_available(weir_pool *pool, weir_pooled *item, int64_t now)
+{
+    if (item_retire_if_due(pool, item, now, "retired"))
+        return 1;
+    return item_place(pool, item, now);
 }
 
 /* ---- background work on the pool thread ---- */
@@ -505,6 +564,7 @@ static weir_pooled *item_new(weir_pool *pool, enum item_state state)
     item->state = state;
     item->generation = pool->generation;
     pool->count[state]++;
+    pool->open++;
     weir_list_init(&item->idle_link);
     weir_list_push_back(&pool->all, &item->all_link);
     return item;
@@ -734,10 +794,12 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
 #define AFFINITY_SCAN 8
 
 /*
- * Under lock: try to take an idle connection for the caller right away.
- * Returns the item (now OUT), or NULL. Items due a ping are queued for the
- * pool thread (*kick set). The caller must event_del the item's idle watch
- * after unlocking.
+ * Under lock, the pool neither closed nor draining (the caller checked):
+ * try to take an idle connection for the caller right away, preferring one
+ * whose affinity is affinity when use_affinity is set. Returns the item
+ * (now OUT), or NULL. Items due a ping are queued for the pool thread
+ * (*kick set). The caller must event_del the item's idle watch after
+ * unlocking.
  *
  * Retired items (invalidated, an old generation, expired) are passed over
  * where they lie, for the pool thread to close (it owns their events). The
@@ -747,14 +809,9 @@ weir_pooled *pool_pick_idle(weir_pool *pool)
  * stale head forever as soon as the first item was retired (the daemon's
  * loop froze at the first idle server lost in a failover).
  */
-weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
+static inline __attribute__((always_inline)) weir_pooled *take_idle(weir_pool *pool, int *kick, int use_affinity,
+                                                                   uintptr_t affinity, int64_t now)
 {
-    return pool_take_idle_affine(pool, kick, 0, 0);
-}
-
-weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity)
-{
-    int64_t now = weir__now_us();
     int lifo = pool->cfg.lifo, live = 0;
     weir_pooled *item = NULL, *first = NULL;
 
@@ -767,7 +824,7 @@ weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity,
          l = lifo ? l->next : l->prev) {
         weir_pooled *it = weir_container_of(l, weir_pooled, idle_link);
 
-        if (item_retired(pool, it, now)) {
+        if (item_stale(pool, it, now)) { /* the caller saw the pool open */
             *kick = 1;
             continue;
         }
@@ -791,8 +848,49 @@ weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity,
     item_set_state(item, ITEM_OUT);
     item->out_since_us = now;
     pool->st.checkouts++;
-    hist_add(pool->st.wait_hist, 0);
+    pool->st.wait_hist[0]++; /* hist_add(wait_hist, 0): it did not wait */
     return item;
+}
+
+weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
+{
+    return take_idle(pool, kick, 0, 0, weir__now_us());
+}
+
+/* ---- public: non-blocking checkout ---- */
+
+/* Here rather than with the other fronts (pool_checkout.c): it is the hot
+ * path of a busy caller, and here the idle scan is inlined into it. */
+int weir_pool_try_checkout_at(weir_pool *pool, int use_affinity, uintptr_t affinity, int64_t now_us,
+                              weir_pooled **out)
+{
+    weir_pooled *item = NULL;
+    int kick = 0, rc = WEIR_EAGAIN;
+
+    pthread_mutex_lock(&pool->lock);
+    if (pool->closed || pool->draining)
+        rc = WEIR_ECLOSED;
+    else if (weir_list_empty(&pool->waiters) && (item = take_idle(pool, &kick, use_affinity, affinity, now_us)) != NULL)
+        rc = 0;
+    pthread_mutex_unlock(&pool->lock);
+    /* Stop watching it outside the lock: event_del waits for a running
+     * watch callback, which takes the lock itself. */
+    if (item != NULL && item->watch_ev != NULL)
+        event_del(item->watch_ev);
+    if (kick)
+        pool_kick(pool);
+    *out = item;
+    return rc;
+}
+
+int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
+{
+    return weir_pool_try_checkout_at(pool, 0, 0, weir__now_us(), out);
+}
+
+int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out)
+{
+    return weir_pool_try_checkout_at(pool, 1, affinity, weir__now_us(), out);
 }
 
 void pool_request_work(weir_pool *pool)
@@ -1124,21 +1222,32 @@ void weir_pool_last_error(weir_pool *pool, char *buf, size_t len)
 
 void weir_pool_checkin(weir_pool *pool, weir_pooled *item, int flags)
 {
-    int64_t now = weir__now_us();
-    int destroy = 0, kick = 0, destroy_pool = 0;
+    weir_pool_checkin_at(pool, item, flags, weir__now_us());
+}
+
+void weir_pool_checkin_at(weir_pool *pool, weir_pooled *item, int flags, int64_t now)
+{
+    int destroy = 0, kick = 0, destroy_pool = 0, broken;
     uint64_t held;
 
     if (item == NULL)
         return;
+    /* The item is still the caller's: ask the dialect before locking, and
+     * not at all when the caller has just seen it idle and sound. */
+    broken = (flags & WEIR_CHECKIN_BROKEN) ||
+             (!(flags & WEIR_CHECKIN_HEALTHY) && pool->d->is_broken(item->dconn));
     pthread_mutex_lock(&pool->lock);
-    held = (uint64_t)(now - item->out_since_us);
+    held = elapsed_us(now, item->out_since_us);
     pool->st.checkins++;
     pool->st.hold_us_total += held;
     hist_add(pool->st.hold_hist, held);
-    if ((flags & WEIR_CHECKIN_BROKEN) || pool->d->is_broken(item->dconn) || item_retired(pool, item, now)) {
+    if (broken) {
         if (!(flags & WEIR_CHECKIN_BROKEN) && item->expires_us != 0 && now >= item->expires_us)
-            pool->st.recycled++;
-        item_retire(item, (flags & WEIR_CHECKIN_BROKEN) ? "broken" : "retired at check-in");
+            pool->st.recycled++; /* as when only its lifetime ended */
+        item_retire(item, (flags & WEIR_CHECKIN_BROKEN) ? "broken" : "broken at check-in");
+        destroy = 1;
+        kick = !pool->closed;
+    } else if (item_retire_if_due(pool, item, now, "retired at check-in")) {
         destroy = 1;
         kick = !pool->closed;
     } else if (pool->cfg.reset_on_return && !(flags & WEIR_CHECKIN_CLEAN)) {
@@ -1146,7 +1255,7 @@ void weir_pool_checkin(weir_pool *pool, weir_pooled *item, int flags)
         weir_list_push_back(&pool->ops, &item->idle_link);
         kick = 1;
     } else {
-        destroy = item_available(pool, item, now);
+        destroy = item_place(pool, item, now); /* retirement checked just above */
         kick = destroy && !pool->closed;
     }
     if (pool->closed)

@@ -3,7 +3,8 @@
  * for threads, waiting on a condition variable with a monotonic deadline, and
  * an async checkout for libevent users, completed by activating an event on
  * the caller's own base. Both join the same FIFO of waiters, so a thread and
- * an event loop asking at the same time are served in arrival order.
+ * an event loop asking at the same time are served in arrival order. (The
+ * non-blocking try-checkout lives in pool.c, beside the idle scan it inlines.)
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,34 +34,6 @@ static int admission_error(weir_pool *pool)
         return WEIR_ETOOMANY;
     }
     return 0;
-}
-
-static int try_checkout(weir_pool *pool, weir_pooled **out, int use_affinity, uintptr_t affinity)
-{
-    weir_pooled *item = NULL;
-    int kick = 0, rc = WEIR_EAGAIN;
-
-    *out = NULL;
-    pthread_mutex_lock(&pool->lock);
-    if (pool->closed || pool->draining)
-        rc = WEIR_ECLOSED;
-    else if (weir_list_empty(&pool->waiters) &&
-             (item = pool_take_idle_affine(pool, &kick, use_affinity, affinity)) != NULL)
-        rc = 0;
-    pthread_mutex_unlock(&pool->lock);
-    took_item(pool, item, kick);
-    *out = item;
-    return rc;
-}
-
-int weir_pool_try_checkout(weir_pool *pool, weir_pooled **out)
-{
-    return try_checkout(pool, out, 0, 0);
-}
-
-int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out)
-{
-    return try_checkout(pool, out, 1, affinity);
 }
 
 static struct timespec deadline_after(int timeout_ms)

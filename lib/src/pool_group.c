@@ -14,13 +14,6 @@
 
 #include "pool_internal.h"
 
-struct weir_pool_group {
-    pthread_mutex_t lock;
-    int max;                 /* 0 = unlimited */
-    int count;               /* connections open or opening in member pools */
-    struct weir_link members;
-};
-
 int weir_pool_group_new(int max_connections, weir_pool_group **out)
 {
     weir_pool_group *g;

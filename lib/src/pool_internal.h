@@ -71,6 +71,22 @@ struct pool_membership {
     weir_pool *pool;
 };
 
+/* Here rather than in pool_group.c so that a check-in can see without a
+ * call whether a group has a limit at all (group_limited). */
+struct weir_pool_group {
+    pthread_mutex_t lock;
+    int max;                 /* 0 = unlimited; written under lock, read atomically */
+    int count;               /* connections open or opening in member pools */
+    struct weir_link members;
+};
+
+/* Does the group limit anything? Without the group's lock: a limit set
+ * meanwhile is seen by the next check, as with the lock. */
+static inline int group_limited(weir_pool_group *g)
+{
+    return __atomic_load_n(&g->max, __ATOMIC_RELAXED) != 0;
+}
+
 struct weir_pool {
     pthread_mutex_t lock;
     weir_pool_config cfg;    /* conninfo and name point at the copies below */
@@ -86,6 +102,7 @@ struct weir_pool {
     int nspare;
     int nwaiters;
     int count[ITEM_NSTATES];
+    int open;                /* every state but CLOSED: the pool's total */
     int64_t next_connect_us;
     int64_t overflow_due_us;  /* when the oldest waiter may use overflow */
     int backoff_ms;
@@ -97,9 +114,9 @@ struct weir_pool {
     atomic_int idle_hint;    /* count[ITEM_IDLE], readable without the lock */
 };
 
+/* Under lock, the pool neither closed nor draining: an idle connection, now
+ * OUT, or NULL (*kick set when the pool thread has work: pings, retired). */
 WEIR_INTERNAL weir_pooled *pool_take_idle(weir_pool *pool, int *kick);
-/* The same, preferring an idle connection whose affinity is affinity. */
-WEIR_INTERNAL weir_pooled *pool_take_idle_affine(weir_pool *pool, int *kick, int use_affinity, uintptr_t affinity);
 WEIR_INTERNAL weir_pooled *pool_pick_idle(weir_pool *pool);
 WEIR_INTERNAL int pool_needs_ping(const weir_pool *pool, const weir_pooled *item, int64_t now);
 WEIR_INTERNAL void pool_request_work(weir_pool *pool);

@@ -43,6 +43,11 @@ int64_t weir__now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+int64_t weir_now_us(void)
+{
+    return weir__now_us();
+}
+
 void weir__log(weir_log_fn fn, void *arg, weir_log_level level, const char *fmt, ...)
 {
     char line[1024];

@@ -6,6 +6,8 @@
 #ifndef WEIR_COMMON_H
 #define WEIR_COMMON_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -47,6 +49,11 @@ WEIR_API const char *weir_strerror(int code);
 
 /* Library version as "MAJOR.MINOR.PATCH"; static string. */
 WEIR_API const char *weir_version(void);
+
+/* The clock of every weir time: CLOCK_MONOTONIC in microseconds. Callers
+ * that read it once per event-loop callback hand the reading to the *_at()
+ * calls of the pool. */
+WEIR_API int64_t weir_now_us(void);
 
 typedef enum weir_log_level {
     WEIR_LOG_DEBUG = 0,

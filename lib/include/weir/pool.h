@@ -136,6 +136,16 @@ WEIR_API WEIR_MUST_CHECK int weir_pool_try_checkout(weir_pool *pool, weir_pooled
  * affinity tag (weir_pooled_set_affinity) is affinity: e.g. the event loop
  * that used it last, so that it does not have to move to another one. */
 WEIR_API WEIR_MUST_CHECK int weir_pool_try_checkout_affine(weir_pool *pool, uintptr_t affinity, weir_pooled **out);
+/*
+ * The two above, for a caller that already has the time: now_us is its
+ * reading of weir_now_us() (e.g. one read per event-loop callback, as the
+ * daemon does), so a busy caller does not pay for a second clock read per
+ * checkout. The pool uses it for the connection's hold time, pre-ping and
+ * lifetime; a reading a little in the past is fine (times are clamped at 0).
+ * use_affinity 0 ignores affinity. Same results as weir_pool_try_checkout().
+ */
+WEIR_API WEIR_MUST_CHECK int weir_pool_try_checkout_at(weir_pool *pool, int use_affinity, uintptr_t affinity,
+                                                       int64_t now_us, weir_pooled **out);
 
 /*
  * Async checkout: cb runs later on base (the caller's; may be the pool's
@@ -158,10 +168,20 @@ enum weir_checkin_flags {
     WEIR_CHECKIN_DEFAULT = 0,  /* reset if the pool resets on return */
     WEIR_CHECKIN_CLEAN = 1,    /* caller vouches it needs no reset */
     WEIR_CHECKIN_BROKEN = 2,   /* close it; the pool will replace it */
+    WEIR_CHECKIN_HEALTHY = 4,  /* caller has just found it sound (asked the
+                                  dialect's is_broken, or read a ReadyForQuery
+                                  itself): the pool does not ask is_broken
+                                  again. Lifetime, generation, invalidation
+                                  and drain still retire it, and the reset
+                                  still runs unless CLEAN. Ignored with BROKEN. */
 };
 
 /* Return a connection. conn is no longer the caller's afterwards. */
 WEIR_API void weir_pool_checkin(weir_pool *pool, weir_pooled *conn, int flags);
+/* The same with the caller's reading of weir_now_us() (see
+ * weir_pool_try_checkout_at): it ends the hold time and is checked against
+ * the connection's lifetime. */
+WEIR_API void weir_pool_checkin_at(weir_pool *pool, weir_pooled *conn, int flags, int64_t now_us);
 
 /* The dialect connection inside (PGconn wrapper for postgresql: use
  * weir_pooled_driver_handle() for the PGconn itself). Borrowed. */
