@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 
 #include <openssl/err.h>
@@ -29,6 +30,20 @@ static int stream_tls_fill(struct stream *s);
 static int stream_tls_flush(struct stream *s);
 static void stream_tls_set_reading(struct stream *s, int on);
 
+/* recv(2) and send(2) without glibc's wrappers: once the process has a
+ * second thread (workers, the cancel and auth_query threads) the wrappers
+ * switch thread cancellation on and off around every call, about 70
+ * instructions each time, and weir never cancels a thread. */
+static ssize_t sock_recv(int fd, void *buf, size_t len)
+{
+    return syscall(SYS_recvfrom, fd, buf, len, 0, NULL, NULL);
+}
+
+static ssize_t sock_send(int fd, const void *buf, size_t len)
+{
+    return syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, NULL, 0);
+}
+
 static int transient(int err)
 {
     return err == EAGAIN || err == EWOULDBLOCK || err == EINTR;
@@ -38,7 +53,7 @@ static int transient(int err)
  * the owner act on the bytes where they lie. */
 static void stream_read_flat(struct stream *s)
 {
-    ssize_t n = recv(s->fd, s->loop->scratch, sizeof(s->loop->scratch), 0);
+    ssize_t n = sock_recv(s->fd, s->loop->scratch, sizeof(s->loop->scratch));
 
     if (n > 0) {
         s->on_flat(s, s->arg, s->loop->scratch, (size_t)n);
@@ -228,7 +243,7 @@ int stream_write_flat(struct stream *s, const void *p, size_t n)
         ssize_t w;
         if (n == 0)
             return 1;
-        w = send(s->fd, b, n, MSG_NOSIGNAL);
+        w = sock_send(s->fd, b, n);
         if (w == (ssize_t)n)
             return 1;
         if (w > 0) {
@@ -262,7 +277,7 @@ int stream_fill(struct stream *s)
         iov[i].iov_len = vec[i].iov_len;
     }
     /* recv() on the common single-extent case: cheaper in the kernel than readv(). */
-    n = nvec == 1 ? recv(s->fd, iov[0].iov_base, iov[0].iov_len, 0) : readv(s->fd, iov, nvec);
+    n = nvec == 1 ? sock_recv(s->fd, iov[0].iov_base, iov[0].iov_len) : readv(s->fd, iov, nvec);
     if (n < 0) {
         evbuffer_commit_space(s->in, vec, 0);
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
@@ -296,7 +311,7 @@ static int stream_send(struct stream *s)
 
     if (evbuffer_peek(s->out, -1, NULL, v, 2) != 1)
         return evbuffer_write(s->out, s->fd);
-    n = send(s->fd, v[0].iov_base, v[0].iov_len, MSG_NOSIGNAL);
+    n = sock_send(s->fd, v[0].iov_base, v[0].iov_len);
     if (n > 0)
         evbuffer_drain(s->out, (size_t)n);
     return (int)n;

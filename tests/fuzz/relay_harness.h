@@ -65,6 +65,14 @@ void weir_pool_checkin(weir_pool *pool, weir_pooled *conn, int flags)
         H.s_in_pool = 1;
 }
 
+void weir_pool_checkin_at(weir_pool *pool, weir_pooled *conn, int flags, int64_t now_us)
+{
+    (void)now_us;
+    /* HEALTHY only ever comes with CLEAN: the relay saw ReadyForQuery 'I'. */
+    CHECK(!(flags & WEIR_CHECKIN_HEALTHY) || (flags & WEIR_CHECKIN_CLEAN));
+    weir_pool_checkin(pool, conn, flags & ~WEIR_CHECKIN_HEALTHY);
+}
+
 void weir_pool_invalidate(weir_pool *pool, weir_pooled *conn)
 {
     (void)pool;
