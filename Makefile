@@ -84,7 +84,11 @@ lib/weir.pc: lib/weir.pc.in Makefile
 # every transaction crosses stream.c, client.c, server.c and the pool, and
 # inlining across them takes about a tenth off the instructions per
 # transaction (make bench, callgrind row). DAEMON_OPT= builds it plainly.
+# CFLAGS given on the command line or in the environment (a debug build, a
+# distribution's flags) are left alone.
+ifeq ($(origin CFLAGS),file)
 DAEMON_OPT ?= -O3 -flto=auto -fno-plt
+endif
 daemon/weir: $(LIB_SRCS) $(DAEMON_SRCS) $(HEADERS) $(wildcard daemon/*.h lib/src/*.h)
 	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(DAEMON_OPT) -Idaemon $(LDFLAGS) -o $@ $(LIB_SRCS) $(DAEMON_SRCS) \
 		$(DEPS_LIBS) $(DAEMON_LIBS)

@@ -119,6 +119,7 @@ static void q_pop(struct server *s)
 
 void prep_server_reset(struct server *s)
 {
+    s->skip_to_sync = 0;
     while (s->expect_count)
         q_pop(s);
 }
@@ -188,6 +189,8 @@ static void flush_synth(struct server *s)
 {
     struct expect *e;
 
+    if (s->skip_to_sync)
+        return; /* the server answers none of them: neither does weir (see on_error) */
     while ((e = q_head(s)) != NULL && e->kind == K_SYNTH) {
         emit_synth(s, e);
         q_pop(s);
@@ -266,8 +269,8 @@ static int dealloc_unnamed(struct server *s, struct client *c, const char *query
     free(c->dealloc_target);
     c->dealloc_target = NULL;
     c->dealloc_bound = 0;
-    if (s->txn == 'E' || !is_deallocate(query, name, sizeof(name)))
-        return 0;
+    if (s->txn == 'E' || s->skip_to_sync || !is_deallocate(query, name, sizeof(name)))
+        return 0; /* the server refuses or skips it: let it */
     if (strcasecmp(name, "all") != 0 && (c->stmts == NULL || client_stmts_get(c->stmts, name) == NULL))
         return 0; /* unknown: the server answers 26000 as PostgreSQL would */
     c->dealloc_target = strdup(name);
@@ -291,10 +294,19 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         return -1;
     if (client_stmts_get(c->stmts, pm.name)) {
         /* PostgreSQL's error, in order: a Parse that fails makes the server
-         * skip to Sync as it would have; its error is replaced by ours. */
+         * skip to Sync as it would have; its error is replaced by ours. In
+         * a failed transaction PostgreSQL parses the text, then refuses the
+         * statement (25P02) before it looks at the name: the server's own
+         * error goes through. */
         static const char bad[] = "SELECT weir_duplicate_statement(";
         struct pstmt tmp = {.query = (char *)bad};
         strcpy(tmp.server_name, "");
+        if (s->txn == 'E') { /* the client's own text, unnamed: its syntax error or 25P02 */
+            tmp.query = (char *)pm.query;
+            tmp.types = (uint8_t *)pm.param_types;
+            tmp.ntypes = pm.nparam_types;
+            return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL) ? -1 : 0;
+        }
         return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_DUP_ERROR, 0, NULL, pm.name) ? -1 : 0;
     }
     p = pstmt_intern(registry(s), pm.query, pm.param_types, pm.nparam_types);
@@ -446,7 +458,7 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
     *consumed = 0;
     if (weir_proto_parse_string(msg + 5, total - 5, &sql) != 0)
         return -1;
-    if (s->txn != 'E' && is_deallocate(sql, name, sizeof(name))) {
+    if (s->txn != 'E' && !s->skip_to_sync && is_deallocate(sql, name, sizeof(name))) {
         if (strcasecmp(name, "all") == 0) {
             if (c->stmts)
                 client_stmts_clear(c->stmts, registry(s));
@@ -723,6 +735,8 @@ static int on_error(struct server *s, struct expect *e)
     unsigned k = 1;
     while (k < s->expect_count && q_at(s, k)->kind != K_SYNC)
         k++;
+    if (k == s->expect_count)
+        s->skip_to_sync = 1; /* its Sync has not come yet: what comes before it is skipped too */
     for (unsigned i = k; i-- > 0;)
         entry_failed(s, q_at(s, i));
     while (k-- > 0)
@@ -742,7 +756,11 @@ int prep_server_message(struct server *s, char type, const unsigned char *body, 
             return 0; /* a simple query's error; ReadyForQuery follows */
         drop = on_error(s, e);
     } else if (type == 'Z') {
-        while ((e = q_head(s)) != NULL && !ends_with_ready(e->kind)) {
+        /* After a skip, this answers the Sync: the simple Queries and
+         * FunctionCalls before it were skipped, not answered. */
+        int skipped = s->skip_to_sync;
+        s->skip_to_sync = 0;
+        while ((e = q_head(s)) != NULL && !(skipped ? e->kind == K_SYNC : ends_with_ready(e->kind))) {
             entry_failed(s, e);
             q_pop(s);
         }
@@ -796,12 +814,13 @@ int prep_plain_query(const struct server *s)
 {
     const struct expect *e = s->expect_count == 1 ? &s->expect[s->expect_head] : NULL;
 
-    return e != NULL && s->swallow == 0 && e->kind == K_QUERY && e->action == A_FORWARD && e->flags == 0;
+    return e != NULL && s->swallow == 0 && !s->skip_to_sync && e->kind == K_QUERY && e->action == A_FORWARD &&
+           e->flags == 0;
 }
 
 int prep_take_plain_ready(struct server *s)
 {
-    if (s->expect_count != 1 || !ends_with_ready(s->expect[s->expect_head].kind))
+    if (s->expect_count != 1 || s->skip_to_sync || !ends_with_ready(s->expect[s->expect_head].kind))
         return 0;
     q_pop(s); /* what prep_server_message does for this ReadyForQuery */
     return 1;
@@ -809,5 +828,5 @@ int prep_take_plain_ready(struct server *s)
 
 int prep_idle(const struct server *s)
 {
-    return s->expect_count == 0;
+    return s->expect_count == 0 && !s->skip_to_sync;
 }

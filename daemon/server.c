@@ -834,8 +834,12 @@ static size_t server_run(struct server *s, const unsigned char *p, size_t window
             off += total; /* answered and forwarded in stride */
             continue;
         }
-        /* Every error is read: its SQLSTATE may say the host failed over. */
-        if (type == 'Z' || type == 'S' || type == 'E' || (follow && prep_is_special(s, type))) {
+        /* Every error is read: its SQLSTATE may say the host failed over.
+         * A command tag starting with D may be DISCARD ALL or DEALLOCATE
+         * ALL, however the query was written (a comment before it): the
+         * server then dropped weir's statements too (prep_server_message). */
+        if (type == 'Z' || type == 'S' || type == 'E' || (follow && prep_is_special(s, type)) ||
+            (type == 'C' && s->track && total > 5 && off + 5 < window && p[off + 5] == 'D')) {
             if (off + total <= avail) { /* whole: act on it after the run */
                 st->special = type;
                 st->special_len = total;

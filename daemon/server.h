@@ -54,6 +54,10 @@ struct server {
     struct server_stmts *stmts;  /* statements prepared on this backend */
     struct expect *expect;   /* responses still owed, in order (prepared_relay.c) */
     unsigned expect_head, expect_count, expect_cap;
+    /* The server reported an error before the client's Sync reached weir:
+     * it now skips every message until that Sync, so weir must not answer
+     * any in its place either (prepared_relay.c). */
+    int skip_to_sync;
     int reset_failed;        /* the reset or check query reported an error */
     int64_t idle_since_us;   /* back in the pool clean at; 0 = never used */
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */

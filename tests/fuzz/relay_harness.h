@@ -366,6 +366,7 @@ static void feed_client(const uint8_t *p, size_t n)
     }
     CHECK(stream_wake(&H.c.io) == 0);
     CHECK(evbuffer_add(H.c.io.in, p, n) == 0);
+    H.c.io.in_used = 1; /* as stream_stash/stream_fill do */
     if (H.c.state == CL_IDLE) {
         /* A Terminate while idle ends the session, as client_resume() does. */
         unsigned char t;
@@ -392,6 +393,7 @@ static void feed_server(const uint8_t *p, size_t n)
         server_on_flat(&H.s->io, H.s, H.w.loop.scratch, n);
     } else {
         CHECK(evbuffer_add(H.s->io.in, p, n) == 0);
+        H.s->io.in_used = 1;
         server_on_read(&H.s->io, H.s);
     }
     collect();

@@ -218,12 +218,15 @@ def test_unencrypted_bytes_after_sslrequest_are_refused(weir_factory, certs, pg)
 
 def test_broken_handshakes_hurt_only_their_connection(weir_factory, certs, pg):
     w = weir_factory(settings=client_tls_settings(certs, "prefer"))
-    # Garbage where a ClientHello belongs.
+    # Garbage where a ClientHello belongs. Not random bytes: a random start
+    # now and then reads as a TLS record header (0x16 0x03 ...) announcing
+    # more bytes than were sent, and OpenSSL then rightly waits for them
+    # (until client_login_timeout): the test timed out once in that way.
     s = socket.create_connection(("127.0.0.1", w.port), timeout=10)
     try:
         s.sendall(SSL_REQUEST)
         assert s.recv(1) == b"S"
-        s.sendall(os.urandom(300))
+        s.sendall(b"This is not a TLS ClientHello. " * 10)
         s.settimeout(10)
         while s.recv(4096):
             pass
