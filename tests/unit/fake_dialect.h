@@ -62,4 +62,24 @@ static inline int64_t fake_now_ms(void)
         assert_true(cond);                                                                                   \
     } while (0)
 
+/* The same, running base (a pool's, driven by the test's own thread)
+ * between looks instead of sleeping only. */
+#define RUN_BASE_UNTIL(base, cond, ms)                                                                       \
+    do {                                                                                                     \
+        int64_t until_ = fake_now_ms() + (ms);                                                               \
+        while (!(cond) && fake_now_ms() < until_) {                                                          \
+            event_base_loop((base), EVLOOP_NONBLOCK);                                                        \
+            usleep(500);                                                                                     \
+        }                                                                                                    \
+        assert_true(cond);                                                                                   \
+    } while (0)
+
+/* A pool's statistics as a value, for asserts on one field. */
+static inline weir_pool_stats fake_pool_stats(weir_pool *pool)
+{
+    weir_pool_stats st;
+    weir_pool_get_stats(pool, &st);
+    return st;
+}
+
 #endif

@@ -62,21 +62,11 @@ static int teardown(void **state)
 
 static weir_pool_stats stats(struct fixture *f)
 {
-    weir_pool_stats st;
-    weir_pool_get_stats(f->pool, &st);
-    return st;
+    return fake_pool_stats(f->pool);
 }
 
 /* Run the pool's base here until cond holds (or ms pass). */
-#define RUN_UNTIL(f, cond, ms)                                                                               \
-    do {                                                                                                     \
-        int64_t until_ = fake_now_ms() + (ms);                                                               \
-        while (!(cond) && fake_now_ms() < until_) {                                                          \
-            event_base_loop((f)->base, EVLOOP_NONBLOCK);                                                     \
-            usleep(500);                                                                                     \
-        }                                                                                                    \
-        assert_true(cond);                                                                                   \
-    } while (0)
+#define RUN_UNTIL(f, cond, ms) RUN_BASE_UNTIL((f)->base, cond, ms)
 
 /* Three idle connections, checked in so that conn[0] is the one a LIFO
  * pool hands out first and conn[2] the one a FIFO pool does. */

@@ -111,9 +111,7 @@ static int teardown(void **state)
 
 static weir_pool_stats stats(struct fixture *f)
 {
-    weir_pool_stats st;
-    weir_pool_get_stats(f->pool, &st);
-    return st;
+    return fake_pool_stats(f->pool);
 }
 
 
