@@ -9,6 +9,9 @@
 #      then again (core suites, or all with WEIR_CHECK_TSAN=full) against the daemon
 #      built under ThreadSanitizer with workers = 4
 #   5. the install check (tests/tools/install_check.sh)
+#   6. every libFuzzer target built and run briefly (tests/fuzz/run.sh with
+#      FUZZ_SECONDS=WEIR_FUZZ_SMOKE_SECONDS, default 3): the daemon targets compile
+#      daemon sources against stand-ins, which a change elsewhere can break
 #
 # Every suite's output is shown. The last line reads
 #   weir check: N suites passed, M failed[: names of the failed suites]
@@ -182,6 +185,10 @@ fi
 
 # --- 5. install ------------------------------------------------------------------
 run_suite install "$TOOLS/install_check.sh"
+
+# --- 6. fuzz smoke ----------------------------------------------------------------
+FUZZ_SECONDS=${WEIR_FUZZ_SMOKE_SECONDS:-3} SUITE_TIMEOUT=${WEIR_FUZZ_SMOKE_TIMEOUT:-300} \
+    run_suite fuzz-smoke "$ROOT/tests/fuzz/run.sh"
 
 # --- summary ---------------------------------------------------------------------
 banner "summary ($(( $(date +%s) - START ))s)"
