@@ -31,7 +31,6 @@ enum synth_kind { SYN_PARSE_COMPLETE, SYN_CLOSE_COMPLETE, SYN_DEALLOCATE, SYN_BI
 
 #define F_CLIENT_PARSE 1 /* the client's own Parse: undo its name if it fails */
 #define F_ON_SERVER 2    /* p was recorded on the server: forget it if this fails */
-#define F_DISCARD 4      /* a simple query that may run DISCARD ALL */
 
 struct expect {
     unsigned char kind, action, flags, synth;
@@ -469,11 +468,11 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
             *consumed = 1;
             return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE", 0, NULL);
         }
-        return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL); /* the server reports the unknown name */
+        return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL); /* the server reports the unknown name */
     }
-    /* Anything else that mentions them: the server runs it, and its
-     * CommandComplete tags tell what it dropped. */
-    return q_push(s, K_QUERY, A_FORWARD, F_DISCARD, NULL, NULL);
+    /* Anything else: the server runs it. What it dropped, the relay learns
+     * from the CommandComplete tags (server_run looks at every D... tag). */
+    return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
 }
 
 int prep_client_message(struct server *s, struct client *c, char type, size_t total)
@@ -550,29 +549,17 @@ static int is_space(unsigned char ch)
     return ch == ' ' || (ch >= '\t' && ch <= '\r'); /* the C locale's isspace, without a table lookup */
 }
 
-/* Only a statement that starts with DEALLOCATE or DISCARD, or a query with
- * several statements, can involve them: most queries are decided by their
- * first word and one look for a ';' with more text after it. */
+/* Only a DEALLOCATE can be one weir answers itself (the client's names are
+ * weir's). DISCARD ALL and DEALLOCATE ALL however written, alone or among
+ * other statements, are caught by their CommandComplete tag instead
+ * (server_run), so a query is decided by its first word. */
 int prep_query_is_ours(const unsigned char *body, size_t len)
 {
     size_t i = 0;
-    const unsigned char *semi, *end = body + len;
 
     while (i < len && is_space(body[i]))
         i++;
-    /* Most queries start with another letter: skip the compares. */
-    if (len - i >= 7 && (body[i] | 0x20) == 'd' &&
-        (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
-         strncasecmp((const char *)body + i, "discard", 7) == 0))
-        return 1;
-    if ((semi = memchr(body + i, ';', len - i)) == NULL)
-        return 0;
-    /* Text after the first ';' (not more ';', blanks or the final NUL) is
-     * another statement; a lone trailing ';' is the usual case. */
-    for (const unsigned char *q = semi + 1; q < end; q++)
-        if (!is_space(*q) && *q != ';' && *q != '\0')
-            return contains_ci(body, len, "dealloc") || contains_ci(body, len, "discard");
-    return 0;
+    return len - i >= 7 && (body[i] | 0x20) == 'd' && strncasecmp((const char *)body + i, "dealloc", 7) == 0;
 }
 
 /*
@@ -672,8 +659,6 @@ int prep_is_special(struct server *s, char type)
     if (e == NULL || s->swallow > 0)
         return 0;
     if (type == 'E' || type == 'Z')
-        return 1;
-    if (type == 'C' && (e->flags & F_DISCARD))
         return 1;
     return terminal_for(e, type);
 }

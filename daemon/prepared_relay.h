@@ -18,7 +18,7 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
 /* Must weir rewrite or answer this message (named statements, DEALLOCATE),
  * or may it go straight to the server? msg: the message; seen: its bytes at hand. */
 int prep_needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total, size_t seen);
-/* Does this Query need weir (DEALLOCATE, DISCARD)? Others go straight through. */
+/* Does this Query need weir (a DEALLOCATE)? Others go straight through. */
 int prep_query_is_ours(const unsigned char *body, size_t len);
 /* Query, Execute, Sync, FunctionCall forwarded unchanged: note their answer is due. -1 on ENOMEM. */
 int prep_expect_forwarded(struct server *s, char type);

@@ -27,7 +27,8 @@ def exec_prepared(conn, name, *params):
 
 
 @pytest.mark.timeout(10)
-@pytest.mark.parametrize("cmd", ["/* c */ DISCARD ALL", "-- c\nDEALLOCATE ALL", "/* c */ DEALLOCATE ALL"])
+@pytest.mark.parametrize("cmd", ["/* c */ DISCARD ALL", "-- c\nDEALLOCATE ALL", "/* c */ DEALLOCATE ALL",
+                                 "SELECT 1; DEALLOCATE ALL"])
 def test_discard_after_comment_other_client_unaffected(pg, weir_factory, cmd):
     w = weir_factory(settings={"default_pool_size": 1})
     conn, other = connect(w.port, pg), connect(w.port, pg)
