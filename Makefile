@@ -89,9 +89,21 @@ lib/weir.pc: lib/weir.pc.in Makefile
 ifeq ($(origin CFLAGS),file)
 DAEMON_OPT ?= -O3 -flto=auto -fno-plt
 endif
+# libevent is linked into the daemon statically where its archive is
+# installed (Debian's libevent-dev has it): its dispatch is about a third of
+# the daemon's instructions per transaction, and a static copy makes its
+# internal calls direct instead of through the PLT (about 80 instructions per
+# transaction fewer, callgrind). LIBEVENT_STATIC=0 links the shared library,
+# as a distribution that rebuilds dependents on a libevent update would.
+LIBEVENT_STATIC ?= $(if $(wildcard $(shell $(CC) -print-file-name=libevent_core.a)),1,0)
+ifeq ($(LIBEVENT_STATIC),1)
+DAEMON_DEPS_LIBS = -Wl,-Bstatic -levent_pthreads -levent -Wl,-Bdynamic $(filter-out -levent -levent_pthreads,$(DEPS_LIBS))
+else
+DAEMON_DEPS_LIBS = $(DEPS_LIBS)
+endif
 daemon/weir: $(LIB_SRCS) $(DAEMON_SRCS) $(HEADERS) $(wildcard daemon/*.h lib/src/*.h)
 	$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) $(DAEMON_OPT) -Idaemon $(LDFLAGS) -o $@ $(LIB_SRCS) $(DAEMON_SRCS) \
-		$(DEPS_LIBS) $(DAEMON_LIBS)
+		$(DAEMON_DEPS_LIBS) $(DAEMON_LIBS)
 
 # Unit tests link the library's objects so they can reach internal functions.
 $(B)/unit/%: tests/unit/%.c $(UNIT_HELPERS) $(B)/libdaemon.a $(B)/libweir.a $(HEADERS)
