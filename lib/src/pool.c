@@ -33,6 +33,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#if defined(__has_include)
+#if __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>
+#define WEIR_HAVE_SINGLE_THREADED 1
+#endif
+#endif
 
 #include <event2/event.h>
 
@@ -857,6 +863,32 @@ weir_pooled *pool_take_idle(weir_pool *pool, int *kick)
     return take_idle(pool, kick, 0, 0, weir__now_us());
 }
 
+/*
+ * The lock of the two calls a busy caller makes per use (check-out and
+ * check-in). While the process has a single thread nothing can contend for
+ * it, and glibc says so (__libc_single_threaded, which never turns back on
+ * once a second thread was made): the daemon with one worker then saves the
+ * two lock/unlock pairs of every transaction, about 100 instructions. A
+ * section taken without the lock never creates a thread, so it ends before
+ * any other thread can exist; the caller keeps whether it locked so that a
+ * thread made later cannot unbalance the pair.
+ */
+static inline int hot_lock(weir_pool *pool)
+{
+#ifdef WEIR_HAVE_SINGLE_THREADED
+    if (__libc_single_threaded)
+        return 0;
+#endif
+    pthread_mutex_lock(&pool->lock);
+    return 1;
+}
+
+static inline void hot_unlock(weir_pool *pool, int locked)
+{
+    if (locked)
+        pthread_mutex_unlock(&pool->lock);
+}
+
 /* ---- public: non-blocking checkout ---- */
 
 /* Here rather than with the other fronts (pool_checkout.c): it is the hot
@@ -866,13 +898,13 @@ int weir_pool_try_checkout_at(weir_pool *pool, int use_affinity, uintptr_t affin
 {
     weir_pooled *item = NULL;
     int kick = 0, rc = WEIR_EAGAIN;
+    int locked = hot_lock(pool);
 
-    pthread_mutex_lock(&pool->lock);
     if (pool->closed || pool->draining)
         rc = WEIR_ECLOSED;
     else if (weir_list_empty(&pool->waiters) && (item = take_idle(pool, &kick, use_affinity, affinity, now_us)) != NULL)
         rc = 0;
-    pthread_mutex_unlock(&pool->lock);
+    hot_unlock(pool, locked);
     /* Stop watching it outside the lock: event_del waits for a running
      * watch callback, which takes the lock itself. */
     if (item != NULL && item->watch_ev != NULL)
@@ -1227,7 +1259,7 @@ void weir_pool_checkin(weir_pool *pool, weir_pooled *item, int flags)
 
 void weir_pool_checkin_at(weir_pool *pool, weir_pooled *item, int flags, int64_t now)
 {
-    int destroy = 0, kick = 0, destroy_pool = 0, broken;
+    int destroy = 0, kick = 0, destroy_pool = 0, broken, locked;
     uint64_t held;
 
     if (item == NULL)
@@ -1236,7 +1268,7 @@ void weir_pool_checkin_at(weir_pool *pool, weir_pooled *item, int flags, int64_t
      * not at all when the caller has just seen it idle and sound. */
     broken = (flags & WEIR_CHECKIN_BROKEN) ||
              (!(flags & WEIR_CHECKIN_HEALTHY) && pool->d->is_broken(item->dconn));
-    pthread_mutex_lock(&pool->lock);
+    locked = hot_lock(pool);
     held = elapsed_us(now, item->out_since_us);
     pool->st.checkins++;
     pool->st.hold_us_total += held;
@@ -1260,7 +1292,7 @@ void weir_pool_checkin_at(weir_pool *pool, weir_pooled *item, int flags, int64_t
     }
     if (pool->closed)
         destroy_pool = pool_unref(pool); /* the item's reference to a closed pool */
-    pthread_mutex_unlock(&pool->lock);
+    hot_unlock(pool, locked);
     if (destroy)
         item_destroy(item);
     if (kick)

@@ -6,7 +6,9 @@
  * and lifetimes are judged against them, and a healthy check-in still
  * retires a connection whose lifetime, generation or pool is over. The
  * pool's base runs on the test's own thread, a step at a time, so the
- * background thread cannot act between the calls a test makes.
+ * background thread cannot act between the calls a test makes. Once a
+ * second thread exists, both calls take the pool's lock (a process with one
+ * thread skips it).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -18,10 +20,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <cmocka.h>
 #include <event2/event.h>
 
 #include "fake_dialect.h"
+#include "pool_internal.h"
 
 struct fixture {
     struct fake_ctl ctl;
@@ -321,6 +326,58 @@ static void test_checkin_at_hands_off(void **state)
     handoff_at(f, -1000000);
 }
 
+/* Another thread holds the pool's lock for a while. */
+struct holder {
+    weir_pool *pool;
+    atomic_int holding;
+};
+
+static void *hold_lock(void *arg)
+{
+    struct holder *h = arg;
+
+    pthread_mutex_lock(&h->pool->lock);
+    atomic_store(&h->holding, 1);
+    usleep(300 * 1000);
+    pthread_mutex_unlock(&h->pool->lock);
+    return NULL;
+}
+
+/* Wait while another thread holds the lock, then do the call. */
+static int64_t waited_for_holder(struct fixture *f, int checkin, weir_pooled **p)
+{
+    struct holder h = {.pool = f->pool};
+    pthread_t t;
+    int64_t start, took;
+
+    assert_int_equal(pthread_create(&t, NULL, hold_lock, &h), 0);
+    while (!atomic_load(&h.holding))
+        usleep(1000);
+    start = weir_now_us();
+    if (checkin)
+        weir_pool_checkin_at(f->pool, *p, WEIR_CHECKIN_CLEAN | WEIR_CHECKIN_HEALTHY, weir_now_us());
+    else
+        *p = take_at(f, weir_now_us(), 0);
+    took = weir_now_us() - start;
+    pthread_join(t, NULL);
+    return took;
+}
+
+/* With a second thread in the process the check-out and check-in wait for
+ * the lock: the single-thread shortcut must not outlive the single thread. */
+static void test_hot_calls_lock_once_threads_exist(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *p = NULL;
+
+    one_idle(f);
+    assert_true(waited_for_holder(f, 0, &p) >= 200 * 1000);
+    assert_non_null(p);
+    assert_true(waited_for_holder(f, 1, &p) >= 200 * 1000);
+    assert_int_equal(stats(f).idle, 1);
+    assert_int_equal(stats(f).checkins, 1);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -336,6 +393,7 @@ int main(void)
         T(test_healthy_retires_old_generation),
         T(test_healthy_retires_when_draining),
         T(test_checkin_at_hands_off),
+        T(test_hot_calls_lock_once_threads_exist),
     };
     signal(SIGALRM, SIG_DFL);
     return cmocka_run_group_tests(tests, NULL, NULL);
