@@ -694,6 +694,31 @@ static void entry_failed(struct server *s, struct expect *e)
         client_stmts_del(s->client->stmts, registry(s), e->text);
 }
 
+/* How many entries, from the head, come before the Sync (to_sync) or before
+ * the first Sync, Query or FunctionCall (their ReadyForQuery); expect_count
+ * when it has not come yet. */
+static unsigned before_end(struct server *s, int to_sync)
+{
+    unsigned k = 0;
+
+    while (k < s->expect_count && !(to_sync ? q_at(s, k)->kind == K_SYNC : ends_with_ready(q_at(s, k)->kind)))
+        k++;
+    return k;
+}
+
+/* The first k entries got no answer. weir recorded each Parse, Close and
+ * eviction as it sent it: undo them newest first, so that one that reversed
+ * or redid an earlier one (a statement evicted then prepared again, or
+ * closed and prepared afresh, in the same batch) leaves the sets as the
+ * server has them. Answers weir owed among them are dropped too. */
+static void undo_first(struct server *s, unsigned k)
+{
+    for (unsigned i = k; i-- > 0;)
+        entry_failed(s, q_at(s, i));
+    while (k-- > 0)
+        q_pop(s);
+}
+
 static void send_dup_error(struct server *s, const char *name)
 {
     char msg[256];
@@ -714,18 +739,11 @@ static int on_error(struct server *s, struct expect *e)
         drop = 1;
     }
     /* PostgreSQL now ignores everything up to the next Sync, simple Queries
-     * included. weir recorded each Parse and eviction as it sent it; undo them
-     * newest first, ending with the one that failed, so the server's set ends
-     * exactly as the server has it. */
-    unsigned k = 1;
-    while (k < s->expect_count && q_at(s, k)->kind != K_SYNC)
-        k++;
+     * included, the failed entry first among them. */
+    unsigned k = before_end(s, 1);
     if (k == s->expect_count)
         s->skip_to_sync = 1; /* its Sync has not come yet: what comes before it is skipped too */
-    for (unsigned i = k; i-- > 0;)
-        entry_failed(s, q_at(s, i));
-    while (k-- > 0)
-        q_pop(s); /* answers weir owed among them are dropped too */
+    undo_first(s, k);
     return drop;
 }
 
@@ -745,11 +763,8 @@ int prep_server_message(struct server *s, char type, const unsigned char *body, 
          * FunctionCalls before it were skipped, not answered. */
         int skipped = s->skip_to_sync;
         s->skip_to_sync = 0;
-        while ((e = q_head(s)) != NULL && !(skipped ? e->kind == K_SYNC : ends_with_ready(e->kind))) {
-            entry_failed(s, e);
-            q_pop(s);
-        }
-        if (e)
+        undo_first(s, before_end(s, skipped));
+        if (q_head(s))
             q_pop(s);
     } else if (type == 'C' && (e->kind == K_QUERY || e->kind == K_EXECUTE)) {
         const char *tag;
