@@ -562,13 +562,37 @@ int prep_query_is_ours(const unsigned char *body, size_t len)
     return len - i >= 7 && (body[i] | 0x20) == 'd' && strncasecmp((const char *)body + i, "dealloc", 7) == 0;
 }
 
+/* Does the server skip this message? An error came back before the Sync
+ * that ends its batch was sent: PostgreSQL ignores everything up to it. */
+static int in_skipped_batch(struct server *s)
+{
+    if (!s->skip_to_sync)
+        return 0;
+    for (unsigned i = 0; i < s->expect_count; i++)
+        if (q_at(s, i)->kind == K_SYNC)
+            return 0; /* the Sync went: this belongs to the next batch */
+    return 1;
+}
+
+static int needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total,
+                      size_t seen);
+
 /*
  * Must weir rewrite or answer this client message itself? Unnamed statements
  * and portals go straight through (only their answers are followed): that is
  * all of plain extended-protocol traffic. msg points at the message start,
- * seen bytes of it are in the window.
+ * seen bytes of it are in the window. So do messages the server will skip:
+ * a Parse, Close or prepare there changes nothing, so weir must not record
+ * one either (a later batch would rely on a statement never prepared, or
+ * prepare one never closed).
  */
 int prep_needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total, size_t seen)
+{
+    return needs_weir(s, c, type, msg, total, seen) && !in_skipped_batch(s);
+}
+
+static int needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total,
+                      size_t seen)
 {
     const unsigned char *body = msg + 5;
     size_t blen = (seen < total ? seen : total) - 5;
