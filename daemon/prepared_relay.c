@@ -234,7 +234,14 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
             return -1;
     }
     COUNT_ADD(s->d->stats.prepared_prepares, 1);
-    if (emit_parse(s->io.out, p) != 0)
+    /* weir believes the server lacks p; close it all the same (an unknown
+     * name is no error to Close). If a failed batch of a client that sent
+     * several before reading left weir's record wrong, the Parse still
+     * succeeds and the record is right again, where it would otherwise get
+     * 42P05 on every later use. Nothing to undo if skipped: weir counted on
+     * nothing from it. Once per statement and server, not per transaction. */
+    if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+        emit_parse(s->io.out, p) != 0)
         return -1;
     return q_push(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
 }
@@ -753,8 +760,50 @@ static void send_dup_error(struct server *s, const char *name)
     (void)weir_proto_build_error(s->client->io.out, "ERROR", "42P05", msg, NULL, NULL);
 }
 
+static int ident_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '_';
+}
+
+/* "weir_N" as a whole word in an error message (26000: it does not exist),
+ * whatever the server's lc_messages quotes it with; 0 if none. */
+static int weir_name_in(const char *msg, char *name, size_t len)
+{
+    for (const char *p = strstr(msg, "weir_"); p; p = strstr(p + 1, "weir_")) {
+        size_t n = 5;
+        while (isdigit((unsigned char)p[n]))
+            n++;
+        if (n == 5 || n >= len || ident_char(p[n]) || (p > msg && ident_char(p[-1])))
+            continue; /* a client's own name such as "my_weir_1" */
+        memcpy(name, p, n);
+        name[n] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * 26000 naming weir_N: the server lacks a statement weir had recorded on it
+ * (a client that sent several batches before reading the answers, an earlier
+ * one failing after weir had counted on it; a client that ran DEALLOCATE
+ * weir_N itself). Forgetting it makes the error a one-off: the next Bind
+ * prepares it again, instead of every later Bind on this server failing.
+ * Called after the batch was undone.
+ */
+static void learn_from_error(struct server *s, const unsigned char *body, size_t blen)
+{
+    weir_error_fields ef;
+    char name[32];
+    struct pstmt *p;
+
+    if (s->stmts != NULL && weir_proto_parse_error(body, blen, &ef) == 0 && ef.sqlstate &&
+        strcmp(ef.sqlstate, "26000") == 0 && ef.message && weir_name_in(ef.message, name, sizeof(name)) &&
+        (p = server_stmts_find(s->stmts, name)) != NULL)
+        server_stmts_del(s->stmts, registry(s), p);
+}
+
 /* The server reported an error for the head entry: it now skips to Sync. */
-static int on_error(struct server *s, struct expect *e)
+static int on_error(struct server *s, struct expect *e, const unsigned char *body, size_t blen)
 {
     int drop = 0;
 
@@ -767,7 +816,10 @@ static int on_error(struct server *s, struct expect *e)
     unsigned k = before_end(s, 1);
     if (k == s->expect_count)
         s->skip_to_sync = 1; /* its Sync has not come yet: what comes before it is skipped too */
+    int names_stmt = e->kind == K_BIND || e->kind == K_DESCRIBE; /* one weir may have renamed */
     undo_first(s, k);
+    if (names_stmt)
+        learn_from_error(s, body, blen);
     return drop;
 }
 
@@ -781,7 +833,7 @@ int prep_server_message(struct server *s, char type, const unsigned char *body, 
     if (type == 'E') {
         if (ends_with_ready(e->kind))
             return 0; /* a simple query's error; ReadyForQuery follows */
-        drop = on_error(s, e);
+        drop = on_error(s, e, body, blen);
     } else if (type == 'Z') {
         /* After a skip, this answers the Sync: the simple Queries and
          * FunctionCalls before it were skipped, not answered. */

@@ -553,3 +553,54 @@ def test_skipped_batch_then_next_batch_on_the_wire(pg, weir_factory):
             c.close()
     assert seen["weir"] == seen["postgres"]
     assert seen["postgres"][3] == ["Z:I", "2", "D:y", "C:SELECT 1", "Z:I"]
+
+
+def test_statement_gone_from_server_is_prepared_again(pg, weir_factory):
+    """weir's record of what a server holds can be wrong (a client ran
+    DEALLOCATE weir_N itself, or sent several batches before reading the
+    answers and an earlier one failed after weir counted on it). The server's
+    26000 naming weir_N makes weir forget the statement there: that Bind fails
+    once, the next one prepares it again, for this client and the others."""
+    from test_prepared import Bind, Execute, Parse, Query, Step, Sync, run_steps, wire
+    w = weir_factory(settings={"default_pool_size": 1, "max_prepared_statements": 10})
+    c, other = wire(w.port, pg), wire(w.port, pg)
+    try:
+        assert run_steps(c, [Step(Parse("s", "SELECT 41 + 1"), Bind("s"), Execute(), Sync)]) == \
+            [["1", "2", "D:42", "C:SELECT 1", "Z:I"]]
+        got = run_steps(c, [Step(Query("SELECT name FROM pg_prepared_statements WHERE statement = 'SELECT 41 + 1'"))])
+        names = [t[2:] for t in got[0] if t.startswith("D:")]
+        assert len(names) == 1 and names[0].startswith("weir_"), got
+        assert run_steps(c, [Step(Query("DEALLOCATE %s" % names[0]))]) == [["C:DEALLOCATE", "Z:I"]]
+        assert run_steps(c, [Step(Bind("s"), Execute(), Sync)]) == [["E:26000", "Z:I"]]
+        assert run_steps(c, [Step(Bind("s"), Execute(), Sync)]) == [["2", "D:42", "C:SELECT 1", "Z:I"]]
+        assert run_steps(other, [Step(Parse("o", "SELECT 41 + 1"), Bind("o"), Execute(), Sync)]) == \
+            [["1", "2", "D:42", "C:SELECT 1", "Z:I"]]
+    finally:
+        c.close()
+        other.close()
+
+
+def test_batches_sent_ahead_leave_no_lasting_damage(pg, weir_factory):
+    """A client that sends two batches before reading, the first failing:
+    weir evicted y for the first (a Close the server skips) and prepared y
+    again for the second, where the server still has it. That Bind may fail
+    (known limitation); later ones, by any client, must not."""
+    from test_prepared import Bind, Execute, Parse, Step, Sync, run_steps, wire
+    w = weir_factory(settings={"default_pool_size": 1, "max_prepared_statements": 2})
+    seen = {}
+    for target, port in (("postgres", pg.port), ("weir", w.port)):
+        c, other = wire(port, pg), wire(port, pg)
+        try:
+            got = run_steps(c, [Step(Parse("y", "SELECT 'y'"), Parse("z", "SELECT 'z'"), Sync),
+                                Step(Parse("", "SELEC"), Parse("a", "SELECT 'a'"), Sync, Bind("y"), Execute(), Sync,
+                                     ready=2)])
+            seen[target] = got + run_steps(c, [Step(Bind("y"), Execute(), Bind("z"), Execute(), Sync),
+                                               Step(Bind("y"), Execute(), Sync)])
+            seen[target] += run_steps(other, [Step(Parse("o", "SELECT 'y'"), Bind("o"), Execute(), Sync)])
+        finally:
+            c.close()
+            other.close()
+    assert seen["weir"][2:] == seen["postgres"][2:], seen
+    assert seen["postgres"][2:] == [["2", "D:y", "C:SELECT 1", "2", "D:z", "C:SELECT 1", "Z:I"],
+                                    ["2", "D:y", "C:SELECT 1", "Z:I"], ["1", "2", "D:y", "C:SELECT 1", "Z:I"]]
+    assert seen["weir"][1] == seen["postgres"][1], seen  # with the Close before each Parse, this one too
