@@ -26,6 +26,11 @@ status, and a connection that stays usable.
   prepared an evicted statement before a Bind the server was going to skip,
   counted it as prepared, and the next batch's Bind of it got 26000 (weir_N
   does not exist). Messages the server will skip now go through untouched.
+- For clients that send several batches before reading the answers (not
+  psycopg or asyncpg; a known limitation, see the README), that weir's record
+  of a server's statements corrects itself: a 26000 naming weir_N makes weir
+  forget it there, and weir closes before each Parse of its own, so a
+  statement the server kept is not refused with 42P05 ever after.
 - asyncpg: concurrent connections with prepared queries (cached and with a
   small statement cache, so asyncpg closes statements), errors in the middle
   of transactions, executemany with a failing row (in and out of a
