@@ -234,7 +234,14 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
             return -1;
     }
     COUNT_ADD(s->d->stats.prepared_prepares, 1);
-    if (emit_parse(s->io.out, p) != 0)
+    /* weir believes the server lacks p; close it all the same (an unknown
+     * name is no error to Close). If a failed batch of a client that sent
+     * several before reading left weir's record wrong, the Parse still
+     * succeeds and the record is right again, where it would otherwise get
+     * 42P05 on every later use. Nothing to undo if skipped: weir counted on
+     * nothing from it. Once per statement and server, not per transaction. */
+    if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+        emit_parse(s->io.out, p) != 0)
         return -1;
     return q_push(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
 }
@@ -562,13 +569,37 @@ int prep_query_is_ours(const unsigned char *body, size_t len)
     return len - i >= 7 && (body[i] | 0x20) == 'd' && strncasecmp((const char *)body + i, "dealloc", 7) == 0;
 }
 
+/* Does the server skip this message? An error came back before the Sync
+ * that ends its batch was sent: PostgreSQL ignores everything up to it. */
+static int in_skipped_batch(struct server *s)
+{
+    if (!s->skip_to_sync)
+        return 0;
+    for (unsigned i = 0; i < s->expect_count; i++)
+        if (q_at(s, i)->kind == K_SYNC)
+            return 0; /* the Sync went: this belongs to the next batch */
+    return 1;
+}
+
+static int needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total,
+                      size_t seen);
+
 /*
  * Must weir rewrite or answer this client message itself? Unnamed statements
  * and portals go straight through (only their answers are followed): that is
  * all of plain extended-protocol traffic. msg points at the message start,
- * seen bytes of it are in the window.
+ * seen bytes of it are in the window. So do messages the server will skip:
+ * a Parse, Close or prepare there changes nothing, so weir must not record
+ * one either (a later batch would rely on a statement never prepared, or
+ * prepare one never closed).
  */
 int prep_needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total, size_t seen)
+{
+    return needs_weir(s, c, type, msg, total, seen) && !in_skipped_batch(s);
+}
+
+static int needs_weir(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total,
+                      size_t seen)
 {
     const unsigned char *body = msg + 5;
     size_t blen = (seen < total ? seen : total) - 5;
@@ -694,6 +725,31 @@ static void entry_failed(struct server *s, struct expect *e)
         client_stmts_del(s->client->stmts, registry(s), e->text);
 }
 
+/* How many entries, from the head, come before the Sync (to_sync) or before
+ * the first Sync, Query or FunctionCall (their ReadyForQuery); expect_count
+ * when it has not come yet. */
+static unsigned before_end(struct server *s, int to_sync)
+{
+    unsigned k = 0;
+
+    while (k < s->expect_count && !(to_sync ? q_at(s, k)->kind == K_SYNC : ends_with_ready(q_at(s, k)->kind)))
+        k++;
+    return k;
+}
+
+/* The first k entries got no answer. weir recorded each Parse, Close and
+ * eviction as it sent it: undo them newest first, so that one that reversed
+ * or redid an earlier one (a statement evicted then prepared again, or
+ * closed and prepared afresh, in the same batch) leaves the sets as the
+ * server has them. Answers weir owed among them are dropped too. */
+static void undo_first(struct server *s, unsigned k)
+{
+    for (unsigned i = k; i-- > 0;)
+        entry_failed(s, q_at(s, i));
+    while (k-- > 0)
+        q_pop(s);
+}
+
 static void send_dup_error(struct server *s, const char *name)
 {
     char msg[256];
@@ -704,8 +760,50 @@ static void send_dup_error(struct server *s, const char *name)
     (void)weir_proto_build_error(s->client->io.out, "ERROR", "42P05", msg, NULL, NULL);
 }
 
+static int ident_char(char ch)
+{
+    return isalnum((unsigned char)ch) || ch == '_';
+}
+
+/* "weir_N" as a whole word in an error message (26000: it does not exist),
+ * whatever the server's lc_messages quotes it with; 0 if none. */
+static int weir_name_in(const char *msg, char *name, size_t len)
+{
+    for (const char *p = strstr(msg, "weir_"); p; p = strstr(p + 1, "weir_")) {
+        size_t n = 5;
+        while (isdigit((unsigned char)p[n]))
+            n++;
+        if (n == 5 || n >= len || ident_char(p[n]) || (p > msg && ident_char(p[-1])))
+            continue; /* a client's own name such as "my_weir_1" */
+        memcpy(name, p, n);
+        name[n] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * 26000 naming weir_N: the server lacks a statement weir had recorded on it
+ * (a client that sent several batches before reading the answers, an earlier
+ * one failing after weir had counted on it; a client that ran DEALLOCATE
+ * weir_N itself). Forgetting it makes the error a one-off: the next Bind
+ * prepares it again, instead of every later Bind on this server failing.
+ * Called after the batch was undone.
+ */
+static void learn_from_error(struct server *s, const unsigned char *body, size_t blen)
+{
+    weir_error_fields ef;
+    char name[32];
+    struct pstmt *p;
+
+    if (s->stmts != NULL && weir_proto_parse_error(body, blen, &ef) == 0 && ef.sqlstate &&
+        strcmp(ef.sqlstate, "26000") == 0 && ef.message && weir_name_in(ef.message, name, sizeof(name)) &&
+        (p = server_stmts_find(s->stmts, name)) != NULL)
+        server_stmts_del(s->stmts, registry(s), p);
+}
+
 /* The server reported an error for the head entry: it now skips to Sync. */
-static int on_error(struct server *s, struct expect *e)
+static int on_error(struct server *s, struct expect *e, const unsigned char *body, size_t blen)
 {
     int drop = 0;
 
@@ -714,18 +812,14 @@ static int on_error(struct server *s, struct expect *e)
         drop = 1;
     }
     /* PostgreSQL now ignores everything up to the next Sync, simple Queries
-     * included. weir recorded each Parse and eviction as it sent it; undo them
-     * newest first, ending with the one that failed, so the server's set ends
-     * exactly as the server has it. */
-    unsigned k = 1;
-    while (k < s->expect_count && q_at(s, k)->kind != K_SYNC)
-        k++;
+     * included, the failed entry first among them. */
+    unsigned k = before_end(s, 1);
     if (k == s->expect_count)
         s->skip_to_sync = 1; /* its Sync has not come yet: what comes before it is skipped too */
-    for (unsigned i = k; i-- > 0;)
-        entry_failed(s, q_at(s, i));
-    while (k-- > 0)
-        q_pop(s); /* answers weir owed among them are dropped too */
+    int names_stmt = e->kind == K_BIND || e->kind == K_DESCRIBE; /* one weir may have renamed */
+    undo_first(s, k);
+    if (names_stmt)
+        learn_from_error(s, body, blen);
     return drop;
 }
 
@@ -739,17 +833,14 @@ int prep_server_message(struct server *s, char type, const unsigned char *body, 
     if (type == 'E') {
         if (ends_with_ready(e->kind))
             return 0; /* a simple query's error; ReadyForQuery follows */
-        drop = on_error(s, e);
+        drop = on_error(s, e, body, blen);
     } else if (type == 'Z') {
         /* After a skip, this answers the Sync: the simple Queries and
          * FunctionCalls before it were skipped, not answered. */
         int skipped = s->skip_to_sync;
         s->skip_to_sync = 0;
-        while ((e = q_head(s)) != NULL && !(skipped ? e->kind == K_SYNC : ends_with_ready(e->kind))) {
-            entry_failed(s, e);
-            q_pop(s);
-        }
-        if (e)
+        undo_first(s, before_end(s, skipped));
+        if (q_head(s))
             q_pop(s);
     } else if (type == 'C' && (e->kind == K_QUERY || e->kind == K_EXECUTE)) {
         const char *tag;
