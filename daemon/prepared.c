@@ -390,18 +390,6 @@ void server_stmts_del(struct server_stmts *ss, struct pstmt_registry *r, const s
         pstmt_unref(r, snode_unlink(ss, n));
 }
 
-struct pstmt *server_stmts_find(const struct server_stmts *ss, const char *name)
-{
-    const struct weir_link *l;
-
-    for (l = ss->lru.next; l != &ss->lru; l = l->next) {
-        struct snode *n = weir_container_of(l, struct snode, lru);
-        if (strcmp(n->p->server_name, name) == 0)
-            return n->p;
-    }
-    return NULL;
-}
-
 void server_stmts_clear(struct server_stmts *ss, struct pstmt_registry *r)
 {
     while (!weir_list_empty(&ss->lru))

@@ -62,8 +62,6 @@ int server_stmts_has(struct server_stmts *ss, const struct pstmt *p);
 int server_stmts_add(struct server_stmts *ss, struct pstmt *p, struct pstmt **evicted);
 /* Forget p (after a failed Parse); drops the reference. */
 void server_stmts_del(struct server_stmts *ss, struct pstmt_registry *r, const struct pstmt *p);
-/* The statement this server knows as name ("weir_N"), if recorded; NULL if not. */
-struct pstmt *server_stmts_find(const struct server_stmts *ss, const char *name);
 /* DISCARD ALL / DEALLOCATE ALL ran on the server. */
 void server_stmts_clear(struct server_stmts *ss, struct pstmt_registry *r);
 size_t server_stmts_count(const struct server_stmts *ss);

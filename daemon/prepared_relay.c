@@ -369,7 +369,7 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
     } else {
         evbuffer_add(s->io.out, msg, total);
     }
-    return q_push(s, type == 'D' ? K_DESCRIBE : K_CLOSE, A_FORWARD, 0, NULL, NULL);
+    return q_push(s, type == 'D' ? K_DESCRIBE : K_CLOSE, A_FORWARD, 0, type == 'D' ? p : NULL, NULL);
 }
 
 /* Bind: rewrite the statement name, stream the (maybe large) rest. */
@@ -408,7 +408,7 @@ static int on_bind(struct server *s, struct client *c, size_t total, const unsig
         return -1;
     evbuffer_drain(c->io.in, 5 + names_len);
     c->fwd_remaining = (uint32_t)rest;
-    return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+    return q_push(s, K_BIND, A_FORWARD, 0, p, NULL); /* p: for a 26000 (on_error) */
 }
 
 /* "DEALLOCATE [PREPARE] name|ALL" on its own: weir's names, weir's answer. */
@@ -760,45 +760,20 @@ static void send_dup_error(struct server *s, const char *name)
     (void)weir_proto_build_error(s->client->io.out, "ERROR", "42P05", msg, NULL, NULL);
 }
 
-static int ident_char(char ch)
-{
-    return isalnum((unsigned char)ch) || ch == '_';
-}
-
-/* "weir_N" as a whole word in an error message (26000: it does not exist),
- * whatever the server's lc_messages quotes it with; 0 if none. */
-static int weir_name_in(const char *msg, char *name, size_t len)
-{
-    for (const char *p = strstr(msg, "weir_"); p; p = strstr(p + 1, "weir_")) {
-        size_t n = 5;
-        while (isdigit((unsigned char)p[n]))
-            n++;
-        if (n == 5 || n >= len || ident_char(p[n]) || (p > msg && ident_char(p[-1])))
-            continue; /* a client's own name such as "my_weir_1" */
-        memcpy(name, p, n);
-        name[n] = '\0';
-        return 1;
-    }
-    return 0;
-}
-
 /*
- * 26000 naming weir_N: the server lacks a statement weir had recorded on it
- * (a client that sent several batches before reading the answers, an earlier
- * one failing after weir had counted on it; a client that ran DEALLOCATE
- * weir_N itself). Forgetting it makes the error a one-off: the next Bind
- * prepares it again, instead of every later Bind on this server failing.
- * Called after the batch was undone.
+ * A Bind or Describe of a statement weir renamed got 26000: the server lacks
+ * a statement weir had recorded on it (a client that sent several batches
+ * before reading the answers, an earlier one failing after weir had counted
+ * on it; a client that ran DEALLOCATE weir_N itself). Forgetting it makes
+ * the error a one-off: the next Bind prepares it again, instead of every
+ * later Bind on this server failing.
  */
-static void learn_from_error(struct server *s, const unsigned char *body, size_t blen)
+static void forget_if_missing(struct server *s, struct pstmt *p, const unsigned char *body, size_t blen)
 {
     weir_error_fields ef;
-    char name[32];
-    struct pstmt *p;
 
     if (s->stmts != NULL && weir_proto_parse_error(body, blen, &ef) == 0 && ef.sqlstate &&
-        strcmp(ef.sqlstate, "26000") == 0 && ef.message && weir_name_in(ef.message, name, sizeof(name)) &&
-        (p = server_stmts_find(s->stmts, name)) != NULL)
+        strcmp(ef.sqlstate, "26000") == 0)
         server_stmts_del(s->stmts, registry(s), p);
 }
 
@@ -816,10 +791,15 @@ static int on_error(struct server *s, struct expect *e, const unsigned char *bod
     unsigned k = before_end(s, 1);
     if (k == s->expect_count)
         s->skip_to_sync = 1; /* its Sync has not come yet: what comes before it is skipped too */
-    int names_stmt = e->kind == K_BIND || e->kind == K_DESCRIBE; /* one weir may have renamed */
+    /* A Bind or Describe entry holds the statement only when weir renamed it. */
+    struct pstmt *renamed = (e->kind == K_BIND || e->kind == K_DESCRIBE) ? e->p : NULL;
+    if (renamed)
+        pstmt_ref(renamed); /* the entry goes with the undo */
     undo_first(s, k);
-    if (names_stmt)
-        learn_from_error(s, body, blen);
+    if (renamed) {
+        forget_if_missing(s, renamed, body, blen);
+        pstmt_unref(registry(s), renamed);
+    }
     return drop;
 }
 
