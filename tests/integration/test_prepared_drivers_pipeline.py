@@ -186,8 +186,9 @@ STATEMENTS = [
 ]
 
 
-def pick(r, table):
-    sql, params = r.choice(STATEMENTS)
+def pick(r, table, statements=STATEMENTS):
+    """A random statement of the list, for this test's table, and its parameters."""
+    sql, params = r.choice(statements)
     return sql.replace("{t}", table), params(r)
 
 
@@ -390,8 +391,7 @@ ASYNCPG_QUERIES = [
 
 
 def aq(r, table):
-    sql, params = r.choice(ASYNCPG_QUERIES)
-    return sql.replace("{t}", table), params(r)
+    return pick(r, table, ASYNCPG_QUERIES)
 
 
 def asyncpg_program(r, table, steps=14):
