@@ -89,13 +89,13 @@ lib/weir.pc: lib/weir.pc.in Makefile
 ifeq ($(origin CFLAGS),file)
 DAEMON_OPT ?= -O3 -flto=auto -fno-plt
 endif
-# libevent is linked into the daemon statically where its archive is
-# installed (Debian's libevent-dev has it): its dispatch is about a third of
+# libevent is linked into the daemon statically where its archives are
+# installed (Debian's libevent-dev has them): its dispatch is about a third of
 # the daemon's instructions per transaction, and a static copy makes its
 # internal calls direct instead of through the PLT (about 80 instructions per
 # transaction fewer, callgrind). LIBEVENT_STATIC=0 links the shared library,
 # as a distribution that rebuilds dependents on a libevent update would.
-LIBEVENT_STATIC ?= $(if $(wildcard $(shell $(CC) -print-file-name=libevent_core.a)),1,0)
+LIBEVENT_STATIC ?= $(if $(and $(wildcard $(shell $(CC) -print-file-name=libevent.a)),$(wildcard $(shell $(CC) -print-file-name=libevent_pthreads.a))),1,0)
 ifeq ($(LIBEVENT_STATIC),1)
 DAEMON_DEPS_LIBS = -Wl,-Bstatic -levent_pthreads -levent -Wl,-Bdynamic $(filter-out -levent -levent_pthreads,$(DEPS_LIBS))
 else
