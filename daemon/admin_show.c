@@ -218,9 +218,17 @@ static void show_pools(struct client *c)
 
     admin_columns(c, "ssiiiiiiiiiiiiis", names);
     console.cl_active = console_clients(c->d);
-    pool_row(c, "pgbouncer", "pgbouncer", &console, "statement");
-    for (int i = 0; i < n; i++) {
+    /* One list sorted by database then user, as PgBouncer's: the console's
+     * pool takes its place among the others. */
+    for (int i = 0, console_done = 0; i <= n; i++) {
         struct pool_view v;
+        if (!console_done && (i == n || strcmp(pools[i]->dbname, "pgbouncer") > 0 ||
+                              (strcmp(pools[i]->dbname, "pgbouncer") == 0 && strcmp(pools[i]->user, "pgbouncer") > 0))) {
+            pool_row(c, "pgbouncer", "pgbouncer", &console, "statement");
+            console_done = 1;
+        }
+        if (i == n)
+            break;
         stats_pool_view(c->d, pools[i], &v);
         pool_row(c, pools[i]->dbname, pools[i]->user, &v, config_pool_mode_name(pools[i]->mode));
     }
@@ -669,6 +677,18 @@ static void show_mem(struct client *c)
     show_done(c);
 }
 
+/* Settings whose built-in default is NULL in PgBouncer 1.18: its SHOW CONFIG
+ * answers NULL (not '') for the default, and for the value while unset. */
+static int null_by_default(const char *name)
+{
+    static const char *const keys[] = {"auth_file", "auth_user", "conffile", "service_name", "user", "verbose"};
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(name, keys[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static void show_config(struct client *c)
 {
     static const char *const names[] = {"key", "value", "default", "changeable"};
@@ -678,10 +698,13 @@ static void show_config(struct client *c)
     for (int i = 0; i < config_setting_count(); i++) {
         const struct config_setting *s = config_setting_at(i);
         struct admin_row r = {0};
+        int null_default = null_by_default(s->name);
         config_format_value(c->d->cfg, s, value, sizeof(value));
+        if (s->type == CONFIG_MODE) /* an int to PgBouncer: shown in decimal (0777 is 511) */
+            snprintf(value, sizeof(value), "%ld", strtol(value, NULL, 8));
         row_str(&r, s->name);
-        row_str(&r, value);
-        row_str(&r, s->default_value);
+        row_str(&r, null_default && value[0] == '\0' ? NULL : value);
+        row_str(&r, null_default ? NULL : s->default_value);
         row_str(&r, s->reloadable ? "yes" : "no");
         row_send(c, &r);
     }
@@ -790,6 +813,9 @@ static void show_totals(struct client *c)
     struct db_averages a;
 
     stats_db_totals(c->d, NULL, &t);
+    /* PgBouncer's totals count its console's commands too (SHOW STATS' pgbouncer row) */
+    t.xact_count += stats_admin_count(c->d);
+    t.query_count += stats_admin_count(c->d);
     stats_all_averages(c->d, &a);
     admin_columns(c, "sn", names);
     total_row(c, "total_xact_count", t.xact_count);

@@ -66,7 +66,7 @@ void client_log(struct client *c, int level, const char *fmt, ...)
     if (level < c->d->log.min_level)
         return;
     snprintf(prefix, sizeof(prefix), "C-0x%llx: %s/%s@%s:%d ", (unsigned long long)c->id,
-             c->dbname ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", c->addr, c->port);
+             c->dbname && !c->no_db ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", c->addr, c->port);
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
@@ -142,15 +142,17 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     va_start(ap, fmt);
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
+    /* An empty reason closes silently: PgBouncer logs nothing for a
+     * connection closed before it sent a byte (a monitoring probe). */
+    if (d->cfg->log_disconnections && reason[0])
+        client_log(c, LG_LOG, "closing because: %s (age=%llds)", reason,
+                   (long long)((weir__now_us() - c->connect_us) / 1000000));
     if (sqlstate != NULL) {
         client_send_error(c, "FATAL", sqlstate, reason);
         (void)stream_flush(&c->io);
         if (d->cfg->log_pooler_errors)
             client_log(c, LG_WARNING, "pooler error: %s", reason);
     }
-    if (d->cfg->log_disconnections)
-        client_log(c, LG_LOG, "closing because: %s (age=%llds)", reason,
-                   (long long)((weir__now_us() - c->connect_us) / 1000000));
     client_set_state(c, CL_CLOSING);
     if (c->server) {
         struct server *s = c->server;
@@ -196,8 +198,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
     switch (c->state) {
     case CL_STARTUP:
     case CL_AUTH:
-    case CL_WELCOME:
         client_disconnect(c, "08P01", "client_login_timeout");
+        break;
+    case CL_WELCOME: /* waiting for the pool's first server: PgBouncer's words */
+        client_disconnect(c, "08P01", "client_login_timeout (server down)");
         break;
     case CL_IDLE:
         client_disconnect(c, "08P01", "client_idle_timeout");
@@ -212,8 +216,10 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
         if (c->server->pending > 0) {
             /* Cancel first: closing alone would leave the query running. */
             server_cancel(c->server);
+            c->server->close_why = "query timeout"; /* the server's closing line says so, as PgBouncer's */
             client_disconnect(c, "08P01", "query timeout");
         } else if (c->server->txn != 'I') {
+            c->server->close_why = "idle transaction timeout";
             client_disconnect(c, "08P01", "idle transaction timeout");
         } else {
             client_disconnect(c, "08P01", "client_idle_timeout");
@@ -304,7 +310,8 @@ static int client_take_params(struct client *c, const weir_startup *st)
         }
         if (ignored_startup_param(c, name))
             continue;
-        client_disconnect(c, "08P01", "unsupported startup parameter: %s=%s", name, value);
+        client_log(c, LG_WARNING, "unsupported startup parameter: %s=%s", name, value);
+        client_disconnect(c, "08P01", "unsupported startup parameter: %s", name);
         return -1;
     }
     return 0;
@@ -321,10 +328,14 @@ static const char *user_secret(struct client *c)
     return c->d->users ? userlist_secret(c->d->users, c->user) : NULL;
 }
 
+/* PgBouncer 1.18's words (and its 08P01): the same for a wrong password, an
+ * unknown user and an empty secret, so nothing tells which users exist. */
 static void auth_failed(struct client *c)
 {
+    int sasl = c->auth == CA_SCRAM || c->auth == CA_SCRAM_FINAL;
+
     COUNT_ADD(c->d->stats.logins_failed, 1);
-    client_disconnect(c, "28P01", "password authentication failed for user \"%s\"", c->user);
+    client_disconnect(c, "08P01", sasl ? "SASL authentication failed" : "password authentication failed");
 }
 
 /* Begin a SCRAM exchange with keys for the secret (or mock keys). */
@@ -438,7 +449,8 @@ static void client_auth_with(struct client *c, enum hba_method m, const char *se
     switch (m) {
     case HBA_TRUST:
         if (c->d->users && secret == NULL) {
-            client_disconnect(c, "28000", "no such user: %s", c->user);
+            COUNT_ADD(c->d->stats.logins_failed, 1);
+            client_disconnect(c, "08P01", "\"trust\" authentication failed");
             return;
         }
         client_finish_login(c);
@@ -539,6 +551,12 @@ void client_start_auth(struct client *c)
     enum hba_method m;
 
     client_set_state(c, CL_AUTH);
+    if (c->d->cfg->log_connections) {
+        char tls[128] = "no";
+        if (c->tls)
+            tls_describe(c->io.ssl, tls, sizeof(tls));
+        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user, tls);
+    }
     if (c->d->cfg->auth_type == AUTH_TYPE_ANY) {
         client_finish_login(c);
         return;
@@ -547,6 +565,8 @@ void client_start_auth(struct client *c)
         return;
     if (secret == NULL && start_auth_query(c))
         return;
+    if (secret == NULL && c->d->users && !c->admin)
+        client_log(c, LG_LOG, "no such user: %s", c->user);
     client_auth_with(c, m, secret);
 }
 
@@ -559,7 +579,12 @@ static void handle_password(struct client *c, const unsigned char *body, size_t 
         client_disconnect(c, "08P01", "invalid password packet");
         return;
     }
-    if (c->secret == NULL) {
+    if (pw[0] == '\0') { /* as PostgreSQL and PgBouncer: never an empty password */
+        COUNT_ADD(c->d->stats.logins_failed, 1);
+        client_disconnect(c, "08P01", "empty password returned by client");
+        return;
+    }
+    if (c->secret == NULL || c->secret[0] == '\0') {
         auth_failed(c);
         return;
     }
@@ -702,6 +727,12 @@ static void client_finish_login(struct client *c)
         admin_welcome(c);
         return;
     }
+    if (c->no_db) {
+        if (c->d->cfg->log_connections)
+            client_log(c, LG_LOG, "login failed: db=%s user=%s", c->dbname, c->user);
+        client_disconnect(c, "08P01", "no such database: %s", c->dbname);
+        return;
+    }
     pthread_mutex_lock(&c->d->lock); /* the pool's welcome is learnt by whichever worker is first */
     known = c->dp->welcome_known;
     pthread_mutex_unlock(&c->d->lock);
@@ -715,12 +746,6 @@ static void client_finish_login(struct client *c)
         if (weir_pool_checkout_async(c->dp->pool, c->w->base, pooler_wait_ms(c->dp), welcome_cb, c, &c->waiter) != 0)
             client_disconnect(c, "08P01", "cannot queue for a server");
         return;
-    }
-    if (c->d->cfg->log_connections) {
-        char tls[128] = "no";
-        if (c->tls)
-            tls_describe(c->io.ssl, tls, sizeof(tls));
-        client_log(c, LG_LOG, "login attempt: db=%s user=%s tls=%s", c->dbname, c->user, tls);
     }
     pthread_mutex_lock(&c->d->lock);
     client_default_params(c);
@@ -741,7 +766,7 @@ static void connect_failed(struct client *c, int status)
 
     weir_pool_last_error(c->dp->pool, err, sizeof(err));
     if (status == WEIR_ETIMEDOUT)
-        client_disconnect(c, "08P01", "query_wait_timeout");
+        client_disconnect(c, "08P01", "%s", pooler_wait_reason(c->dp));
     else if (status == WEIR_ECLOSED)
         client_disconnect(c, "08P01", "database is being removed or paused for shutdown");
     else
@@ -794,9 +819,10 @@ static void client_startup(struct client *c, const weir_startup *st)
         client_disconnect(c, "08P01", "out of memory");
         return;
     }
-    if (COUNT_GET(c->d->nclients) > c->d->cfg->max_client_conn) {
+    /* The admin console stays reachable at the limit, as in PgBouncer. */
+    if (COUNT_GET(c->d->nclients) > c->d->cfg->max_client_conn && !admin_is_console_db(c->dbname)) {
         COUNT_ADD(c->d->stats.clients_refused, 1);
-        client_disconnect(c, "53300", "no more connections allowed (max_client_conn)");
+        client_disconnect(c, "08P01", "no more connections allowed (max_client_conn)");
         return;
     }
     if (c->d->shutting_down) {
@@ -812,6 +838,11 @@ static void client_startup(struct client *c, const weir_startup *st)
     }
     if (admin_db_disabled(c->d, c->dbname)) {
         client_disconnect(c, "08P01", "database \"%s\" is disabled", c->dbname);
+        return;
+    }
+    c->no_db = config_find_db(c->d->cfg, c->dbname) == NULL;
+    if (c->no_db) { /* authenticated (a mock exchange for unknown users), then refused */
+        client_start_auth(c);
         return;
     }
     c->dp = pooler_get(c->w, c->dbname, c->user, &sqlstate, err, sizeof(err));
@@ -1100,7 +1131,10 @@ static void client_on_read(struct stream *io, void *arg)
         return;
     }
     if (io->eof || io->failed) {
-        client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
+        if (c->state == CL_STARTUP && evbuffer_get_length(io->in) == 0 && c->rx_len == 0)
+            client_disconnect(c, NULL, "%s", ""); /* a probe: closed before a byte */
+        else
+            client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
         return;
     }
     switch (c->state) {

@@ -57,6 +57,7 @@ struct client {
     struct authq_job *authq_job;  /* auth_query lookup in progress */
     char *authq_secret;           /* what it found; wiped when done */
     int admin;                    /* connected to the admin console */
+    int no_db;                    /* asked for a database the config lacks: told after auth, as PgBouncer */
     int tls;                      /* the connection uses TLS (its SSL is io.ssl) */
     char *tls_cn;                 /* CN of the verified client certificate, or NULL */
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -256,6 +257,29 @@ static int make_loops(struct daemon *d)
     return 0;
 }
 
+/* PgBouncer's first line: the fd limit and its own estimate of the fds it may
+ * need (max_client_conn + 10, plus every pool at full size: one per database
+ * with a forced user, one per user and database otherwise, the console's 2). */
+static void log_limits(struct daemon *d)
+{
+    const struct weir_config *cfg = d->cfg;
+    size_t users = (d->users ? userlist_count(d->users) : 0) + 1;
+    long long want = (long long)cfg->max_client_conn + 10 + 2;
+    struct rlimit lim;
+
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+        log_at(&d->log, LG_ERROR, "could not get RLIMIT_NOFILE: %s", strerror(errno));
+        return;
+    }
+    for (size_t i = 0; i < cfg->n_dbs; i++) {
+        const struct db_config *db = &cfg->dbs[i];
+        int size = db->pool_size != CONFIG_UNSET ? db->pool_size : cfg->default_pool_size;
+        want += (long long)size * (db->user ? 1 : (long long)users);
+    }
+    log_at(&d->log, LG_LOG, "kernel file descriptor limit: %lld (hard: %lld); max_client_conn: %d, max expected fd use: %lld",
+           (long long)lim.rlim_cur, (long long)lim.rlim_max, cfg->max_client_conn, want);
+}
+
 static int daemon_start(struct daemon *d, const struct options *o)
 {
     d->log.to_stderr = !o->quiet && !o->daemonize;
@@ -280,6 +304,7 @@ static int daemon_start(struct daemon *d, const struct options *o)
         return -1;
     if (d->scram == NULL || RAND_bytes(d->mock_secret, sizeof(d->mock_secret)) != 1)
         return -1;
+    log_limits(d);
     if (listeners_open(d) != 0) {
         log_at(&d->log, LG_FATAL, "no listening socket could be opened");
         return -1;
@@ -362,8 +387,9 @@ int main(int argc, char **argv)
         daemon_stop(&d);
         return 1;
     }
-    log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s, libpq %d, %d worker%s", WEIR_VERSION_STRING,
-           event_get_version(), PQlibVersion(), d.nworkers, d.nworkers == 1 ? "" : "s");
+    log_at(&d.log, LG_LOG, "process up: weir %s, libevent %s (%s), libpq %d, %d worker%s", WEIR_VERSION_STRING,
+           event_get_version(), event_base_get_method(d.base), PQlibVersion(), d.nworkers,
+           d.nworkers == 1 ? "" : "s");
     daemon_notify("READY=1\nSTATUS=serving\nMAINPID=%d", (int)getpid());
     if (event_base_dispatch(d.base) < 0)
         rc = 1;

@@ -513,10 +513,28 @@ char *pooler_check_conninfo(struct daemon *d, const struct db_config *db)
     return build_conninfo(d, db, NULL, db->name, user);
 }
 
+/* PgBouncer applies query_timeout to a waiting client too (counted from
+ * its query): whichever of the two is set and shorter ends the wait. */
+static int64_t wait_limit_us(const struct weir_config *cfg, int *is_query_timeout)
+{
+    int64_t w = cfg->query_wait_timeout_us, q = cfg->query_timeout_us;
+
+    *is_query_timeout = q > 0 && (w <= 0 || q <= w);
+    return *is_query_timeout ? q : w;
+}
+
 int pooler_wait_ms(const struct dpool *dp)
 {
-    int64_t us = dp->d->cfg->query_wait_timeout_us;
+    int is_q;
+    int64_t us = wait_limit_us(dp->d->cfg, &is_q);
     return us > 0 ? ms(us) : -1;
+}
+
+const char *pooler_wait_reason(const struct dpool *dp)
+{
+    int is_q;
+    (void)wait_limit_us(dp->d->cfg, &is_q);
+    return is_q ? "query_timeout" : "query_wait_timeout";
 }
 
 /* Everything but the password: what decides which server a connection reaches. */

@@ -77,7 +77,9 @@ char *pooler_auth_conninfo(struct daemon *d, const struct dpool *dp, const char 
  * auth_file has only an md5 or SCRAM secret for it, or out of memory: the
  * checks then wait for the entry's first pool. */
 char *pooler_check_conninfo(struct daemon *d, const struct db_config *db);
-/* Checkout timeout for a pool: query_wait_timeout (0 = forever). */
+/* Checkout timeout for a pool: query_wait_timeout or query_timeout, the shorter set one (-1 = forever). */
 int pooler_wait_ms(const struct dpool *dp);
+/* What a client whose wait ran out is told: "query_timeout" or "query_wait_timeout". */
+const char *pooler_wait_reason(const struct dpool *dp);
 
 #endif

@@ -6,7 +6,10 @@
  * back), tracking ParameterStatus, resetting a server before it returns,
  * and cancelling through libpq on a worker thread.
  */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,10 +55,47 @@ static uint32_t be32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* The local end of a server socket, for "new connection to server (from addr:port)". */
+static void local_addr_of(int fd, char *addr, size_t len, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    snprintf(addr, len, "unix");
+    *port = 0;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
+        *port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
+/* PgBouncer's prefix, "S-0x..: db/user@host:port ", so log parsers read both alike. */
 static void server_log(struct server *s, int level, const char *fmt, const char *arg)
 {
-    log_at(&s->d->log, level, "S-0x%llx: %s/%s@pid %d %s%s", (unsigned long long)s->id, s->dp->dbname,
-           s->dp->user, s->backend_pid, fmt, arg ? arg : "");
+    const char *host = s->be ? backend_host(s->be) : NULL;
+
+    log_at(&s->d->log, level, "S-0x%llx: %s/%s@%s:%d %s%s", (unsigned long long)s->id, s->dp->dbname,
+           s->dp->user, host == NULL || host[0] == '/' ? "unix" : host, s->be ? backend_port(s->be) : 0, fmt,
+           arg ? arg : "");
+}
+
+/* "closing because: why (age=Ns)", as PgBouncer with log_disconnections. */
+static void server_log_closing(struct server *s, const char *why)
+{
+    char msg[300];
+
+    if (!s->d->cfg->log_disconnections)
+        return;
+    snprintf(msg, sizeof(msg), "%s (age=%llds)", why,
+             (long long)(s->pooled ? weir_pooled_age_us(s->pooled) / 1000000 : 0));
+    server_log(s, LG_LOG, "closing because: ", msg);
 }
 
 /* ---- life cycle ---- */
@@ -175,7 +215,13 @@ struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_poole
     /* Registered for reading for the server's whole life: no epoll_ctl per
      * transaction, and an idle server that goes away is noticed at once. */
     stream_set_reading(&s->io, 1);
-    server_log(s, LG_DEBUG, "new server connection", NULL);
+    if (d->cfg->log_connections) {
+        char laddr[80], from[100];
+        int lport = 0;
+        local_addr_of(backend_socket(s->be), laddr, sizeof(laddr), &lport);
+        snprintf(from, sizeof(from), "(from %s:%d)", laddr, lport);
+        server_log(s, LG_LOG, "new connection to server ", from);
+    }
     return s;
 }
 
@@ -196,8 +242,9 @@ static void server_checkin(struct server *s, int clean)
         server_set_state(s, SV_IDLE);
     if (clean && (!stream_in_empty(&s->io) || evbuffer_get_length(s->io.out) > 0 || s->pending))
         clean = 0; /* bytes in flight: not at a boundary after all */
-    if (!clean)
-        server_log(s, LG_LOG, "closing because: ", "server was not idle when released");
+    if (!clean) /* PgBouncer's words for a client gone mid-transaction */
+        server_log_closing(s, s->close_why ? s->close_why : "client disconnect while server was not ready");
+    s->close_why = NULL;
     s->idle_since_us = worker_now(s->w);
     /* Clean means we read its ReadyForQuery 'I' ourselves: the dialect
      * (whose libpq never sees the relayed traffic) has nothing to add. */
@@ -273,7 +320,7 @@ static void server_check_done(struct server *s, int ok)
         return;
     }
     if (!ok) {
-        server_log(s, LG_LOG, "closing because: ", "server check failed");
+        server_log_closing(s, "server check failed");
         server_release(s, 0);
     } else {
         s->client = NULL; /* server_link moves it on from CHECKING */
@@ -660,7 +707,7 @@ static void server_lost(struct server *s, const char *why)
 {
     struct client *c = s->client;
 
-    server_log(s, LG_LOG, "closing because: ", why);
+    server_log_closing(s, why);
     health_server_lost(s->dp, weir_pooled_target(s->pooled)); /* failover? look at its host now */
     if (c != NULL && s->state == SV_CHECKING) {
         server_check_done(s, 0); /* the check found it dead: the client tries another */
@@ -953,7 +1000,7 @@ static void server_idle_input(struct server *s)
 {
     evbuffer_drain(s->io.in, evbuffer_get_length(s->io.in));
     if (s->io.eof || s->io.failed) {
-        server_log(s, LG_LOG, "closing because: ", "server closed the connection while idle");
+        server_log_closing(s, "server closed the connection while idle");
         health_server_lost(s->dp, weir_pooled_target(s->pooled));
         stream_set_reading(&s->io, 0);
         weir_pool_invalidate(s->dp->pool, s->pooled);

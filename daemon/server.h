@@ -42,6 +42,7 @@ struct server {
     enum server_state state;
     struct stream io;
     struct client *client;   /* while linked */
+    const char *close_why;   /* why it is closed when released unclean (a client timeout), or NULL */
     struct param_set params; /* the backend's current values */
     PGcancel *cancel;
     int backend_pid;

@@ -140,7 +140,7 @@ def test_unfinished_logins_over_max_client_conn_expire(weir_factory):
 
 
 def test_max_client_conn_refusal_on_the_wire(weir_factory):
-    """PgBouncer's FATAL 53300 "no more connections allowed (max_client_conn)",
+    """PgBouncer's FATAL 08P01 "no more connections allowed (max_client_conn)",
     then the connection is closed: no hang."""
     w = weir_factory(settings={"max_client_conn": 2})
     held = [w.connect(), w.connect()]
@@ -151,7 +151,7 @@ def test_max_client_conn_refusal_on_the_wire(weir_factory):
     assert time.monotonic() - t0 < 2
     errors = [pgwire.parse_error_fields(b) for t, b in msgs if t == b"E"]
     assert errors == [dict(errors[0])] and errors[0]["S"] == "FATAL", msgs
-    assert errors[0]["C"] == "53300"
+    assert errors[0]["C"] == "08P01"
     assert errors[0]["M"] == "no more connections allowed (max_client_conn)"
     x.close()
     for c in held:

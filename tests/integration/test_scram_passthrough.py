@@ -53,8 +53,8 @@ def test_login_queries_and_backend(weir_factory, pg, secrets):
     with w.connect(dbname="pgbouncer", user=pg.user) as admin:
         rows = admin.execute("SHOW SERVERS").fetchall()
     assert [r for r in rows if r[1] == ROLE and r[4] == "127.0.0.1" and r[5] == pg.port], rows
-    assert "password authentication failed" in str(pytest.raises(psycopg.OperationalError,
-                                                               w.connect, user=ROLE, password="wrong").value)
+    assert "SASL authentication failed" in str(pytest.raises(psycopg.OperationalError,
+                                                           w.connect, user=ROLE, password="wrong").value)
 
 
 def test_psql_login(weir_factory, pg, secrets):

@@ -102,7 +102,7 @@ def test_reload_auth_file_adds_user(weir_factory, pg):
                      userlist={pg.user: "weir-test-pw", pg.scram_user: pg.scram_password})
     held = w.connect(user=pg.scram_user)
     assert held.execute("SELECT 1").fetchone() == (1,)
-    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+    with pytest.raises(psycopg.OperationalError, match="SASL authentication failed"):  # PgBouncer's words
         w.connect(user=pg.md5_user, password=pg.md5_password)
     w.reload(userlist={pg.md5_user: pg.md5_password})
     with w.connect(user=pg.md5_user, password=pg.md5_password) as c:
@@ -117,7 +117,7 @@ def test_reload_auth_file_password_change_keeps_clients(weir_factory, pg):
     held = w.connect(user=pg.md5_user)
     assert held.execute("SELECT 1").fetchone() == (1,)
     w.reload(userlist={pg.md5_user: "changed-password"})
-    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+    with pytest.raises(psycopg.OperationalError, match="SASL authentication failed"):  # PgBouncer's words
         w.connect(user=pg.md5_user, password=pg.md5_password)
     assert held.execute("SELECT current_user").fetchone() == (pg.md5_user,)
 
