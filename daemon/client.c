@@ -219,8 +219,9 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
             c->server->close_why = "query timeout"; /* the server's closing line says so, as PgBouncer's */
             client_disconnect(c, "08P01", "query timeout");
         } else if (c->server->txn != 'I') {
-            c->server->close_why = "idle transaction timeout";
-            client_disconnect(c, "08P01", "idle transaction timeout");
+            const char *why = server_query_timed_out(c->server) ? "query timeout" : "idle transaction timeout";
+            c->server->close_why = why;
+            client_disconnect(c, "08P01", "%s", why);
         } else {
             client_disconnect(c, "08P01", "client_idle_timeout");
         }
@@ -354,8 +355,10 @@ static void start_scram(struct client *c, const char *secret)
     else
         rc = scram_cache_get(c->d->scram, c->user, secret, c->d->cfg->scram_iterations, &keys);
     if (rc == AUTH_EWRONGKIND) {
-        client_disconnect(c, "28000", "SCRAM authentication failed: user has MD5 secret");
-        return;
+        /* As PgBouncer: logged, and the client's exchange fails like a wrong password's. */
+        client_log(c, LG_ERROR, "SCRAM authentication failed: user has MD5 secret");
+        rc = scram_keys_mock(c->user, c->d->mock_secret, c->d->cfg->scram_iterations, &keys);
+        kind = SECRET_NONE;
     }
     if (rc != AUTH_OK || (c->scram = scram_server_new(&keys)) == NULL) {
         OPENSSL_cleanse(&keys, sizeof(keys));

@@ -690,13 +690,37 @@ int server_forward_from_client(struct server *s)
     return 0;
 }
 
+/* How long a transaction may stay idle from now. As in PgBouncer,
+ * query_timeout (counted from the start of the client's last query) ends it
+ * too, when that comes before idle_transaction_timeout. */
+int64_t server_idle_in_txn_limit_us(struct server *s)
+{
+    const struct weir_config *cfg = s->d->cfg;
+    int64_t us = cfg->idle_transaction_timeout_us, left;
+
+    if (cfg->query_timeout_us <= 0)
+        return us;
+    left = cfg->query_timeout_us - (worker_now(s->w) - s->query_start_us);
+    if (left < 1)
+        left = 1;
+    return us <= 0 || left <= us ? left : us;
+}
+
+int server_query_timed_out(struct server *s)
+{
+    int64_t q = s->d->cfg->query_timeout_us;
+
+    /* the real clock: the loop's is read per stream callback, not in timers */
+    return q > 0 && weir__now_us() - s->query_start_us >= q - 1000;
+}
+
 /* Between queries on a linked server: which timeout watches the client now. */
 static void arm_between_queries(struct server *s, struct client *c)
 {
     const struct weir_config *cfg = s->d->cfg;
 
     if (s->txn != 'I')
-        client_arm_timer(c, cfg->idle_transaction_timeout_us);
+        client_arm_timer(c, server_idle_in_txn_limit_us(s));
     else
         client_arm_timer(c, cfg->client_idle_timeout_us);
 }

@@ -90,4 +90,9 @@ void server_close_unlinked(struct daemon *d);
 /* Ask PostgreSQL to cancel what this server runs now (worker thread). */
 void server_cancel(struct server *s);
 
+/* Inside an idle transaction: how long until a timeout ends it (0 = never),
+ * and whether the one that fired was query_timeout (else idle_transaction_timeout). */
+int64_t server_idle_in_txn_limit_us(struct server *s);
+int server_query_timed_out(struct server *s);
+
 #endif

@@ -320,6 +320,8 @@ def admin(port, user, sql, db="pgbouncer"):
                 rows.append(_datarow(b))
             elif t == b"E" and q.error is None:
                 q.error = parse_error_fields(b)
+            elif t == b"N":
+                q.notices.append(parse_error_fields(b))
             elif t == b"C":
                 q.tag = b[:-1].decode()
             elif t == b"Z":
@@ -348,6 +350,7 @@ LOG_SHAPE_SUBS = [
     (r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+ \[\d+\] ", "TS [PID] "),
     (r"[CS]-0x[0-9a-f]+", "X-PTR"),
     (r"@127\.0\.0\.1:\d+", "@ADDR"),
+    (r"\b\d+\.\d+\.\d+\.\d+\b", "IP"),
     (r"\d+(\.\d+)?", "N"),
 ]
 

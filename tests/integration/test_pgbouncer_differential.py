@@ -1,0 +1,527 @@
+"""weir against the real PgBouncer, live: both started on the same
+pgbouncer.ini against the test PostgreSQL, each scenario run against both
+with the same raw wire client (pgbdiff.py), comparing what a client sees:
+severity, SQLSTATE and message of the ErrorResponse, and whether the
+connection stays open; admin console answers; the shapes of the log lines
+that pgBadger and alerting parse.
+
+A scenario is either `same` (both must answer alike) or an intended
+difference, where weir deliberately does otherwise and the reason is
+written next to it; both sides of an intended difference are pinned, so a
+change on either shows up here. Skipped when Debian's PgBouncer
+(/usr/sbin/pgbouncer, tests/tools/deps.sh installs it) is absent.
+"""
+import concurrent.futures
+import os
+import re
+import tempfile
+import time
+
+import pytest
+
+from pgbdiff import Pair, admin, log_shape, login, pgbouncer_missing, query
+from conftest import wait_for
+
+pytestmark = pytest.mark.skipif(pgbouncer_missing() is not None, reason=str(pgbouncer_missing()))
+
+# Rows of the report printed at the end of the module: (scenario, verdict, note).
+TABLE = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report():
+    yield
+    width = max([len(r[0]) for r in TABLE] + [10])
+    print("\n---- weir vs PgBouncer 1.18 ----")
+    for name, verdict, note in TABLE:
+        print("%-*s  %-9s %s" % (width, name, verdict, note))
+
+
+@pytest.fixture
+def pairs(pg):
+    made = []
+
+    def make(**kw):
+        p = Pair(pg, **kw)
+        made.append(p)
+        return p.start()
+
+    yield make
+    for p in made:
+        p.stop()
+
+
+def same(name, res):
+    """Both answered alike (Outcome.key(), or any comparable value)."""
+    k = {a: (v.key() if hasattr(v, "key") else v) for a, v in res.items()}
+    assert k["weir"] == k["pgbouncer"], "%s differs:\n  pgbouncer %r\n  weir      %r" % (name, k["pgbouncer"],
+                                                                                     k["weir"])
+    TABLE.append((name, "same", ""))
+
+
+def intended(name, res, pgbouncer, weir, why):
+    """A deliberate difference: both sides pinned, the reason recorded."""
+    k = {a: (v.key() if hasattr(v, "key") else v) for a, v in res.items()}
+    assert k["pgbouncer"] == pgbouncer, "%s: PgBouncer now answers %r" % (name, k["pgbouncer"])
+    assert k["weir"] == weir, "%s: weir now answers %r" % (name, k["weir"])
+    TABLE.append((name, "intended", why))
+
+
+def both(p, fn):
+    """fn(pooler) on both at once (timeouts run in parallel); -> {kind: result}."""
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        futs = {k: ex.submit(fn, x) for k, x in p.items()}
+        return {k: f.result() for k, f in futs.items()}
+
+
+def fatal(msg):
+    """The key of a login or query refused with FATAL 08P01 msg, connection closed."""
+    return (False, "FATAL", "08P01", msg, True)
+
+
+def fatal_after_login(msg):
+    return (True, "FATAL", "08P01", msg, True)
+
+
+OK = (True, None, None, None, False)
+
+
+# ---- authentication ----
+
+@pytest.mark.parametrize("auth_type", ["md5", "scram-sha-256", "plain", "trust"])
+def test_auth(pairs, pg, auth_type):
+    p = pairs(settings={"auth_type": auth_type})
+    cases = [
+        ("right password, md5 user", pg.md5_user, pg.db, pg.md5_password),
+        ("right password, scram user", pg.scram_user, pg.db, pg.scram_password),
+        ("wrong password, md5 user", pg.md5_user, pg.db, "wrong"),
+        ("wrong password, scram user", pg.scram_user, pg.db, "wrong"),
+        ("empty password", pg.md5_user, pg.db, ""),
+        ("unknown user", "nosuchuser", pg.db, "whatever"),
+        ("unknown database, right password", pg.user, "nosuchdb", "weir-test-pw"),
+        ("unknown database, wrong password", pg.user, "nosuchdb", "wrong"),
+    ]
+    for what, user, db, pw in cases:
+        same("auth_type=%s: %s" % (auth_type, what), p.each(lambda x: login(x.port, user, db, pw)))
+
+
+def test_auth_stored_secrets(pairs, pg):
+    """auth_file holding an md5 hash and a SCRAM secret, not plain text."""
+    import hashlib
+    with pg.connect() as c:
+        scram = c.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [pg.scram_user]).fetchone()[0]
+    md5 = "md5" + hashlib.md5((pg.md5_password + pg.md5_user).encode()).hexdigest()
+    for auth in ("md5", "scram-sha-256"):
+        p = pairs(settings={"auth_type": auth}, userlist={pg.user: "weir-test-pw", pg.scram_user: scram,
+                                                          pg.md5_user: md5})
+        for user, pw in ((pg.scram_user, pg.scram_password), (pg.scram_user, "bad"), (pg.md5_user, "bad")):
+            same("auth_type=%s, stored secret: %s %s" % (auth, user, "right" if pw != "bad" else "wrong"),
+                 p.each(lambda x: login(x.port, user, pg.db, pw)))
+        p.stop()
+
+
+def test_auth_hba(pairs, pg):
+    d = tempfile.mkdtemp(prefix="weir-pgbdiff-hba-")
+    os.chmod(d, 0o755)
+    hba = os.path.join(d, "hba.conf")
+    with open(hba, "w") as f:
+        f.write("host all %s 127.0.0.1/32 md5\n" % pg.md5_user)
+        f.write("host all %s 127.0.0.1/32 scram-sha-256\n" % pg.scram_user)
+        f.write("host all %s 127.0.0.1/32 trust\n" % pg.user)
+    os.chmod(hba, 0o644)
+    p = pairs(settings={"auth_type": "hba", "auth_hba_file": hba})
+    for what, user, pw in (("md5 rule, right", pg.md5_user, pg.md5_password), ("md5 rule, wrong", pg.md5_user, "x"),
+                           ("scram rule, right", pg.scram_user, pg.scram_password),
+                           ("scram rule, wrong", pg.scram_user, "x"), ("trust rule", pg.user, "")):
+        same("auth_type=hba: " + what, p.each(lambda x: login(x.port, user, pg.db, pw)))
+    res = p.each(lambda x: login(x.port, "nobody", pg.db, "x"))
+    intended("auth_type=hba: no matching rule", res, fatal("login rejected"),
+             (False, "FATAL", "28000", 'no pg_hba.conf entry for host "127.0.0.1", user "nobody", database "%s", '
+              "no encryption" % pg.db, True),
+             "PostgreSQL's words and SQLSTATE (README): they name the rule that is missing")
+
+
+# ---- limits and timeouts ----
+
+def test_max_client_conn(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "max_client_conn": 2})
+
+    def at_limit(x):
+        held = [login(x.port, pg.user, pg.db, keep=True) for _ in range(2)]
+        refused = login(x.port, pg.user, pg.db)
+        console = admin(x.port, pg.user, "SHOW VERSION")[2]
+        for h in held:
+            h.wire.close()
+        return refused.key(), console.key()
+    res = p.each(at_limit)
+    same("max_client_conn reached (and the console still reachable)", res)
+    assert res["weir"][0] == fatal("no more connections allowed (max_client_conn)")
+
+
+def timed(fn):
+    def run(x):
+        t0 = time.monotonic()
+        r = fn(x)
+        r.took = time.monotonic() - t0
+        return r
+    return run
+
+
+def test_query_wait_timeout(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "default_pool_size": 1, "query_wait_timeout": 1})
+
+    def wait(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")  # session mode: a keeps the only server
+        b = login(x.port, pg.user, pg.db, keep=True)
+        r = timed(lambda x: query(b.wire, "SELECT 1"))(x)
+        a.wire.close()
+        b.wire.close()
+        return r
+    res = both(p, wait)
+    same("pool exhausted, query_wait_timeout", res)
+    assert res["weir"].key() == fatal_after_login("query_wait_timeout")
+    for k, r in res.items():
+        assert 0.8 < r.took < 4, (k, r.took)
+
+
+def test_query_timeout_ends_a_wait(pairs, pg):
+    """query_timeout shorter than query_wait_timeout: PgBouncer applies it to waiting clients too."""
+    p = pairs(settings={"auth_type": "trust", "default_pool_size": 1, "query_wait_timeout": 10, "query_timeout": 1})
+
+    def wait(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        b = login(x.port, pg.user, pg.db, keep=True)
+        r = query(b.wire, "SELECT 1")
+        a.wire.close()
+        b.wire.close()
+        return r
+    res = both(p, wait)
+    same("pool exhausted, query_timeout < query_wait_timeout", res)
+    assert res["weir"].key() == fatal_after_login("query_timeout")
+
+
+def test_query_and_idle_transaction_timeouts(pairs, pg):
+    q = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "query_timeout": 1})
+    i = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "idle_transaction_timeout": 1})
+
+    def running(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        r = query(a.wire, "SELECT pg_sleep(4)")
+        a.wire.close()
+        return r
+
+    def idle_in_txn(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "BEGIN")
+        time.sleep(2.2)
+        r = query(a.wire, "SELECT 1")
+        a.wire.close()
+        return r
+    res = both(q, running)
+    same("query_timeout on a running query", res)
+    assert res["weir"].key() == fatal_after_login("query timeout")
+    res = both(i, idle_in_txn)
+    same("idle_transaction_timeout", res)
+    assert res["weir"].key() == fatal_after_login("idle transaction timeout")
+    # PgBouncer counts query_timeout from the client's last query, idle or not:
+    # it ends a transaction left idle too
+    res = both(q, idle_in_txn)
+    same("query_timeout on a transaction left idle", res)
+    assert res["weir"].key() == fatal_after_login("query timeout")
+
+
+def test_client_idle_timeout(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "client_idle_timeout": 1})
+
+    def idle(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        time.sleep(2.2)
+        r = query(a.wire, "SELECT 1")
+        a.wire.close()
+        return r
+    res = both(p, idle)
+    same("client_idle_timeout", res)
+    assert res["weir"].key() == fatal_after_login("client_idle_timeout")
+
+
+def test_client_login_timeout(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "client_login_timeout": 1})
+
+    def silent(x):
+        from pgwire import Wire
+        from pgbdiff import Outcome, parse_error_fields
+        w = Wire("127.0.0.1", x.port, timeout=5)
+        o = Outcome()
+        try:
+            t, b = w.read_message(timeout=4)
+            o.error = parse_error_fields(b) if t == b"E" else {"type": t}
+            w.read_message(timeout=1)
+            o.closed = False
+        except (EOFError, ConnectionResetError):
+            o.closed = True
+        except (TimeoutError, OSError):
+            o.closed = False
+        w.close()
+        return o
+    res = both(p, silent)
+    same("client_login_timeout (no startup packet)", res)
+
+
+# ---- servers down ----
+
+def test_server_down(pairs, pg):
+    from conftest import free_port
+    dead = "host=127.0.0.1 port=%d dbname=x" % free_port()
+    p = pairs(settings={"auth_type": "trust", "query_wait_timeout": 1},
+              databases={pg.db: pg.entry(), "down": dead})
+    res = both(p, timed(lambda x: login(x.port, pg.user, "down")))
+    w = res["weir"]
+    assert res["pgbouncer"].key() == fatal("query_wait_timeout") and res["pgbouncer"].took > 0.8
+    assert w.key()[:3] == (False, "FATAL", "08P01") and w.closed and w.took < 1, w
+    assert w.error["M"].startswith("server login failed: connection to server at") and "refused" in w.error["M"]
+    intended("server down (closed port): the login", {k: v.key()[:3] + (v.closed,) for k, v in res.items()},
+             (False, "FATAL", "08P01", True), (False, "FATAL", "08P01", True),
+             "weir fails the waiting client at once with libpq's reason ('server login failed: connection to "
+             "server at ... refused'); PgBouncer holds the login until query_wait_timeout (or "
+             "client_login_timeout) and then says 'query_wait_timeout'. Same SQLSTATE, earlier and with the cause")
+
+
+# ---- pool modes ----
+
+def test_pool_modes(pairs, pg):
+    p = pairs(settings={"auth_type": "trust"},
+              databases={pg.db: pg.entry(), "stmt": pg.entry() + " pool_mode=statement",
+                         "txn": pg.entry() + " pool_mode=transaction"})
+
+    def statement(x):
+        a = login(x.port, pg.user, "stmt", keep=True)
+        r = [query(a.wire, "SELECT 1").key()]
+        r.append(query(a.wire, "BEGIN").key())
+        a.wire.close()
+        return r
+
+    def transaction(x):
+        a = login(x.port, pg.user, "txn", keep=True)
+        r = []
+        for sql in ("BEGIN", "SELECT 1", "COMMIT", "SELECT 1/0", "SELECT 2"):
+            o = query(a.wire, sql)
+            r.append((o.key(), o.rows))
+        a.wire.close()
+        return r
+    res = p.each(statement)
+    same("pool_mode=statement: a transaction block", res)
+    assert res["weir"][1] == fatal_after_login("transaction blocks not allowed in statement pooling mode")
+    same("pool_mode=transaction: begin/commit, an error, the next query", p.each(transaction))
+
+
+# ---- startup parameters ----
+
+def test_startup_parameters(pairs, pg):
+    p = pairs(settings={"auth_type": "trust"})
+    same("unsupported startup parameter", p.each(lambda x: login(x.port, pg.user, pg.db, params={"search_path": "x"})))
+    assert login(p["weir"].port, pg.user, pg.db, params={"search_path": "x"}).key() == \
+        fatal("unsupported startup parameter: search_path")
+
+    def appname(x):
+        a = login(x.port, pg.user, pg.db, params={"application_name": "diff-app"}, keep=True)
+        r = query(a.wire, "SELECT current_setting('application_name')").rows
+        clients = admin(x.port, pg.user, "SHOW CLIENTS")
+        col = clients[0].index("application_name")
+        seen = sorted(row[col] for row in clients[1])
+        a.wire.close()
+        return r, seen
+    same("application_name reaches the server and SHOW CLIENTS", p.each(appname))
+
+    def unnamed(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        r = query(a.wire, "SELECT current_setting('application_name')").rows
+        a.wire.close()
+        return r
+    intended("no application_name from the client", p.each(unnamed), [[""]], [["weir"]],
+             "server connections carry fallback_application_name=weir, so pg_stat_activity shows which "
+             "sessions come through weir; a client's own application_name replaces it")
+    res = p.each(lambda x: login(x.port, pg.user, pg.db, params={"extra_float_digits": "2"}))
+    intended("extra_float_digits without ignore_startup_parameters", res,
+             fatal("unsupported startup parameter: extra_float_digits"), OK,
+             "weir tracks extra_float_digits like client_encoding (README): JDBC and others send it, and "
+             "PgBouncer users had to list it in ignore_startup_parameters")
+
+    q = pairs(settings={"auth_type": "trust", "ignore_startup_parameters": "search_path, extra_float_digits"})
+    same("ignore_startup_parameters set", q.each(lambda x: login(x.port, pg.user, pg.db,
+                                                                  params={"search_path": "x",
+                                                                          "extra_float_digits": "2"})))
+
+
+# ---- the admin console ----
+
+def test_admin_console_answers(pairs, pg):
+    p = pairs(settings={"auth_type": "md5"})
+    same("console: user not in admin_users/stats_users",
+         p.each(lambda x: login(x.port, pg.md5_user, "pgbouncer", pg.md5_password)))
+    same("console: stats user runs PAUSE", p.each(lambda x: admin(x.port, "statsuser", "PAUSE")[2]))
+
+    def cmd(sql):
+        def run(x):
+            cols, rows, o = admin(x.port, pg.user, sql)
+            return cols, rows, o.key(), getattr(o, "tag", None), [(n.get("S"), n.get("M"), n.get("D"))
+                                                                  for n in o.notices]
+        return run
+    for sql in ("frobnicate", "SHOW frobs", "SELECT 1", "PAUSE", "PAUSE", "RESUME", "RESUME",
+                "PAUSE nosuchdb", "KILL nosuchdb", "RECONNECT nosuchdb", "DISABLE", "ENABLE nosuchdb", "RELOAD",
+                "SHOW LISTS;", "SET default_pool_size = 7", "SHOW USERS"):
+        res = p.each(cmd(sql))
+        if sql == "SHOW LISTS;":
+            # free_* count PgBouncer's slab caches of unused objects; weir keeps none
+            res = {k: [r for r in v[1] if not r[0].startswith("free_")] for k, v in res.items()}
+        same("console: " + sql, res)
+    res = p.each(cmd("SHOW HELP"))
+    help_lines = {k: v[4][0][2].split("\n\t") for k, v in res.items()}
+    assert res["weir"][:4] == res["pgbouncer"][:4]
+    intended("console: SHOW HELP", help_lines, help_lines["pgbouncer"], help_lines["weir"],
+             "lists what weir answers: no SHOW FDS or SUSPEND (no online restart), plus SHOW STATE and KILL_CLIENT")
+    assert set(help_lines["pgbouncer"]) - set(help_lines["weir"]) == {
+        "SHOW FDS|SOCKETS|ACTIVE_SOCKETS|LISTS|MEM", "SUSPEND"}
+    res = p.each(cmd("SHOW VERSION"))
+    intended("console: SHOW VERSION", {k: v[1] for k, v in res.items()}, [["PgBouncer 1.18.0"]],
+             [["PgBouncer 1.18.0 compatible (weir 0.1.0)"]],
+             "says what answers, and still parses as 'PgBouncer 1.18.0' (pgbouncer_exporter's regex)")
+    res = p.each(cmd("SUSPEND"))
+    intended("console: SUSPEND", {k: v[2] for k, v in res.items()}, OK,
+             (True, "ERROR", "08P01", "SUSPEND is not supported: weir has no online restart (-R); use PAUSE",
+              False), "SUSPEND only serves PgBouncer's online restart (-R), which weir does not have: "
+                      "an error says so rather than a pooler frozen for nothing")
+    res = p.each(cmd("SET nosuch = 1"))
+    intended("console: SET of an unknown key", {k: v[2] for k, v in res.items()},
+             (True, "ERROR", "08P01", "SET failed", False),
+             (True, "ERROR", "08P01", 'SET failed: unknown setting "nosuch"', False),
+             "the same words, then why")
+
+
+def test_admin_show_config(pairs, pg):
+    p = pairs(settings={"auth_type": "trust"})
+    res = p.each(lambda x: admin(x.port, pg.user, "SHOW CONFIG"))
+    assert res["weir"][0] == res["pgbouncer"][0] == ["key", "value", "default", "changeable"]
+    b = {r[0]: r[1:] for r in res["pgbouncer"][1]}
+    w = {r[0]: r[1:] for r in res["weir"][1]}
+    assert not set(b) - set(w), "keys PgBouncer shows and weir does not: %s" % sorted(set(b) - set(w))
+    own = {"conffile", "listen_port", "logfile", "pidfile", "unix_socket_dir"}  # this test's paths and ports
+    # Debian patches 1.18's auth_query default to the later upstream one (pg_authid, rolvaliduntil); weir keeps
+    # upstream 1.18's.
+    debian = {"auth_query"}
+    diff = {k: (b[k], w[k]) for k in set(b) & set(w) - own - debian if b[k] != w[k]}
+    assert not diff, diff
+    for k in own:
+        assert (b[k][1], b[k][2]) == (w[k][1], w[k][2]), k  # defaults and changeable still agree
+    same("SHOW CONFIG: keys, values, defaults, changeable (%d keys)" % len(b), {"weir": 0, "pgbouncer": 0})
+    intended("SHOW CONFIG: extra keys", {"pgbouncer": [], "weir": sorted(set(w) - set(b))}, [],
+             sorted(set(w) - set(b)), "weir's own settings (workers, metrics_*, health checks...) after PgBouncer's")
+    TABLE.append(("SHOW CONFIG: auth_query default", "intended",
+                  "Debian's 1.18 ships a later upstream default; weir keeps upstream 1.18's pg_shadow query"))
+
+
+def test_admin_show_after_identical_activity(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "default_pool_size": 2},
+              databases={pg.db: pg.entry(), "txn": pg.entry() + " pool_mode=transaction"})
+
+    def activity(x):
+        a = login(x.port, pg.user, pg.db, keep=True, params={"application_name": "held"})
+        query(a.wire, "SELECT 1")  # session: keeps its server
+        b = login(x.port, pg.user, "txn", keep=True, params={"application_name": "txn-client"})
+        query(b.wire, "SELECT 1")  # transaction: its server goes back idle
+        return a, b
+    held = p.each(activity)
+    # sv_idle of the transaction pool: the released server may still be resetting an instant
+    time.sleep(0.3)
+
+    def show(what, keep):
+        def run(x):
+            cols, rows, o = admin(x.port, pg.user, "SHOW " + what)
+            assert o.error is None, o.error
+            return cols, [[r[cols.index(c)] for c in keep] for r in rows]
+        return run
+    comparable = {
+        "DATABASES": ["name", "host", "database", "force_user", "pool_size", "min_pool_size", "reserve_pool",
+                      "pool_mode", "max_connections", "current_connections", "paused", "disabled"],
+        "POOLS": ["database", "user", "cl_active", "cl_waiting", "sv_active", "sv_idle", "sv_used", "sv_login",
+                  "maxwait", "pool_mode"],
+        "CLIENTS": ["type", "user", "database", "state", "addr", "local_addr", "wait", "close_needed",
+                    "remote_pid", "tls", "application_name"],
+        "SERVERS": ["type", "user", "database", "state", "addr", "port", "local_addr", "close_needed", "tls",
+                    "application_name"],
+    }
+    for what, keep in comparable.items():
+        res = p.each(show(what, keep))
+        cols = {k: v[0] for k, v in res.items()}
+        # PgBouncer's columns, in its order, first; weir's own may follow (README)
+        assert cols["weir"][:len(cols["pgbouncer"])] == cols["pgbouncer"], what
+        same("SHOW %s values (%s)" % (what, ", ".join(keep)), {k: sorted(v[1], key=str) for k, v in res.items()})
+    for h in held.values():
+        for o in h:
+            o.wire.close()
+
+
+# ---- log lines ----
+
+# (kind, what the raw line contains, the shape it must have once log_shape()
+# replaced time, pid, pointers, addresses and numbers)
+LOG_KINDS = [
+    ("login attempt", " C-0x", "login attempt",
+     r"TS \[PID\] LOG X-PTR: \S+/\S+@ADDR login attempt: db=\S+ user=\S+ tls=no"),
+    ("closing because (client)", " C-0x", "closing because",
+     r"TS \[PID\] LOG X-PTR: \S+/\S+@ADDR closing because: .+ \(age=Ns\)"),
+    ("pooler error", " C-0x", "pooler error", r"TS \[PID\] WARNING X-PTR: \S+/\S+@ADDR pooler error: .+"),
+    ("login failed", " C-0x", "login failed", r"TS \[PID\] LOG X-PTR: \S+/\S+@ADDR login failed: db=\S+ user=\S+"),
+    ("new connection to server", " S-0x", "new connection to server",
+     r"TS \[PID\] LOG X-PTR: \S+/\S+@ADDR new connection to server \(from IP:N\)"),
+    ("closing because (server)", " S-0x", "closing because",
+     r"TS \[PID\] LOG X-PTR: \S+/\S+@ADDR closing because: .+ \(age=Ns\)"),
+    ("stats", "", "LOG stats:",
+     r"TS \[PID\] LOG stats: N xacts/s, N queries/s, in N B/s, out N B/s, xact N us, query N us, wait N us"),
+    ("listening", "", "LOG listening on", r"TS \[PID\] LOG listening on (IP:N|unix:\S+)"),
+    ("fd limit", "", "kernel file descriptor limit",
+     r"TS \[PID\] LOG kernel file descriptor limit: N \(hard: N\); max_client_conn: N, max expected fd use: N"),
+    ("process up", "", "LOG process up: ", r"TS \[PID\] LOG process up: .+"),
+]
+
+
+def test_log_line_shapes(pairs, pg):
+    p = pairs(settings={"auth_type": "md5", "pool_mode": "transaction", "stats_period": 1, "log_stats": 1,
+                        "query_timeout": 1})
+
+    def activity(x):
+        login(x.port, pg.md5_user, pg.db, pg.md5_password)      # in and out
+        login(x.port, pg.md5_user, pg.db, "wrong")              # refused
+        login(x.port, pg.user, "nosuchdb", "weir-test-pw")      # unknown database
+        a = login(x.port, pg.user, pg.db, "weir-test-pw", keep=True)
+        query(a.wire, "BEGIN")
+        a.wire.close()                                          # gone mid-transaction
+        b = login(x.port, pg.user, pg.db, "weir-test-pw", keep=True)
+        query(b.wire, "SELECT pg_sleep(3)")                     # query timeout
+        b.wire.close()
+    both(p, activity)
+    wait_for(lambda: all(x.log_text().count("stats:") >= 2 for x in p.poolers.values()), 5,
+             what="two stats lines from each")
+    for k, x in p.items():
+        lines = x.log_text().splitlines()
+        for kind, prefix, words, shape in LOG_KINDS:
+            found = [log_shape(line) for line in lines if words in line and prefix in line]
+            assert found, "%s: no %r line in:\n%s" % (k, kind, "\n".join(lines))
+            bad = [line for line in found if not re.fullmatch(shape, line)]
+            assert not bad, "%s: %r lines of another shape: %s" % (k, kind, bad)
+    for k, x in p.items():
+        text = x.log_text()
+        # PgBouncer's order: "closing because" then "pooler error", the same reason
+        for reason in ("password authentication failed", "no such database: nosuchdb", "query timeout"):
+            i = text.find("closing because: %s (age=" % reason)
+            j = text.find("pooler error: %s" % reason)
+            assert 0 <= i < j, (k, reason)
+        assert "login failed: db=nosuchdb user=%s" % pg.user in text, k
+        # the server cut by query_timeout says why, with the server's address
+        assert re.search(r"S-0x[0-9a-f]+: %s/%s@127\.0\.0\.1:%d closing because: query timeout \(age=\d+s\)"
+                         % (pg.db, pg.user, pg.port), text), (k, text)
+    for kind, *_ in LOG_KINDS:
+        TABLE.append(("log: " + kind, "same" if kind != "process up" else "intended",
+                      "" if kind != "process up" else "names weir and what it runs on (libpq, workers)"))
