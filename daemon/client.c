@@ -765,9 +765,14 @@ static void client_finish_login(struct client *c)
 
 static void connect_failed(struct client *c, int status)
 {
-    char err[256];
+    char err[256], sev[16], msg[256];
 
     weir_pool_last_error(c->dp->pool, err, sizeof(err));
+    /* The server refused the login: its own words, as PgBouncer passes them on. */
+    if (status == WEIR_ECONNECT && pooler_server_error(err, sev, sizeof(sev), msg, sizeof(msg))) {
+        client_disconnect(c, "08P01", "%s", msg);
+        return;
+    }
     if (status == WEIR_ETIMEDOUT)
         client_disconnect(c, "08P01", "%s", pooler_wait_reason(c->dp));
     else if (status == WEIR_ECLOSED)
@@ -811,7 +816,7 @@ static void client_startup(struct client *c, const weir_startup *st)
         return;
     }
     if (weir_startup_param(st, "replication")) {
-        client_disconnect(c, "08P01", "replication connections are not supported");
+        client_disconnect(c, "08P01", "unsupported startup parameter: replication"); /* PgBouncer 1.18's */
         return;
     }
     c->user = strdup(user);
@@ -905,7 +910,9 @@ static void client_read_startup(struct client *c)
          * empty of the packet before login may look for a first query. */
         evbuffer_remove(c->io.in, pkt, f.total);
         if (weir_proto_parse_startup(pkt + f.body_off, f.body_len, &st) != 0) {
-            client_disconnect(c, "08P01", "bad startup packet");
+            /* a protocol 2.0 startup (major version 2): PgBouncer's words */
+            int v2 = f.body_len >= 4 && pkt[f.body_off] == 0 && pkt[f.body_off + 1] == 2;
+            client_disconnect(c, "08P01", v2 ? "old V2 protocol not supported" : "bad startup packet");
             return;
         }
         if (st.kind == WEIR_STARTUP_SSL && c->tls) {

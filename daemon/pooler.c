@@ -4,6 +4,7 @@
  * libweir pool configuration, and keeps the (database, user) pools of the
  * daemon, including what happens to them on reload.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -155,13 +156,40 @@ static int ms(int64_t us)
     return us <= 0 ? 0 : us / 1000 > 0x7fffffff ? 0x7fffffff : (int)(us / 1000);
 }
 
+int pooler_server_error(const char *err, char *severity, size_t slen, char *msg, size_t mlen)
+{
+    static const char *const levels[] = {"FATAL", "ERROR", "PANIC"};
+    const char *end;
+
+    for (const char *p = strstr(err, "failed: "); p != NULL; p = strstr(p, "failed: ")) {
+        p += 8;
+        for (size_t i = 0; i < sizeof(levels) / sizeof(levels[0]); i++) {
+            size_t n = strlen(levels[i]);
+            if (strncmp(p, levels[i], n) != 0 || strncmp(p + n, ":  ", 3) != 0)
+                continue;
+            snprintf(severity, slen, "%s", levels[i]);
+            p += n + 3;
+            end = strchr(p, '\n');
+            snprintf(msg, mlen, "%.*s", (int)(end ? end - p : (ptrdiff_t)strlen(p)), p);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static void daemon_pool_log(void *arg, weir_log_level level, const char *msg)
 {
     struct daemon *d = arg;
     int lv = level == WEIR_LOG_DEBUG ? LG_DEBUG : level == WEIR_LOG_INFO ? LG_LOG
                                               : level == WEIR_LOG_WARNING ? LG_WARNING
                                                                           : LG_ERROR;
+    const char *failed = strstr(msg, ": connect failed: ");
+    char sev[16], text[512];
+
     log_at(&d->log, lv, "%s", msg);
+    /* The server refused the login: PgBouncer's line too, which alerting knows. */
+    if (failed && pooler_server_error(failed, sev, sizeof(sev), text, sizeof(text)))
+        log_at(&d->log, LG_WARNING, "server login failed: %s %s", sev, text);
 }
 
 static void fill_pool_config(struct daemon *d, const struct db_config *db, weir_pool_config *pc)

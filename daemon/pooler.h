@@ -82,4 +82,9 @@ int pooler_wait_ms(const struct dpool *dp);
 /* What a client whose wait ran out is told: "query_timeout" or "query_wait_timeout". */
 const char *pooler_wait_reason(const struct dpool *dp);
 
+/* libpq's text of a login the server refused ("... failed: FATAL:  why"):
+ * 1 with its severity and message, 0 when the server said nothing (refused
+ * connection, timeout, TLS...). */
+int pooler_server_error(const char *err, char *severity, size_t slen, char *msg, size_t mlen);
+
 #endif

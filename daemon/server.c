@@ -717,12 +717,10 @@ int server_query_timed_out(struct server *s)
 /* Between queries on a linked server: which timeout watches the client now. */
 static void arm_between_queries(struct server *s, struct client *c)
 {
-    const struct weir_config *cfg = s->d->cfg;
-
     if (s->txn != 'I')
         client_arm_timer(c, server_idle_in_txn_limit_us(s));
-    else
-        client_arm_timer(c, cfg->client_idle_timeout_us);
+    else /* session mode: PgBouncer's client_idle_timeout spares a client holding a server */
+        client_arm_timer(c, 0);
 }
 
 /* ---- server -> client ---- */

@@ -247,6 +247,25 @@ def test_client_idle_timeout(pairs, pg):
     assert res["weir"].key() == fatal_after_login("client_idle_timeout")
 
 
+def test_client_idle_timeout_session_mode(pairs, pg):
+    """Session mode: PgBouncer's client_idle_timeout closes a client without a
+    server, and spares one that holds its server."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "session", "client_idle_timeout": 1})
+
+    def idle(x):
+        holder = login(x.port, pg.user, pg.db, keep=True)
+        query(holder.wire, "SELECT 1")
+        bare = login(x.port, pg.user, pg.db, keep=True)
+        time.sleep(2.2)
+        r = query(holder.wire, "SELECT 1").key(), query(bare.wire, "SELECT 1").key()
+        holder.wire.close()
+        bare.wire.close()
+        return r
+    res = both(p, idle)
+    same("client_idle_timeout in session mode (with and without a server)", res)
+    assert res["weir"] == (OK, fatal_after_login("client_idle_timeout"))
+
+
 def test_client_login_timeout(pairs, pg):
     p = pairs(settings={"auth_type": "trust", "client_login_timeout": 1})
 
@@ -287,6 +306,25 @@ def test_server_down(pairs, pg):
              "weir fails the waiting client at once with libpq's reason ('server login failed: connection to "
              "server at ... refused'); PgBouncer holds the login until query_wait_timeout (or "
              "client_login_timeout) and then says 'query_wait_timeout'. Same SQLSTATE, earlier and with the cause")
+
+
+def test_server_refuses_the_login(pairs, pg):
+    """PostgreSQL refuses the pooler's login: the client gets the server's words."""
+    p = pairs(settings={"auth_type": "trust", "query_wait_timeout": 1},
+              databases={pg.db: pg.entry(), "gone": pg.entry(dbname="no_such_db_on_server"),
+                         "badrole": pg.entry(user="no_such_role")})
+    same("server refuses the login: database missing there",
+         p.each(lambda x: login(x.port, pg.user, "gone")))
+    same("server refuses the login: no pg_hba.conf line for the role",
+         p.each(lambda x: login(x.port, pg.user, "badrole")))
+    for x in p.poolers.values():
+        assert 'WARNING server login failed: FATAL database "no_such_db_on_server" does not exist' in x.log_text()
+    res = both(p, timed(lambda x: login(x.port, pg.user, "gone")))
+    assert res["weir"].took < 1 and res["pgbouncer"].took > 0.8
+    intended("server refuses the login: the next client", res, fatal("query_wait_timeout"),
+             fatal('database "no_such_db_on_server" does not exist'),
+             "weir tries again (with back-off) and fails the client at once with the reason; PgBouncer waits "
+             "server_login_retry before trying again, so the client waits out query_wait_timeout")
 
 
 # ---- pool modes ----
@@ -348,6 +386,25 @@ def test_startup_parameters(pairs, pg):
              fatal("unsupported startup parameter: extra_float_digits"), OK,
              "weir tracks extra_float_digits like client_encoding (README): JDBC and others send it, and "
              "PgBouncer users had to list it in ignore_startup_parameters")
+
+    same("replication connection", p.each(lambda x: login(x.port, pg.user, pg.db, params={"replication": "true"})))
+
+    def raw_startup(body):
+        def run(x):
+            from pgwire import Wire
+            from pgbdiff import Outcome, parse_error_fields
+            import struct
+            w = Wire("127.0.0.1", x.port, timeout=5)
+            w.send(struct.pack("!I", len(body) + 4) + body)
+            o = Outcome()
+            t, b = w.read_message()
+            o.error = parse_error_fields(b) if t == b"E" else {"type": t}
+            o.closed = w.read_until_closed(2) == []
+            w.close()
+            return o
+        return run
+    same("protocol 2.0 startup packet", p.each(raw_startup(b"\0\2\0\0" + b"user\0x\0\0")))
+    same("startup packet without a user", p.each(raw_startup(b"\0\3\0\0" + b"database\0x\0\0")))
 
     q = pairs(settings={"auth_type": "trust", "ignore_startup_parameters": "search_path, extra_float_digits"})
     same("ignore_startup_parameters set", q.each(lambda x: login(x.port, pg.user, pg.db,
