@@ -103,6 +103,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     (void)what;
     switch (sig) {
     case SIGHUP:
+        log_at(&d->log, LG_LOG, "got SIGHUP, re-reading config");
         (void)daemon_reload(daemon_main_worker(d));
         break;
     case SIGINT:
@@ -113,12 +114,20 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
         log_at(&d->log, LG_LOG, "got SIGTERM, fast exit");
         event_base_loopbreak(d->base);
         break;
-    case SIGUSR1: /* the console's PAUSE */
+    case SIGUSR1: /* the console's PAUSE; PgBouncer's lines */
+        if (d->paused) {
+            log_at(&d->log, LG_LOG, "got SIGUSR1, but already paused/suspended");
+            break;
+        }
         log_at(&d->log, LG_LOG, "got SIGUSR1, pausing all activity");
         admin_pause_all(d);
         break;
     case SIGUSR2: /* the console's RESUME */
-        log_at(&d->log, LG_LOG, "got SIGUSR2, resuming all activity");
+        if (!d->paused) {
+            log_at(&d->log, LG_LOG, "got SIGUSR2, but not paused/suspended");
+            break;
+        }
+        log_at(&d->log, LG_LOG, "got SIGUSR2, continuing from PAUSE");
         admin_resume_all(d);
         break;
     }

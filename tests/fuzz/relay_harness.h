@@ -98,6 +98,12 @@ uintptr_t weir_pooled_target(const weir_pooled *conn)
     return 0;
 }
 
+int64_t weir_pooled_age_us(const weir_pooled *conn)
+{
+    (void)conn;
+    return 0;
+}
+
 /* One worker: its posts run on the harness's base. */
 int worker_post(struct worker *w, event_callback_fn fn, void *arg)
 {
