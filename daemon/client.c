@@ -219,7 +219,7 @@ static void client_timer_cb(evutil_socket_t fd, short what, void *arg)
             c->server->close_why = "query timeout"; /* the server's closing line says so, as PgBouncer's */
             client_disconnect(c, "08P01", "query timeout");
         } else if (c->server->txn != 'I') {
-            const char *why = server_query_timed_out(c->server) ? "query timeout" : "idle transaction timeout";
+            const char *why = c->server->txn_timeout_why ? c->server->txn_timeout_why : "idle transaction timeout";
             c->server->close_why = why;
             client_disconnect(c, "08P01", "%s", why);
         } else {

@@ -139,9 +139,32 @@ static void server_unregister(struct server *s)
  * this loop iteration (a callback up the stack may still hold s). That is
  * the worker it lives on; the pool may call this from its own thread, when
  * s sits in the pool and no callback of that worker holds it. */
+/* PgBouncer's words for a server the pool itself closes; NULL when weir
+ * logged the reason when it decided (broken, closed by the server) or at shutdown. */
+static const char *pool_close_why(const char *reason)
+{
+    static const char *const map[][2] = {
+        {"idle timeout", "server idle timeout"},     {"lifetime over", "server lifetime over"},
+        {"retired", "obsolete connection"},          {"retired at check-in", "obsolete connection"},
+        {"overflow returned", "too many servers in the pool"},
+        {"evicted for another pool of its group", "evicted"},
+    };
+
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strcmp(reason, map[i][0]) == 0)
+            return map[i][1];
+    return NULL;
+}
+
+static void server_log_closing(struct server *s, const char *why);
+
 static void server_detach(void *data)
 {
     struct server *s = data;
+    const char *why = s->pooled ? pool_close_why(weir_pooled_close_reason(s->pooled)) : NULL;
+
+    if (why != NULL)
+        server_log_closing(s, why);
 
     /* From the pool's thread, s sits idle with its read event on its
      * worker's loop, which may be running that callback (the server said
@@ -698,20 +721,16 @@ int64_t server_idle_in_txn_limit_us(struct server *s)
     const struct weir_config *cfg = s->d->cfg;
     int64_t us = cfg->idle_transaction_timeout_us, left;
 
+    s->txn_timeout_why = "idle transaction timeout";
     if (cfg->query_timeout_us <= 0)
         return us;
     left = cfg->query_timeout_us - (worker_now(s->w) - s->query_start_us);
     if (left < 1)
         left = 1;
-    return us <= 0 || left <= us ? left : us;
-}
-
-int server_query_timed_out(struct server *s)
-{
-    int64_t q = s->d->cfg->query_timeout_us;
-
-    /* the real clock: the loop's is read per stream callback, not in timers */
-    return q > 0 && weir__now_us() - s->query_start_us >= q - 1000;
+    if (us > 0 && left > us)
+        return us;
+    s->txn_timeout_why = "query timeout";
+    return left;
 }
 
 /* Between queries on a linked server: which timeout watches the client now. */

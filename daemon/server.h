@@ -43,6 +43,7 @@ struct server {
     struct stream io;
     struct client *client;   /* while linked */
     const char *close_why;   /* why it is closed when released unclean (a client timeout), or NULL */
+    const char *txn_timeout_why; /* idle in a transaction: which timeout the client's timer stands for */
     struct param_set params; /* the backend's current values */
     PGcancel *cancel;
     int backend_pid;
@@ -90,9 +91,8 @@ void server_close_unlinked(struct daemon *d);
 /* Ask PostgreSQL to cancel what this server runs now (worker thread). */
 void server_cancel(struct server *s);
 
-/* Inside an idle transaction: how long until a timeout ends it (0 = never),
- * and whether the one that fired was query_timeout (else idle_transaction_timeout). */
+/* Inside an idle transaction: how long until a timeout ends it (0 = never);
+ * sets txn_timeout_why to the one that will have fired. */
 int64_t server_idle_in_txn_limit_us(struct server *s);
-int server_query_timed_out(struct server *s);
 
 #endif

@@ -163,6 +163,16 @@ static inline int item_retired(const weir_pool *pool, const weir_pooled *item, i
     return pool->closed || pool->draining || item_stale(pool, item, now);
 }
 
+/* Why a retired item goes: its lifetime ended, or `other` (invalidated, draining...). */
+static const char *retire_reason(const weir_pool *pool, const weir_pooled *item, int64_t now, const char *other)
+{
+    int expired = item->expires_us != 0 && now >= item->expires_us;
+
+    return expired && !item->invalid && item->generation == pool->generation && !pool->closed && !pool->draining
+               ? "lifetime over"
+               : other;
+}
+
 /*
  * Detach an item under the lock and park it on pool->graveyard; the pool
  * thread (or the caller, for OUT items) frees it later outside the lock.
@@ -173,6 +183,7 @@ static void item_retire(weir_pooled *item, const char *reason)
 
     item_set_state(item, ITEM_CLOSED);
     weir_list_remove(&item->all_link);
+    snprintf(item->close_reason, sizeof(item->close_reason), "%s", reason);
     pool->st.closed++;
     plog(pool, WEIR_LOG_DEBUG, "pool %s: closing connection (%s)", pool->name, reason);
 }
@@ -311,7 +322,7 @@ static __attribute__((noinline)) void item_retire_due(weir_pool *pool, weir_pool
 {
     if (item->expires_us != 0 && now >= item->expires_us)
         pool->st.recycled++;
-    item_retire(item, reason);
+    item_retire(item, retire_reason(pool, item, now, reason));
 }
 
 /* Retired since it was last checked? Then retire it and return 1. The
@@ -673,7 +684,7 @@ static void collect_idle_to_close(weir_pool *pool, int64_t now, struct weir_link
                 pool->st.idle_expired++;
             else if (item->expires_us != 0 && now >= item->expires_us)
                 pool->st.recycled++;
-            item_retire(item, idle_expired ? "idle timeout" : "retired");
+            item_retire(item, idle_expired ? "idle timeout" : retire_reason(pool, item, now, "retired"));
             weir_list_push_back(grave, &item->idle_link);
         }
     }
@@ -1332,6 +1343,11 @@ void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *d
 void *weir_pooled_get_data(const weir_pooled *conn)
 {
     return conn->data;
+}
+
+const char *weir_pooled_close_reason(const weir_pooled *conn)
+{
+    return conn->close_reason;
 }
 
 uint64_t weir_pooled_generation(const weir_pooled *conn)

@@ -14,6 +14,7 @@ change on either shows up here. Skipped when Debian's PgBouncer
 import concurrent.futures
 import os
 import re
+import signal
 import tempfile
 import time
 
@@ -518,6 +519,49 @@ def test_admin_show_after_identical_activity(pairs, pg):
     for h in held.values():
         for o in h:
             o.wire.close()
+
+
+def test_show_stats_counts(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction"})
+
+    def activity(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        for sql in ["SELECT 1"] * 5 + ["BEGIN", "SELECT 1", "COMMIT", "SELECT generate_series(1, 100)"]:
+            query(a.wire, sql)
+        a.wire.close()
+        cols, rows, _ = admin(x.port, pg.user, "SHOW STATS_TOTALS")
+        return cols, [r[:5] for r in rows if r[0] == pg.db]
+    same("SHOW STATS_TOTALS counts (xacts, queries, bytes) after the same queries", p.each(activity))
+
+
+def test_signals_and_server_closings_logged(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "server_idle_timeout": 1,
+                        "server_lifetime": 2}, databases={pg.db: pg.entry(), "life": pg.entry() + " pool_size=1"})
+
+    def activity(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        a.wire.send(b"X\0\0\0\4")  # Terminate
+        b = login(x.port, pg.user, "life", keep=True)
+        for _ in range(5):
+            query(b.wire, "SELECT 1")
+            time.sleep(0.5)
+        b.wire.close()
+        for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR1, signal.SIGUSR2, signal.SIGUSR2):
+            x.proc.send_signal(sig)
+            time.sleep(0.2)
+        admin(x.port, pg.user, "RELOAD")
+        wait_for(lambda: "server idle timeout" in x.log_text(), 5, what="the idle server closed")
+        return None
+    both(p, activity)
+    wanted = ["closing because: client close request (age=", "closing because: server lifetime over (age=",
+              "closing because: server idle timeout (age=", "LOG got SIGHUP, re-reading config",
+              "LOG got SIGUSR1, pausing all activity", "LOG got SIGUSR1, but already paused/suspended",
+              "LOG got SIGUSR2, continuing from PAUSE", "LOG got SIGUSR2, but not paused/suspended",
+              "LOG RELOAD command issued"]
+    seen = {k: [w for w in wanted if w in x.log_text()] for k, x in p.items()}
+    same("log: signals, RELOAD, client close request, server idle timeout, server lifetime over", seen)
+    assert seen["weir"] == wanted
 
 
 # ---- log lines ----

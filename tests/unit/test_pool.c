@@ -359,6 +359,54 @@ static void test_recycle_with_jitter(void **state)
     assert_int_equal(stats(f).recycled, 2);
 }
 
+/* What free_fn saw as the close reason (written on whichever thread closes). */
+static char closed_reason[48];
+static int closed_noted;
+
+static void note_close_reason(void *data)
+{
+    snprintf(closed_reason, sizeof(closed_reason), "%s", weir_pooled_close_reason((const weir_pooled *)data));
+    __atomic_store_n(&closed_noted, 1, __ATOMIC_RELEASE);
+}
+
+static int close_noted(void)
+{
+    return __atomic_load_n(&closed_noted, __ATOMIC_ACQUIRE);
+}
+
+/* The daemon logs PgBouncer's "server idle timeout" / "server lifetime over" from these. */
+static void test_close_reason_reaches_free_fn(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *a;
+
+    f->cfg.idle_timeout_ms = 40;
+    f->cfg.recycle_ms = 400;
+    start(f);
+    closed_noted = 0;
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    assert_string_equal(weir_pooled_close_reason(a), "");
+    weir_pooled_set_data(a, a, note_close_reason);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
+    WAIT_FOR(close_noted(), 1000);
+    assert_string_equal(closed_reason, "idle timeout");
+
+    closed_noted = 0;
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    weir_pooled_set_data(a, a, note_close_reason);
+    usleep(450000);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN); /* past its lifetime */
+    WAIT_FOR(close_noted(), 1000);
+    assert_string_equal(closed_reason, "lifetime over");
+
+    closed_noted = 0;
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    weir_pooled_set_data(a, a, note_close_reason);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_BROKEN);
+    WAIT_FOR(close_noted(), 1000);
+    assert_string_equal(closed_reason, "broken");
+}
+
 static void test_idle_timeout_keeps_min_size(void **state)
 {
     struct fixture *f = *state;
@@ -805,6 +853,7 @@ int main(void)
         T(test_async_timeout_and_cancel),
         T(test_recycle_with_jitter),
         T(test_idle_timeout_keeps_min_size),
+        T(test_close_reason_reaches_free_fn),
         T(test_pre_ping_replaces_dead),
         T(test_reset_on_return),
         T(test_no_reset_when_disabled),
