@@ -58,15 +58,31 @@ static void client_set_state(struct client *c, enum client_state to)
     c->state = to;
 }
 
+/* The host part of PgBouncer's prefix: "[v6addr]", "unix(peer pid)" or the address. */
+static void client_log_host(struct client *c, char *buf, size_t len)
+{
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+
+    if (c->is_unix && getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid > 0)
+        snprintf(buf, len, "unix(%d)", (int)cred.pid);
+    else if (strchr(c->addr, ':') != NULL)
+        snprintf(buf, len, "[%s]", c->addr);
+    else
+        snprintf(buf, len, "%s", c->addr);
+}
+
 void client_log(struct client *c, int level, const char *fmt, ...)
 {
     char prefix[256], msg[1024];
     va_list ap;
+    char host[80];
 
     if (level < c->d->log.min_level)
         return;
+    client_log_host(c, host, sizeof(host));
     snprintf(prefix, sizeof(prefix), "C-0x%llx: %s/%s@%s:%d ", (unsigned long long)c->id,
-             c->dbname && !c->no_db ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", c->addr, c->port);
+             c->dbname && !c->no_db ? c->dbname : "(nodb)", c->user ? c->user : "(nouser)", host, c->port);
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
@@ -143,7 +159,7 @@ void client_disconnect(struct client *c, const char *sqlstate, const char *fmt, 
     vsnprintf(reason, sizeof(reason), fmt, ap);
     va_end(ap);
     /* An empty reason closes silently: PgBouncer logs nothing for a
-     * connection closed before it sent a byte (a monitoring probe). */
+     * connection gone during login with nothing unread (a monitoring probe). */
     if (d->cfg->log_disconnections && reason[0])
         client_log(c, LG_LOG, "closing because: %s (age=%llds)", reason,
                    (long long)((weir__now_us() - c->connect_us) / 1000000));
@@ -548,12 +564,35 @@ static int start_auth_query(struct client *c)
 }
 
 /* Decide how to authenticate; may finish the login at once, or wait for auth_query. */
+/* auth_type = any ignores the user the client names: as PgBouncer, it needs
+ * the database's forced user and logs in as that one. -1 after refusing. */
+static int take_forced_user(struct client *c)
+{
+    const struct db_config *db = c->no_db ? NULL : config_find_db(c->d->cfg, c->dbname);
+    char *forced;
+
+    if (db == NULL || db->user == NULL || db->user[0] == '\0') {
+        client_log(c, LG_ERROR, "auth_type=any requires forced user");
+        client_disconnect(c, "08P01", "bouncer config error");
+        return -1;
+    }
+    if ((forced = strdup(db->user)) == NULL) {
+        client_disconnect(c, "08P01", "out of memory");
+        return -1;
+    }
+    free(c->user);
+    c->user = forced;
+    return 0;
+}
+
 void client_start_auth(struct client *c)
 {
     const char *secret = user_secret(c);
     enum hba_method m;
 
     client_set_state(c, CL_AUTH);
+    if (c->d->cfg->auth_type == AUTH_TYPE_ANY && !c->admin && take_forced_user(c) != 0)
+        return;
     if (c->d->cfg->log_connections) {
         char tls[128] = "no";
         if (c->tls)
@@ -1141,8 +1180,10 @@ static void client_on_read(struct stream *io, void *arg)
         return;
     }
     if (io->eof || io->failed) {
-        if (c->state == CL_STARTUP && evbuffer_get_length(io->in) == 0 && c->rx_len == 0)
-            client_disconnect(c, NULL, "%s", ""); /* a probe: closed before a byte */
+        /* Gone during login with nothing unread (a probe, or a client that
+         * would not give a password): PgBouncer logs nothing. */
+        if ((c->state == CL_STARTUP || c->state == CL_AUTH) && evbuffer_get_length(io->in) == 0 && c->rx_len == 0)
+            client_disconnect(c, NULL, "%s", "");
         else
             client_disconnect(c, NULL, io->eof ? "client unexpected eof" : "client read failed");
         return;

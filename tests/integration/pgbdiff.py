@@ -349,7 +349,7 @@ def _rowdesc(b):
 LOG_SHAPE_SUBS = [
     (r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+ \[\d+\] ", "TS [PID] "),
     (r"[CS]-0x[0-9a-f]+", "X-PTR"),
-    (r"@127\.0\.0\.1:\d+", "@ADDR"),
+    (r"@(127\.0\.0\.1|unix\(\d+\)|unix|\[[0-9a-f:]+\]):\d+", "@ADDR"),
     (r"\b\d+\.\d+\.\d+\.\d+\b", "IP"),
     (r"\d+(\.\d+)?", "N"),
 ]

@@ -15,12 +15,14 @@ import concurrent.futures
 import os
 import re
 import signal
+import socket
 import tempfile
 import time
 
 import pytest
 
 from pgbdiff import Pair, admin, log_shape, login, pgbouncer_missing, query
+from pgwire import startup_packet
 from conftest import wait_for
 
 pytestmark = pytest.mark.skipif(pgbouncer_missing() is not None, reason=str(pgbouncer_missing()))
@@ -119,6 +121,20 @@ def test_auth_stored_secrets(pairs, pg):
             same("auth_type=%s, stored secret: %s %s" % (auth, user, "right" if pw != "bad" else "wrong"),
                  p.each(lambda x: login(x.port, user, pg.db, pw)))
         p.stop()
+
+
+def test_auth_any(pairs, pg):
+    """auth_type = any: the database's forced user, whoever the client says it is."""
+    p = pairs(settings={"auth_type": "any"}, databases={pg.db: pg.entry(), "forced": pg.entry(user=pg.user)})
+
+    def who(x):
+        a = login(x.port, "whoever", "forced", keep=True)
+        r = query(a.wire, "SELECT current_user").rows
+        a.wire.close()
+        return r
+    same("auth_type=any: a database with a forced user", p.each(who))
+    same("auth_type=any: no forced user", p.each(lambda x: login(x.port, "whoever", pg.db)))
+    same("auth_type=any: unknown database", p.each(lambda x: login(x.port, "whoever", "nosuchdb")))
 
 
 def test_auth_hba(pairs, pg):
@@ -602,6 +618,11 @@ def test_log_line_shapes(pairs, pg):
         b = login(x.port, pg.user, pg.db, "weir-test-pw", keep=True)
         query(b.wire, "SELECT pg_sleep(3)")                     # query timeout
         b.wire.close()
+        u = socket.socket(socket.AF_UNIX)                       # over the Unix socket
+        u.connect(os.path.join(x.dir, ".s.PGSQL.%d" % x.port))
+        u.sendall(startup_packet(pg.user, "nosuchdb"))
+        u.recv(100)
+        u.close()
     both(p, activity)
     wait_for(lambda: all(x.log_text().count("stats:") >= 2 for x in p.poolers.values()), 5,
              what="two stats lines from each")
@@ -620,6 +641,10 @@ def test_log_line_shapes(pairs, pg):
             j = text.find("pooler error: %s" % reason)
             assert 0 <= i < j, (k, reason)
         assert "login failed: db=nosuchdb user=%s" % pg.user in text, k
+        # a Unix socket peer is "unix(its pid)" in the prefix; gone during the login, it is not logged
+        assert re.search(r"C-0x[0-9a-f]+: \(nodb\)/%s@unix\(%d\):%d login attempt: " % (pg.user, os.getpid(), x.port),
+                         text), (k, text)
+        assert not re.search(r"@unix\(%d\):%d closing because" % (os.getpid(), x.port), text), k
         # the server cut by query_timeout says why, with the server's address
         assert re.search(r"S-0x[0-9a-f]+: %s/%s@127\.0\.0\.1:%d closing because: query timeout \(age=\d+s\)"
                          % (pg.db, pg.user, pg.port), text), (k, text)
