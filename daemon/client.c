@@ -563,7 +563,6 @@ static int start_auth_query(struct client *c)
     return 1;
 }
 
-/* Decide how to authenticate; may finish the login at once, or wait for auth_query. */
 /* auth_type = any ignores the user the client names: as PgBouncer, it needs
  * the database's forced user and logs in as that one. -1 after refusing. */
 static int take_forced_user(struct client *c)
@@ -585,6 +584,7 @@ static int take_forced_user(struct client *c)
     return 0;
 }
 
+/* Decide how to authenticate; may finish the login at once, or wait for auth_query. */
 void client_start_auth(struct client *c)
 {
     const char *secret = user_secret(c);

@@ -9,10 +9,10 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -135,10 +135,6 @@ static void server_unregister(struct server *s)
     pthread_mutex_unlock(&s->d->lock);
 }
 
-/* The pool closes the backend connection: our events go now, memory after
- * this loop iteration (a callback up the stack may still hold s). That is
- * the worker it lives on; the pool may call this from its own thread, when
- * s sits in the pool and no callback of that worker holds it. */
 /* PgBouncer's words for a server the pool itself closes; NULL when weir
  * logged the reason when it decided (broken, closed by the server) or at shutdown. */
 static const char *pool_close_why(const char *reason)
@@ -158,19 +154,23 @@ static const char *pool_close_why(const char *reason)
 
 static void server_log_closing(struct server *s, const char *why);
 
+/* The pool closes the backend connection: our events go now, memory after
+ * this loop iteration (a callback up the stack may still hold s). That is
+ * the worker it lives on; the pool may call this from its own thread, when
+ * s sits in the pool and no callback of that worker holds it. */
 static void server_detach(void *data)
 {
     struct server *s = data;
-    const char *why = s->pooled ? pool_close_why(weir_pooled_close_reason(s->pooled)) : NULL;
-
-    if (why != NULL)
-        server_log_closing(s, why);
+    const char *why;
 
     /* From the pool's thread, s sits idle with its read event on its
      * worker's loop, which may be running that callback (the server said
      * goodbye): deleting it first waits for that, before we look at s. */
     if (s->d->nworkers > 1 && !pthread_equal(pthread_self(), s->w->thread))
         event_del(&s->io.rd);
+    why = s->pooled ? pool_close_why(weir_pooled_close_reason(s->pooled)) : NULL;
+    if (why != NULL)
+        server_log_closing(s, why);
     server_unregister(s);
     stream_release(&s->io);
     prep_server_free(s);

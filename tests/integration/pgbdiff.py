@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from conftest import DAEMON, free_port, ini_text, wait_for, _die_with_parent
+from conftest import BAD_OUTPUT, DAEMON, free_port, ini_text, wait_for, _die_with_parent
 from pgwire import Wire, message, parse_error_fields, query_message, startup_packet
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -106,6 +106,15 @@ class Pooler:
         self.write()
         self.proc.send_signal(signal.SIGHUP)
 
+    def problems(self):
+        """What says weir has a bug: it died, or logged a sanitizer report or a bad transition."""
+        out = []
+        if self.proc is not None and self.proc.poll() is not None and self.proc.returncode != 0:
+            out.append("%s exited with %s" % (self.kind, self.proc.returncode))
+        text = self.stderr_text() + self.log_text()
+        out += ["%s logged %r" % (self.kind, bad) for bad in BAD_OUTPUT if bad in text]
+        return out
+
     def stop(self):
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -160,10 +169,13 @@ class Pair:
         return {k: fn(p) for k, p in self.poolers.items()}
 
     def stop(self, keep=False):
+        """Stop both; -> weir's problems (files kept when there are some)."""
+        problems = self.poolers["weir"].problems()
         for p in self.poolers.values():
             p.stop()
-        if not keep:
+        if not keep and not problems:
             shutil.rmtree(self.top, ignore_errors=True)
+        return problems
 
 
 # ---- the raw client ----

@@ -50,8 +50,11 @@ def pairs(pg):
         return p.start()
 
     yield make
+    problems = []
     for p in made:
-        p.stop()
+        problems += p.stop()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 def same(name, res):
@@ -120,7 +123,6 @@ def test_auth_stored_secrets(pairs, pg):
         for user, pw in ((pg.scram_user, pg.scram_password), (pg.scram_user, "bad"), (pg.md5_user, "bad")):
             same("auth_type=%s, stored secret: %s %s" % (auth, user, "right" if pw != "bad" else "wrong"),
                  p.each(lambda x: login(x.port, user, pg.db, pw)))
-        p.stop()
 
 
 def test_auth_any(pairs, pg):
