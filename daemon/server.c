@@ -141,7 +141,8 @@ static const char *pool_close_why(const char *reason)
 {
     static const char *const map[][2] = {
         {"idle timeout", "server idle timeout"},     {"lifetime over", "server lifetime over"},
-        {"retired", "obsolete connection"},          {"retired at check-in", "obsolete connection"},
+        {"retired", "obsolete connection"},          {"retired at check-in", "close_needed"},
+        {"retired while paused", "pause mode"},
         {"overflow returned", "too many servers in the pool"},
         {"evicted for another pool of its group", "evicted"},
     };

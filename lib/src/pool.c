@@ -163,14 +163,15 @@ static inline int item_retired(const weir_pool *pool, const weir_pooled *item, i
     return pool->closed || pool->draining || item_stale(pool, item, now);
 }
 
-/* Why a retired item goes: its lifetime ended, or `other` (invalidated, draining...). */
+/* Why a retired item goes: its lifetime ended, the pool is paused (and was
+ * invalidated), or `other` (invalidated, draining...). */
 static const char *retire_reason(const weir_pool *pool, const weir_pooled *item, int64_t now, const char *other)
 {
     int expired = item->expires_us != 0 && now >= item->expires_us;
 
-    return expired && !item->invalid && item->generation == pool->generation && !pool->closed && !pool->draining
-               ? "lifetime over"
-               : other;
+    if (expired && !item->invalid && item->generation == pool->generation && !pool->closed && !pool->draining)
+        return "lifetime over";
+    return pool->paused && !pool->closed && !pool->draining ? "retired while paused" : other;
 }
 
 /*

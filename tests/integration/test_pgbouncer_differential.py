@@ -476,6 +476,57 @@ def test_admin_console_answers(pairs, pg):
              "the same words, then why")
 
 
+def test_admin_kill_disable_enable(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction"})
+
+    def kill(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        k = admin(x.port, pg.user, "KILL " + pg.db)[2].key()
+        r = query(a.wire, "SELECT 1").key()
+        a.wire.close()
+        return k, r, admin(x.port, pg.user, "RESUME " + pg.db)[2].key()
+    same("console: KILL db, then its client's next query", p.each(kill))
+    q = pairs(settings={"auth_type": "trust", "pool_mode": "transaction"})
+
+    def disable(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        r = [admin(x.port, pg.user, "DISABLE " + pg.db)[2].key(), login(x.port, pg.user, pg.db).key(),
+             query(a.wire, "SELECT 1").key(), admin(x.port, pg.user, "ENABLE " + pg.db)[2].key(),
+             login(x.port, pg.user, pg.db).key()]
+        a.wire.close()
+        return r
+    res = q.each(disable)
+    same("console: DISABLE db (new logins refused, connected clients served), ENABLE", res)
+    assert res["weir"][1] == fatal('database "%s" is disabled' % pg.db)
+    # After KILL and RESUME, PgBouncer 1.18 kept new logins waiting in this test; weir serves them.
+    assert login(p["weir"].port, pg.user, pg.db).logged_in
+
+
+def test_admin_reconnect_pause_resume(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction"})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "BEGIN")
+        r = [admin(x.port, pg.user, "RECONNECT " + pg.db)[2].key(), query(a.wire, "COMMIT").key(),
+             query(a.wire, "SELECT 1").key(), admin(x.port, pg.user, "PAUSE " + pg.db)[2].key()]
+        waiting = concurrent.futures.ThreadPoolExecutor(1).submit(query, a.wire, "SELECT 1", 5)
+        time.sleep(0.5)
+        r += [waiting.done(), admin(x.port, pg.user, "RESUME " + pg.db)[2].key(), waiting.result().key()]
+        a.wire.close()
+        return r
+    res = both(p, run)
+    same("console: RECONNECT during a transaction, PAUSE with a query waiting, RESUME", res)
+    wanted = ["closing because: close_needed (age=", "closing because: pause mode (age=",
+              "RECONNECT '%s' command issued" % pg.db, "PAUSE '%s' command issued" % pg.db,
+              "RESUME '%s' command issued" % pg.db]
+    same("log: RECONNECT, PAUSE and RESUME lines, and the servers they close",
+         {k: [w for w in wanted if w in x.log_text()] for k, x in p.items()})
+    assert all(w in p["weir"].log_text() for w in wanted)
+
+
 def test_admin_show_config(pairs, pg):
     p = pairs(settings={"auth_type": "trust"})
     res = p.each(lambda x: admin(x.port, pg.user, "SHOW CONFIG"))

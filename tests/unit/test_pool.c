@@ -407,6 +407,23 @@ static void test_close_reason_reaches_free_fn(void **state)
     assert_string_equal(closed_reason, "broken");
 }
 
+static void test_close_reason_when_paused(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *a;
+
+    start(f);
+    closed_noted = 0;
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    weir_pooled_set_data(a, a, note_close_reason);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
+    weir_pool_pause(f->pool); /* the daemon's PAUSE: PgBouncer's "pause mode" */
+    (void)weir_pool_invalidate_all(f->pool);
+    WAIT_FOR(close_noted(), 1000);
+    assert_string_equal(closed_reason, "retired while paused");
+    weir_pool_resume(f->pool);
+}
+
 static void test_idle_timeout_keeps_min_size(void **state)
 {
     struct fixture *f = *state;
@@ -854,6 +871,7 @@ int main(void)
         T(test_recycle_with_jitter),
         T(test_idle_timeout_keeps_min_size),
         T(test_close_reason_reaches_free_fn),
+        T(test_close_reason_when_paused),
         T(test_pre_ping_replaces_dead),
         T(test_reset_on_return),
         T(test_no_reset_when_disabled),

@@ -195,8 +195,9 @@ WEIR_API int64_t weir_pooled_age_us(const weir_pooled *conn);
 WEIR_API void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *data));
 WEIR_API void *weir_pooled_get_data(const weir_pooled *conn);
 /* Why the pool closes conn, for free_fn to log: "idle timeout", "lifetime
- * over", "retired" (invalidated), "overflow returned", "broken", "pool
- * closed"...; "" while it is open. Borrowed, valid while conn is. */
+ * over", "retired" (invalidated), "retired while paused", "overflow
+ * returned", "broken", "pool closed"...; "" while it is open. Borrowed,
+ * valid while conn is. */
 WEIR_API const char *weir_pooled_close_reason(const weir_pooled *conn);
 /* Tag the connection with who holds it (kept across check-in) for
  * weir_pool_try_checkout_affine(). Call while it is checked out. */
