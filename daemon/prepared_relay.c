@@ -27,10 +27,12 @@
 enum expect_kind { K_PARSE, K_BIND, K_DESCRIBE, K_EXECUTE, K_CLOSE, K_SYNC, K_QUERY, K_FUNC, K_SYNTH };
 enum expect_action { A_FORWARD, A_SWALLOW, A_DUP_ERROR };
 enum synth_kind { SYN_PARSE_COMPLETE, SYN_CLOSE_COMPLETE, SYN_DEALLOCATE, SYN_BIND_COMPLETE, SYN_NO_DATA,
-                  SYN_NO_PARAMS, SYN_COMMAND };
+                  SYN_NO_PARAMS, SYN_COMMAND, SYN_RESUME };
 
 #define F_CLIENT_PARSE 1 /* the client's own Parse: undo its name if it fails */
 #define F_ON_SERVER 2    /* p was recorded on the server: forget it if this fails */
+#define F_UNC_SRC 4      /* weir changed a record for it (see hold_needed); has p or text */
+#define F_UNC_END 8      /* the end (Sync, Query) of a batch with such an entry */
 
 struct expect {
     unsigned char kind, action, flags, synth;
@@ -64,6 +66,10 @@ static int q_grow(struct server *s)
         return -1;
     for (unsigned i = 0; i < s->expect_count; i++)
         v[i] = *q_at(s, i);
+    if (s->expect_cap) { /* positions of the uncertainty marks, from the new head */
+        s->unc_idx = (s->unc_idx - s->expect_head) & (s->expect_cap - 1);
+        s->unc_end = (s->unc_end - s->expect_head) & (s->expect_cap - 1);
+    }
     free(s->expect);
     s->expect = v;
     s->expect_cap = cap;
@@ -100,18 +106,34 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
         pstmt_ref(p);
     if (text && (e->text = strdup(text)) == NULL)
         return -1;
+    if ((flags & (F_CLIENT_PARSE | F_ON_SERVER | F_UNC_SRC)) && (p || text)) {
+        /* weir changed a client name or the server's set for it: until
+         * its batch is answered, later batches must not count on that. */
+        e->flags |= F_UNC_SRC;
+        s->unc_idx = (s->expect_head + s->expect_count) & (s->expect_cap - 1);
+        s->unc_after = 0;
+        s->unc_open = 1;
+    }
     s->expect_count++;
     return 0;
+}
+
+/* An entry with a statement or a text leaves the queue. */
+static void q_release(struct server *s, struct expect *e)
+{
+    if ((e->flags & F_UNC_SRC) && s->unc_open && e == &s->expect[s->unc_idx])
+        s->unc_open = 0; /* the newest change is answered: none is left unanswered */
+    if (e->p != NULL)
+        pstmt_unref(registry(s), e->p);
+    free(e->text);
 }
 
 static void q_pop(struct server *s)
 {
     struct expect *e = q_head(s);
 
-    if (e->p != NULL)
-        pstmt_unref(registry(s), e->p);
-    if (e->text != NULL)
-        free(e->text);
+    if (e->p != NULL || e->text != NULL)
+        q_release(s, e);
     s->expect_head = (s->expect_head + 1) & (s->expect_cap - 1);
     s->expect_count--;
 }
@@ -121,6 +143,7 @@ void prep_server_reset(struct server *s)
     s->skip_to_sync = 0;
     while (s->expect_count)
         q_pop(s);
+    s->held = s->resume = s->unc_open = s->unc_end_valid = 0;
 }
 
 void prep_server_free(struct server *s)
@@ -191,7 +214,10 @@ static void flush_synth(struct server *s)
     if (s->skip_to_sync)
         return; /* the server answers none of them: neither does weir (see on_error) */
     while ((e = q_head(s)) != NULL && e->kind == K_SYNTH) {
-        emit_synth(s, e);
+        if (e->synth == SYN_RESUME)
+            s->resume = 1; /* all answers before it are in: see hold() */
+        else
+            emit_synth(s, e);
         q_pop(s);
     }
 }
@@ -294,25 +320,28 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         if (dealloc_unnamed(s, c, pm.query))
             return push_synth(s, SYN_PARSE_COMPLETE, NULL, 0, NULL);
         evbuffer_add(s->io.out, msg, total);
-        return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
+        /* A DISCARD ALL or DEALLOCATE ALL the server runs: its batch may
+         * change every record (see hold_needed). */
+        return q_push(s, K_PARSE, A_FORWARD, F_UNC_SRC, NULL, "");
     }
     if (client_names(c) == NULL)
         return -1;
     if (client_stmts_get(c->stmts, pm.name)) {
-        /* PostgreSQL's error, in order: a Parse that fails makes the server
-         * skip to Sync as it would have; its error is replaced by ours. In
-         * a failed transaction PostgreSQL parses the text, then refuses the
-         * statement (25P02) before it looks at the name: the server's own
-         * error goes through. */
+        /* PostgreSQL's error, in order: it parses and analyses the text
+         * (its syntax error; 25P02 in a failed transaction) before it finds
+         * the name taken (42P05). The server does the first under a name of
+         * weir's own, closed again, then fails a Parse of weir's, whose error
+         * is replaced by ours; either failure makes it skip to Sync as
+         * PostgreSQL would. The client's unnamed statement stays as it was. */
         static const char bad[] = "SELECT weir_duplicate_statement(";
-        struct pstmt tmp = {.query = (char *)bad};
-        strcpy(tmp.server_name, "");
-        if (s->txn == 'E') { /* the client's own text, unnamed: its syntax error or 25P02 */
-            tmp.query = (char *)pm.query;
-            tmp.types = (uint8_t *)pm.param_types;
-            tmp.ntypes = pm.nparam_types;
-            return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL) ? -1 : 0;
-        }
+        struct pstmt tmp = {.query = (char *)pm.query, .types = (uint8_t *)pm.param_types,
+                            .ntypes = pm.nparam_types};
+        strcpy(tmp.server_name, "weir_check");
+        if (emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+            emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_SWALLOW, 0, NULL, NULL) ||
+            emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL))
+            return -1;
+        tmp = (struct pstmt){.query = (char *)bad, .server_name = "weir_check"}; /* named: fails, drops nothing */
         return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_DUP_ERROR, 0, NULL, pm.name) ? -1 : 0;
     }
     p = pstmt_intern(registry(s), pm.query, pm.param_types, pm.nparam_types);
@@ -370,6 +399,17 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
         evbuffer_add(s->io.out, msg, total);
     }
     return q_push(s, type == 'D' ? K_DESCRIBE : K_CLOSE, A_FORWARD, 0, type == 'D' ? p : NULL, NULL);
+}
+
+/* Does this Bind (its names at head) run a prepared DEALLOCATE weir answers
+ * (see on_bind)? Its answer depends on the transaction's state. */
+static int bind_runs_dealloc(struct client *c, const unsigned char *head)
+{
+    const char *portal = (const char *)head + 5;
+    const char *stmt = portal + strlen(portal) + 1;
+    struct pstmt *p = stmt[0] && portal[0] == '\0' && c->stmts ? client_stmts_get(c->stmts, stmt) : NULL;
+
+    return p != NULL && contains_ci((const unsigned char *)p->query, strlen(p->query), "dealloc");
 }
 
 /* Bind: rewrite the statement name, stream the (maybe large) rest. */
@@ -478,8 +518,113 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
         return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL); /* the server reports the unknown name */
     }
     /* Anything else: the server runs it. What it dropped, the relay learns
-     * from the CommandComplete tags (server_run looks at every D... tag). */
-    return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
+     * from the CommandComplete tags (server_run looks at every D... tag);
+     * until then later batches must not count on any record. */
+    return q_push(s, K_QUERY, A_FORWARD, F_UNC_SRC, NULL, "");
+}
+
+/* ---- batches sent before the answers to earlier ones ---- */
+
+static int ends_with_ready(unsigned char kind);
+
+/*
+ * Is a batch that changed a record (a client name, the server's set) sent
+ * and not yet answered? If it fails, PostgreSQL skips the rest of it and
+ * weir undoes what it recorded; a later batch rewritten meanwhile would have
+ * counted on the change. Looks only at entries it has not looked at before
+ * (after the newest change, up to a Sync or Query that ends its batch), so
+ * a long pipeline costs no more than one pass.
+ */
+static int unanswered_change(struct server *s)
+{
+    unsigned mask = s->expect_cap - 1;
+
+    if (s->unc_open) {
+        unsigned first = ((s->unc_idx - s->expect_head) & mask) + s->unc_after, i;
+        for (i = first; i < s->expect_count; i++) {
+            struct expect *e = q_at(s, i);
+            if (ends_with_ready(e->kind)) {
+                e->flags |= F_UNC_END;
+                s->unc_end = (s->expect_head + i) & mask;
+                s->unc_end_valid = 1;
+                s->unc_open = 0;
+                break;
+            }
+        }
+        if (s->unc_open)
+            s->unc_after += i - first;
+    }
+    if (!s->unc_end_valid)
+        return 0;
+    /* The end of the newest such batch, unless answered since (its slot
+     * may hold a newer entry by now: those carry no mark). */
+    if (((s->unc_end - s->expect_head) & mask) < s->expect_count && (s->expect[s->unc_end].flags & F_UNC_END))
+        return 1;
+    s->unc_end_valid = 0;
+    return 0;
+}
+
+/*
+ * Must this message wait until everything sent before it is answered?
+ * Plain (unnamed) traffic never comes here; a named message with nothing
+ * outstanding (every driver that reads each batch's answers) returns at
+ * the first test. A DEALLOCATE, a DISCARD, an unnamed DEALLOCATE and a
+ * duplicate Parse are answered by what the transaction's state and every
+ * earlier message left behind (a failure skips them, 25P02 refuses them):
+ * they wait for all. Other named messages wait only for a batch that
+ * changed a record.
+ */
+static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg)
+{
+    if (s->expect_count == 0)
+        return 0;
+    switch (type) {
+    case 'Q':
+        return 1;
+    case 'P':
+        if (msg[5] == '\0')
+            return 1;
+        return unanswered_change(s) || (c->stmts && client_stmts_get(c->stmts, (const char *)msg + 5));
+    case 'B':
+    case 'D':
+    case 'C':
+        return unanswered_change(s);
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Leave the message in the client's buffer until the answers so far are
+ * in: a marker at the end of the queue says when (SYN_RESUME), and
+ * server.c then forwards from the client again (prep_take_resume). A
+ * Flush makes the server send the answers of the client's unfinished
+ * batch. Returns 0 (the caller stops as if more bytes were needed).
+ */
+static int hold(struct server *s, struct client *c)
+{
+    static const unsigned char flush[5] = {'H', 0, 0, 0, 4};
+
+    if (!s->held) {
+        if ((c->unsynced && evbuffer_add(s->io.out, flush, sizeof(flush)) != 0) ||
+            q_push(s, K_SYNTH, A_FORWARD, 0, NULL, NULL) != 0)
+            return -1;
+        q_at(s, s->expect_count - 1)->synth = SYN_RESUME;
+        s->held = 1;
+    }
+    if (evbuffer_get_length(c->io.in) > (size_t)s->d->cfg->pkt_buf * 64)
+        stream_set_reading(&c->io, 0); /* bounded while it waits */
+    return 0;
+}
+
+int prep_take_resume(struct server *s)
+{
+    if (!s->resume)
+        return 0;
+    s->resume = s->held = 0;
+    if (s->client)
+        stream_set_reading(&s->client->io, 1);
+    return 1;
 }
 
 int prep_client_message(struct server *s, struct client *c, char type, size_t total)
@@ -488,6 +633,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     const unsigned char *msg;
     int consumed = 1, rc;
 
+    if (s->held)
+        return 0; /* still waiting (see hold) */
     if (type == 'B') {
         /* Only the two names are needed now; the parameters may be huge. */
         size_t want = total < 5 + 2048 ? total : 5 + 2048;
@@ -498,6 +645,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
         if (z2 == NULL)
             return have < want ? 0 : -1;
         size_t names_len = (size_t)((const unsigned char *)z2 + 1 - (head + 5));
+        if (s->expect_count && (hold_needed(s, c, type, head) || bind_runs_dealloc(c, head)))
+            return hold(s, c);
         int brc = on_bind(s, c, total, head, 5 + names_len, names_len);
         return brc == 0 ? 1 : brc == 2 ? 0 : -1;
     }
@@ -506,6 +655,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     if (avail < total)
         return 0;
     msg = evbuffer_pullup(c->io.in, (ssize_t)total);
+    if (s->expect_count && hold_needed(s, c, type, msg))
+        return hold(s, c);
     switch (type) {
     case 'P':
         rc = on_parse(s, c, msg, total);
@@ -566,7 +717,9 @@ int prep_query_is_ours(const unsigned char *body, size_t len)
 
     while (i < len && is_space(body[i]))
         i++;
-    return len - i >= 7 && (body[i] | 0x20) == 'd' && strncasecmp((const char *)body + i, "dealloc", 7) == 0;
+    return len - i >= 7 && (body[i] | 0x20) == 'd' &&
+           (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
+            strncasecmp((const char *)body + i, "discard", 7) == 0);
 }
 
 /* Does the server skip this message? An error came back before the Sync
@@ -710,6 +863,10 @@ static void entry_failed(struct server *s, struct expect *e)
             if (client_stmts_put(s->client->stmts, registry(s), e->text, e->p) != 0)
                 pstmt_unref(registry(s), e->p);
         }
+        return;
+    }
+    if (e->kind == K_SYNTH && e->synth == SYN_RESUME) {
+        s->resume = 1; /* skipped with the rest: the held message decides now */
         return;
     }
     if (e->kind == K_QUERY || e->kind == K_FUNC) {
