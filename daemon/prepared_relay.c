@@ -496,6 +496,26 @@ static int is_deallocate(const char *sql, char *name, size_t namelen)
     return *p == '\0';
 }
 
+/*
+ * weir answers a DEALLOCATE of the client's names itself (decided with
+ * nothing outstanding, see hold_needed), but a simple query also drops the
+ * unnamed statement and portal, as PostgreSQL's does: the server closes
+ * them, and its ReadyForQuery (with the transaction's status) ends the
+ * answer.
+ */
+static int answer_deallocate(struct server *s, const char *tag)
+{
+    static const unsigned char sync[5] = {'S', 0, 0, 0, 4};
+
+    if (emit_target(s->io.out, 'C', 'S', "") || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+        emit_target(s->io.out, 'C', 'P', "") || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+        push_synth(s, SYN_COMMAND, tag, 0, NULL) || evbuffer_add(s->io.out, sync, sizeof(sync)) ||
+        q_push_plain(s, K_SYNC))
+        return -1;
+    s->pending++;
+    return 0;
+}
+
 static int on_query(struct server *s, struct client *c, const unsigned char *msg, size_t total, int *consumed)
 {
     const char *sql;
@@ -509,11 +529,11 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
             if (c->stmts)
                 client_stmts_clear(c->stmts, registry(s));
             *consumed = 1;
-            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE ALL", 0, NULL);
+            return answer_deallocate(s, "DEALLOCATE ALL");
         }
         if (c->stmts && client_stmts_del(c->stmts, registry(s), name)) {
             *consumed = 1;
-            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE", 0, NULL);
+            return answer_deallocate(s, "DEALLOCATE");
         }
         return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL); /* the server reports the unknown name */
     }

@@ -12,13 +12,14 @@ statements are evicted, a second client preparing the same texts between
 programs so statements are shared on the server), and the two must answer
 message for message alike.
 """
+import os
 import random
 
 import pytest
 
 from test_prepared import Bind, Close, Describe, Execute, Parse, Query, Step, Sync, run_steps, wire
 
-SEEDS = 80
+SEEDS = int(os.environ.get("WEIR_BATCHED_SEEDS", "80"))
 NAMES = ["a", "b", "c", ""]
 GOOD = ["SELECT 1", "SELECT 2", "SELECT 3", "SELECT 4"]
 TEXTS = GOOD + ["SELECT 1/0", "SELEC 1", "SELECT $1::int + 10"]
