@@ -349,10 +349,16 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         return -1;
     if (s->txn == 'E') {
         /* In a failed transaction PostgreSQL refuses the Parse (25P02): let
-         * the server say so, as an unnamed Parse that cannot clash. */
+         * the server say so, under a name of weir's own that cannot clash
+         * (closed again; the client's unnamed statement stays). */
         struct pstmt tmp = *p;
-        tmp.server_name[0] = '\0';
-        return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ? -1 : 0;
+        strcpy(tmp.server_name, "weir_check");
+        return emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+                       emit_parse(s->io.out, &tmp) ||
+                       q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ||
+                       emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL)
+                   ? -1
+                   : 0;
     }
     if (s->stmts && server_stmts_has(s->stmts, p)) {
         /* A client's own Parse is parsed afresh, as PostgreSQL would (the
