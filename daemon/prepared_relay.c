@@ -8,7 +8,10 @@
  * queue of the responses it expects from the server, in order; each entry
  * says whether its response goes to the client, is weir's own (dropped), or
  * is one weir must write itself when its turn comes. An error makes the
- * server skip to the next Sync, and the queue skips with it.
+ * server skip to the next Sync, and the queue skips with it. A client that
+ * writes several batches before reading: a message that counts on what an
+ * unanswered earlier batch changed waits in the client's buffer until the
+ * answers are in (hold), so it is decided on what the server really did.
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -261,11 +264,11 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
     }
     COUNT_ADD(s->d->stats.prepared_prepares, 1);
     /* weir believes the server lacks p; close it all the same (an unknown
-     * name is no error to Close). If a failed batch of a client that sent
-     * several before reading left weir's record wrong, the Parse still
-     * succeeds and the record is right again, where it would otherwise get
-     * 42P05 on every later use. Nothing to undo if skipped: weir counted on
-     * nothing from it. Once per statement and server, not per transaction. */
+     * name is no error to Close). Should weir's record ever be wrong (see
+     * hold for how it is kept right), the Parse still succeeds and the
+     * record is right again, where it would otherwise get 42P05 on every
+     * later use. Nothing to undo if skipped: weir counted on nothing from
+     * it. Once per statement and server, not per transaction. */
     if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
         emit_parse(s->io.out, p) != 0)
         return -1;
@@ -734,9 +737,11 @@ static int is_space(unsigned char ch)
 }
 
 /* Only a DEALLOCATE can be one weir answers itself (the client's names are
- * weir's). DISCARD ALL and DEALLOCATE ALL however written, alone or among
- * other statements, are caught by their CommandComplete tag instead
- * (server_run), so a query is decided by its first word. */
+ * weir's); one that starts with DISCARD or DEALLOCATE may drop every name,
+ * which later batches must not count on until it is answered (hold). DISCARD
+ * ALL and DEALLOCATE ALL however written, alone or among other statements,
+ * are caught by their CommandComplete tag (server_run), so a query is
+ * decided by its first word. */
 int prep_query_is_ours(const unsigned char *body, size_t len)
 {
     size_t i = 0;
@@ -945,9 +950,8 @@ static void send_dup_error(struct server *s, const char *name)
 
 /*
  * A Bind or Describe of a statement weir renamed got 26000: the server lacks
- * a statement weir had recorded on it (a client that sent several batches
- * before reading the answers, an earlier one failing after weir had counted
- * on it; a client that ran DEALLOCATE weir_N itself). Forgetting it makes
+ * a statement weir had recorded on it (a client that ran DEALLOCATE weir_N
+ * itself, or a DISCARD ALL weir learnt of late). Forgetting it makes
  * the error a one-off: the next Bind prepares it again, instead of every
  * later Bind on this server failing.
  */
