@@ -122,7 +122,7 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
 }
 
 /* An entry with a statement or a text leaves the queue. */
-static void q_release(struct server *s, struct expect *e)
+__attribute__((noinline)) static void q_release(struct server *s, struct expect *e)
 {
     if ((e->flags & F_UNC_SRC) && s->unc_open && e == &s->expect[s->unc_idx])
         s->unc_open = 0; /* the newest change is answered: none is left unanswered */
@@ -131,7 +131,7 @@ static void q_release(struct server *s, struct expect *e)
     free(e->text);
 }
 
-static void q_pop(struct server *s)
+static inline void q_pop(struct server *s)
 {
     struct expect *e = q_head(s);
 
@@ -324,8 +324,11 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
             return push_synth(s, SYN_PARSE_COMPLETE, NULL, 0, NULL);
         evbuffer_add(s->io.out, msg, total);
         /* A DISCARD ALL or DEALLOCATE ALL the server runs: its batch may
-         * change every record (see hold_needed). */
-        return q_push(s, K_PARSE, A_FORWARD, F_UNC_SRC, NULL, "");
+         * change every record (see hold_needed). Others came here only
+         * because they were not all read yet. */
+        if (prep_query_is_ours((const unsigned char *)pm.query, strlen(pm.query)))
+            return q_push(s, K_PARSE, A_FORWARD, F_UNC_SRC, NULL, "");
+        return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
     }
     if (client_names(c) == NULL)
         return -1;
@@ -548,8 +551,11 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
     }
     /* Anything else: the server runs it. What it dropped, the relay learns
      * from the CommandComplete tags (server_run looks at every D... tag);
-     * until then later batches must not count on any record. */
-    return q_push(s, K_QUERY, A_FORWARD, F_UNC_SRC, NULL, "");
+     * one that starts with DISCARD or DEALLOCATE may drop every name, which
+     * later batches must not count on until it is answered. */
+    if (prep_query_is_ours((const unsigned char *)sql, strlen(sql)))
+        return q_push(s, K_QUERY, A_FORWARD, F_UNC_SRC, NULL, "");
+    return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
 }
 
 /* ---- batches sent before the answers to earlier ones ---- */
@@ -603,16 +609,18 @@ static int unanswered_change(struct server *s)
  * they wait for all. Other named messages wait only for a batch that
  * changed a record.
  */
-static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg)
+static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total)
 {
     if (s->expect_count == 0)
         return 0;
     switch (type) {
-    case 'Q':
-        return 1;
+    case 'Q': /* here also when not all read at first: only those weir may answer wait */
+        return prep_query_is_ours(msg + 5, strnlen((const char *)msg + 5, total - 5));
     case 'P':
+        if (total < 7)
+            return 0; /* malformed: on_parse says so */
         if (msg[5] == '\0')
-            return 1;
+            return prep_query_is_ours(msg + 6, strnlen((const char *)msg + 6, total - 6));
         return unanswered_change(s) || (c->stmts && client_stmts_get(c->stmts, (const char *)msg + 5));
     case 'B':
     case 'D':
@@ -674,7 +682,7 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
         if (z2 == NULL)
             return have < want ? 0 : -1;
         size_t names_len = (size_t)((const unsigned char *)z2 + 1 - (head + 5));
-        if (s->expect_count && (hold_needed(s, c, type, head) || bind_runs_dealloc(c, head)))
+        if (s->expect_count && (hold_needed(s, c, type, head, total) || bind_runs_dealloc(c, head)))
             return hold(s, c);
         int brc = on_bind(s, c, total, head, 5 + names_len, names_len);
         return brc == 0 ? 1 : brc == 2 ? 0 : -1;
@@ -684,7 +692,7 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     if (avail < total)
         return 0;
     msg = evbuffer_pullup(c->io.in, (ssize_t)total);
-    if (s->expect_count && hold_needed(s, c, type, msg))
+    if (s->expect_count && hold_needed(s, c, type, msg, total))
         return hold(s, c);
     switch (type) {
     case 'P':
