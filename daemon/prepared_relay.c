@@ -121,22 +121,27 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
     return 0;
 }
 
-/* An entry with a statement or a text leaves the queue. */
-__attribute__((noinline)) static void q_release(struct server *s, struct expect *e)
+/* An entry that changed a record leaves the queue (it has p or text). */
+static void q_unc_popped(struct server *s, const struct expect *e)
 {
-    if ((e->flags & F_UNC_SRC) && s->unc_open && e == &s->expect[s->unc_idx])
+    if (s->unc_open && e == &s->expect[s->unc_idx])
         s->unc_open = 0; /* the newest change is answered: none is left unanswered */
-    if (e->p != NULL)
-        pstmt_unref(registry(s), e->p);
-    free(e->text);
 }
 
-static inline void q_pop(struct server *s)
+static void q_pop(struct server *s)
 {
     struct expect *e = q_head(s);
 
-    if (e->p != NULL || e->text != NULL)
-        q_release(s, e);
+    if (e->p != NULL) {
+        if (e->flags & F_UNC_SRC)
+            q_unc_popped(s, e);
+        pstmt_unref(registry(s), e->p);
+    }
+    if (e->text != NULL) {
+        if (e->flags & F_UNC_SRC)
+            q_unc_popped(s, e);
+        free(e->text);
+    }
     s->expect_head = (s->expect_head + 1) & (s->expect_cap - 1);
     s->expect_count--;
 }
@@ -670,8 +675,6 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     const unsigned char *msg;
     int consumed = 1, rc;
 
-    if (s->held)
-        return 0; /* still waiting (see hold) */
     if (type == 'B') {
         /* Only the two names are needed now; the parameters may be huge. */
         size_t want = total < 5 + 2048 ? total : 5 + 2048;
@@ -682,8 +685,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
         if (z2 == NULL)
             return have < want ? 0 : -1;
         size_t names_len = (size_t)((const unsigned char *)z2 + 1 - (head + 5));
-        if (s->expect_count && (hold_needed(s, c, type, head, total) || bind_runs_dealloc(c, head)))
-            return hold(s, c);
+        if (s->expect_count && (s->held || hold_needed(s, c, type, head, total) || bind_runs_dealloc(c, head)))
+            return hold(s, c); /* held implies a queue: its marker (see hold) */
         int brc = on_bind(s, c, total, head, 5 + names_len, names_len);
         return brc == 0 ? 1 : brc == 2 ? 0 : -1;
     }
@@ -692,7 +695,7 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     if (avail < total)
         return 0;
     msg = evbuffer_pullup(c->io.in, (ssize_t)total);
-    if (s->expect_count && hold_needed(s, c, type, msg, total))
+    if (s->expect_count && (s->held || hold_needed(s, c, type, msg, total)))
         return hold(s, c);
     switch (type) {
     case 'P':
