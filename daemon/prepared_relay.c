@@ -122,13 +122,13 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
 }
 
 /* An entry that changed a record leaves the queue (it has p or text). */
-static void q_unc_popped(struct server *s, const struct expect *e)
+__attribute__((noinline, cold)) static void q_unc_popped(struct server *s, const struct expect *e)
 {
     if (s->unc_open && e == &s->expect[s->unc_idx])
         s->unc_open = 0; /* the newest change is answered: none is left unanswered */
 }
 
-static void q_pop(struct server *s)
+static inline __attribute__((always_inline)) void q_pop(struct server *s)
 {
     struct expect *e = q_head(s);
 
@@ -420,7 +420,7 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
 
 /* Does this Bind (its names at head) run a prepared DEALLOCATE weir answers
  * (see on_bind)? Its answer depends on the transaction's state. */
-static int bind_runs_dealloc(struct client *c, const unsigned char *head)
+__attribute__((noinline)) static int bind_runs_dealloc(struct client *c, const unsigned char *head)
 {
     const char *portal = (const char *)head + 5;
     const char *stmt = portal + strlen(portal) + 1;
@@ -520,7 +520,7 @@ static int is_deallocate(const char *sql, char *name, size_t namelen)
  * them, and its ReadyForQuery (with the transaction's status) ends the
  * answer.
  */
-static int answer_deallocate(struct server *s, const char *tag)
+__attribute__((noinline)) static int answer_deallocate(struct server *s, const char *tag)
 {
     static const unsigned char sync[5] = {'S', 0, 0, 0, 4};
 
@@ -614,7 +614,7 @@ static int unanswered_change(struct server *s)
  * they wait for all. Other named messages wait only for a batch that
  * changed a record.
  */
-static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total)
+__attribute__((noinline)) static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total)
 {
     if (s->expect_count == 0)
         return 0;
@@ -643,7 +643,7 @@ static int hold_needed(struct server *s, struct client *c, char type, const unsi
  * Flush makes the server send the answers of the client's unfinished
  * batch. Returns 0 (the caller stops as if more bytes were needed).
  */
-static int hold(struct server *s, struct client *c)
+__attribute__((noinline)) static int hold(struct server *s, struct client *c)
 {
     static const unsigned char flush[5] = {'H', 0, 0, 0, 4};
 
