@@ -614,7 +614,8 @@ static int unanswered_change(struct server *s)
  * they wait for all. Other named messages wait only for a batch that
  * changed a record.
  */
-__attribute__((noinline)) static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total)
+__attribute__((noinline)) static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg,
+                                                size_t total)
 {
     if (s->expect_count == 0)
         return 0;
@@ -626,6 +627,8 @@ __attribute__((noinline)) static int hold_needed(struct server *s, struct client
             return 0; /* malformed: on_parse says so */
         if (msg[5] == '\0')
             return prep_query_is_ours(msg + 6, strnlen((const char *)msg + 6, total - 6));
+        if (memchr(msg + 5, 0, total - 5) == NULL)
+            return 0; /* malformed: on_parse says so */
         return unanswered_change(s) || (c->stmts && client_stmts_get(c->stmts, (const char *)msg + 5));
     case 'B':
     case 'D':
