@@ -311,8 +311,8 @@ static int dealloc_unnamed(struct server *s, struct client *c, const char *query
     c->dealloc_bound = 0;
     if (s->txn == 'E' || s->skip_to_sync || !is_deallocate(query, name, sizeof(name)))
         return 0; /* the server refuses or skips it: let it */
-    if (strcasecmp(name, "all") != 0 && (c->stmts == NULL || client_stmts_get(c->stmts, name) == NULL))
-        return 0; /* unknown: the server answers 26000 as PostgreSQL would */
+    /* Known or not: whether the name exists counts when it runs (on_bind),
+     * maybe more than once, as PostgreSQL's unnamed statement may. */
     c->dealloc_target = strdup(name);
     return c->dealloc_target != NULL;
 }
@@ -396,6 +396,13 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
         return -1;
     if (type == 'D' && name[0] == '\0' && c->dealloc_target && (kind == 'S' || c->dealloc_bound))
         return push_synth(s, kind == 'S' ? SYN_NO_PARAMS : SYN_NO_DATA, NULL, 0, NULL);
+    if (type == 'C' && name[0] == '\0') { /* the server closes it; weir's DEALLOCATE goes with it */
+        if (kind == 'S') {
+            free(c->dealloc_target);
+            c->dealloc_target = NULL;
+        }
+        c->dealloc_bound = 0;
+    }
     p = kind == 'S' && name[0] && c->stmts ? client_stmts_get(c->stmts, name) : NULL;
     if (type == 'C' && kind == 'S' && name[0]) {
         /* The statement stays on servers for others; closing an unknown name
@@ -418,14 +425,48 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
     return q_push(s, type == 'D' ? K_DESCRIBE : K_CLOSE, A_FORWARD, 0, type == 'D' ? p : NULL, NULL);
 }
 
-/* Does this Bind (its names at head) run a prepared DEALLOCATE weir answers
- * (see on_bind)? Its answer depends on the transaction's state. */
+/* The client's unnamed statement is a DEALLOCATE the server must answer (a
+ * failed transaction, a name the client does not have): make it the
+ * server's unnamed statement too and bind it there; Describe and Execute of
+ * the portal then go to the server. */
+static int dealloc_on_server(struct server *s, struct client *c)
+{
+    static const unsigned char bind[] = {'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0};
+    char sql[300];
+    size_t n = 0;
+    struct pstmt tmp = {.query = sql};
+
+    n += (size_t)snprintf(sql, sizeof(sql), "DEALLOCATE ");
+    if (strcasecmp(c->dealloc_target, "all") == 0) {
+        n += (size_t)snprintf(sql + n, sizeof(sql) - n, "ALL");
+    } else {
+        sql[n++] = '"';
+        for (const char *q = c->dealloc_target; *q && n < sizeof(sql) - 3; q++) {
+            if (*q == '"')
+                sql[n++] = '"';
+            sql[n++] = *q;
+        }
+        sql[n++] = '"';
+        sql[n] = '\0';
+    }
+    c->dealloc_bound = 0;
+    if (emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_SWALLOW, 0, NULL, NULL) ||
+        evbuffer_add(s->io.out, bind, sizeof(bind)))
+        return -1;
+    return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+}
+
+/* Does this Bind (its names at head) run a DEALLOCATE weir may answer (see
+ * on_bind)? Its answer depends on the transaction's state and on the names
+ * when it runs. */
 __attribute__((noinline)) static int bind_runs_dealloc(struct client *c, const unsigned char *head)
 {
     const char *portal = (const char *)head + 5;
     const char *stmt = portal + strlen(portal) + 1;
     struct pstmt *p = stmt[0] && portal[0] == '\0' && c->stmts ? client_stmts_get(c->stmts, stmt) : NULL;
 
+    if (stmt[0] == '\0' && portal[0] == '\0' && c->dealloc_target)
+        return 1;
     return p != NULL && contains_ci((const unsigned char *)p->query, strlen(p->query), "dealloc");
 }
 
@@ -445,6 +486,9 @@ static int on_bind(struct server *s, struct client *c, size_t total, const unsig
         if (evbuffer_get_length(c->io.in) < total)
             return 2; /* wait for the whole (parameterless) Bind */
         evbuffer_drain(c->io.in, total);
+        if (s->txn == 'E' || (strcasecmp(c->dealloc_target, "all") != 0 &&
+                              (c->stmts == NULL || client_stmts_get(c->stmts, c->dealloc_target) == NULL)))
+            return dealloc_on_server(s, c); /* refused (25P02) or unknown (26000): PostgreSQL's words */
         c->dealloc_bound = 1;
         return push_synth(s, SYN_BIND_COMPLETE, NULL, 0, NULL);
     }
@@ -634,6 +678,8 @@ __attribute__((noinline)) static int hold_needed(struct server *s, struct client
     case 'D':
     case 'C':
         return unanswered_change(s);
+    case 'E': /* runs a DEALLOCATE weir answers: not if an earlier message fails */
+        return 1;
     default:
         return 0;
     }
