@@ -109,15 +109,29 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
         pstmt_ref(p);
     if (text && (e->text = strdup(text)) == NULL)
         return -1;
-    if ((flags & (F_CLIENT_PARSE | F_ON_SERVER | F_UNC_SRC)) && (p || text)) {
-        /* weir changed a client name or the server's set for it: until
-         * its batch is answered, later batches must not count on that. */
-        e->flags |= F_UNC_SRC;
-        s->unc_idx = (s->expect_head + s->expect_count) & (s->expect_cap - 1);
-        s->unc_after = 0;
-        s->unc_open = 1;
-    }
     s->expect_count++;
+    return 0;
+}
+
+/* The entry just queued (with p or text) is for a change weir made to a
+ * client name or the server's set: until its batch is answered, later
+ * batches must not count on it (see hold_needed). */
+static void q_mark_changed(struct server *s)
+{
+    struct expect *e = q_at(s, s->expect_count - 1);
+
+    e->flags |= F_UNC_SRC;
+    s->unc_idx = (unsigned)(e - s->expect);
+    s->unc_after = 0;
+    s->unc_open = 1;
+}
+
+static int q_push_changed(struct server *s, unsigned char kind, unsigned char action, unsigned char flags,
+                          struct pstmt *p, const char *text)
+{
+    if (q_push(s, kind, action, flags, p, text) != 0)
+        return -1;
+    q_mark_changed(s);
     return 0;
 }
 
@@ -235,6 +249,8 @@ static int push_synth(struct server *s, unsigned char synth, const char *text, u
 {
     if (q_push(s, K_SYNTH, A_FORWARD, flags, p, text) != 0)
         return -1;
+    if (flags)
+        q_mark_changed(s); /* a Close that forgot a name */
     q_at(s, s->expect_count - 1)->synth = synth;
     flush_synth(s); /* nothing outstanding before it: answer at once */
     return 0;
@@ -261,7 +277,7 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
         return -1;
     if (evicted) {
         int rc = emit_target(s->io.out, 'C', 'S', evicted->server_name) ||
-                 q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, evicted, NULL);
+                 q_push_changed(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, evicted, NULL);
         pstmt_unref(registry(s), evicted);
         COUNT_ADD(s->d->stats.prepared_evictions, 1);
         if (rc)
@@ -277,7 +293,7 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
     if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
         emit_parse(s->io.out, p) != 0)
         return -1;
-    return q_push(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
+    return q_push_changed(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
 }
 
 static int ensure_prepared(struct server *s, struct pstmt *p)
@@ -332,7 +348,7 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
          * change every record (see hold_needed). Others came here only
          * because they were not all read yet. */
         if (prep_query_is_ours((const unsigned char *)pm.query, strlen(pm.query)))
-            return q_push(s, K_PARSE, A_FORWARD, F_UNC_SRC, NULL, "");
+            return q_push_changed(s, K_PARSE, A_FORWARD, F_UNC_SRC, NULL, "");
         return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
     }
     if (client_names(c) == NULL)
@@ -366,7 +382,7 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         strcpy(tmp.server_name, "weir_check");
         return emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
                        emit_parse(s->io.out, &tmp) ||
-                       q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ||
+                       q_push_changed(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ||
                        emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL)
                    ? -1
                    : 0;
@@ -376,11 +392,12 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
          * schema may have changed since): close and prepare again. If an
          * earlier error makes the server skip both, undoing them in reverse
          * leaves the statement recorded, as it still is on the server. */
-        if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, p, NULL) ||
+        if (emit_target(s->io.out, 'C', 'S', p->server_name) ||
+            q_push_changed(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, p, NULL) ||
             emit_parse(s->io.out, p))
             return -1;
         COUNT_ADD(s->d->stats.prepared_prepares, 1);
-        return q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE | F_ON_SERVER, p, pm.name);
+        return q_push_changed(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE | F_ON_SERVER, p, pm.name);
     }
     return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
 }
@@ -603,7 +620,7 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
      * one that starts with DISCARD or DEALLOCATE may drop every name, which
      * later batches must not count on until it is answered. */
     if (prep_query_is_ours((const unsigned char *)sql, strlen(sql)))
-        return q_push(s, K_QUERY, A_FORWARD, F_UNC_SRC, NULL, "");
+        return q_push_changed(s, K_QUERY, A_FORWARD, F_UNC_SRC, NULL, "");
     return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
 }
 
@@ -658,8 +675,8 @@ static int unanswered_change(struct server *s)
  * they wait for all. Other named messages wait only for a batch that
  * changed a record.
  */
-__attribute__((noinline)) static int hold_needed(struct server *s, struct client *c, char type, const unsigned char *msg,
-                                                size_t total)
+__attribute__((noinline)) static int hold_needed(struct server *s, struct client *c, char type,
+                                                const unsigned char *msg, size_t total)
 {
     if (s->expect_count == 0)
         return 0;

@@ -893,7 +893,7 @@ static int server_after_step(struct server *s, const struct server_step *st, siz
             if (server_at_ready(s))
                 return 0;
         }
-        if (s->track && prep_take_resume(s)) {
+        if (s->resume && prep_take_resume(s)) {
             /* A client message waited for the answers so far (prepared_relay.c
              * hold): decide it now, and forward what followed it. */
             struct client *c = s->client;
