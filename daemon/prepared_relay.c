@@ -8,7 +8,10 @@
  * queue of the responses it expects from the server, in order; each entry
  * says whether its response goes to the client, is weir's own (dropped), or
  * is one weir must write itself when its turn comes. An error makes the
- * server skip to the next Sync, and the queue skips with it.
+ * server skip to the next Sync, and the queue skips with it. A client that
+ * writes several batches before reading: a message that counts on what an
+ * unanswered earlier batch changed waits in the client's buffer until the
+ * answers are in (hold), so it is decided on what the server really did.
  */
 #include <ctype.h>
 #include <stdlib.h>
@@ -27,10 +30,12 @@
 enum expect_kind { K_PARSE, K_BIND, K_DESCRIBE, K_EXECUTE, K_CLOSE, K_SYNC, K_QUERY, K_FUNC, K_SYNTH };
 enum expect_action { A_FORWARD, A_SWALLOW, A_DUP_ERROR };
 enum synth_kind { SYN_PARSE_COMPLETE, SYN_CLOSE_COMPLETE, SYN_DEALLOCATE, SYN_BIND_COMPLETE, SYN_NO_DATA,
-                  SYN_NO_PARAMS, SYN_COMMAND };
+                  SYN_NO_PARAMS, SYN_COMMAND, SYN_RESUME };
 
 #define F_CLIENT_PARSE 1 /* the client's own Parse: undo its name if it fails */
 #define F_ON_SERVER 2    /* p was recorded on the server: forget it if this fails */
+#define F_UNC_SRC 4      /* weir changed a record for it (see hold_needed); has p or text */
+#define F_UNC_END 8      /* the end (Sync, Query) of a batch with such an entry */
 
 struct expect {
     unsigned char kind, action, flags, synth;
@@ -64,6 +69,10 @@ static int q_grow(struct server *s)
         return -1;
     for (unsigned i = 0; i < s->expect_count; i++)
         v[i] = *q_at(s, i);
+    if (s->expect_cap) { /* positions of the uncertainty marks, from the new head */
+        s->unc_idx = (s->unc_idx - s->expect_head) & (s->expect_cap - 1);
+        s->unc_end = (s->unc_end - s->expect_head) & (s->expect_cap - 1);
+    }
     free(s->expect);
     s->expect = v;
     s->expect_cap = cap;
@@ -104,14 +113,49 @@ static int q_push(struct server *s, unsigned char kind, unsigned char action, un
     return 0;
 }
 
-static void q_pop(struct server *s)
+/* The entry just queued (with p or text) is for a change weir made to a
+ * client name or the server's set: until its batch is answered, later
+ * batches must not count on it (see hold_needed). */
+static void q_mark_changed(struct server *s)
+{
+    struct expect *e = q_at(s, s->expect_count - 1);
+
+    e->flags |= F_UNC_SRC;
+    s->unc_idx = (unsigned)(e - s->expect);
+    s->unc_after = 0;
+    s->unc_open = 1;
+}
+
+static int q_push_changed(struct server *s, unsigned char kind, unsigned char action, unsigned char flags,
+                          struct pstmt *p, const char *text)
+{
+    if (q_push(s, kind, action, flags, p, text) != 0)
+        return -1;
+    q_mark_changed(s);
+    return 0;
+}
+
+/* An entry that changed a record leaves the queue (it has p or text). */
+__attribute__((noinline, cold)) static void q_unc_popped(struct server *s, const struct expect *e)
+{
+    if (s->unc_open && e == &s->expect[s->unc_idx])
+        s->unc_open = 0; /* the newest change is answered: none is left unanswered */
+}
+
+static inline __attribute__((always_inline)) void q_pop(struct server *s)
 {
     struct expect *e = q_head(s);
 
-    if (e->p != NULL)
+    if (e->p != NULL) {
+        if (e->flags & F_UNC_SRC)
+            q_unc_popped(s, e);
         pstmt_unref(registry(s), e->p);
-    if (e->text != NULL)
+    }
+    if (e->text != NULL) {
+        if (e->flags & F_UNC_SRC)
+            q_unc_popped(s, e);
         free(e->text);
+    }
     s->expect_head = (s->expect_head + 1) & (s->expect_cap - 1);
     s->expect_count--;
 }
@@ -121,6 +165,7 @@ void prep_server_reset(struct server *s)
     s->skip_to_sync = 0;
     while (s->expect_count)
         q_pop(s);
+    s->held = s->resume = s->unc_open = s->unc_end_valid = 0;
 }
 
 void prep_server_free(struct server *s)
@@ -191,7 +236,10 @@ static void flush_synth(struct server *s)
     if (s->skip_to_sync)
         return; /* the server answers none of them: neither does weir (see on_error) */
     while ((e = q_head(s)) != NULL && e->kind == K_SYNTH) {
-        emit_synth(s, e);
+        if (e->synth == SYN_RESUME)
+            s->resume = 1; /* all answers before it are in: see hold() */
+        else
+            emit_synth(s, e);
         q_pop(s);
     }
 }
@@ -201,6 +249,8 @@ static int push_synth(struct server *s, unsigned char synth, const char *text, u
 {
     if (q_push(s, K_SYNTH, A_FORWARD, flags, p, text) != 0)
         return -1;
+    if (flags)
+        q_mark_changed(s); /* a Close that forgot a name */
     q_at(s, s->expect_count - 1)->synth = synth;
     flush_synth(s); /* nothing outstanding before it: answer at once */
     return 0;
@@ -227,7 +277,7 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
         return -1;
     if (evicted) {
         int rc = emit_target(s->io.out, 'C', 'S', evicted->server_name) ||
-                 q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, evicted, NULL);
+                 q_push_changed(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, evicted, NULL);
         pstmt_unref(registry(s), evicted);
         COUNT_ADD(s->d->stats.prepared_evictions, 1);
         if (rc)
@@ -235,15 +285,15 @@ static int prepare_on_server(struct server *s, struct pstmt *p, unsigned char ac
     }
     COUNT_ADD(s->d->stats.prepared_prepares, 1);
     /* weir believes the server lacks p; close it all the same (an unknown
-     * name is no error to Close). If a failed batch of a client that sent
-     * several before reading left weir's record wrong, the Parse still
-     * succeeds and the record is right again, where it would otherwise get
-     * 42P05 on every later use. Nothing to undo if skipped: weir counted on
-     * nothing from it. Once per statement and server, not per transaction. */
+     * name is no error to Close). Should weir's record ever be wrong (see
+     * hold for how it is kept right), the Parse still succeeds and the
+     * record is right again, where it would otherwise get 42P05 on every
+     * later use. Nothing to undo if skipped: weir counted on nothing from
+     * it. Once per statement and server, not per transaction. */
     if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
         emit_parse(s->io.out, p) != 0)
         return -1;
-    return q_push(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
+    return q_push_changed(s, K_PARSE, action, flags | F_ON_SERVER, p, cname);
 }
 
 static int ensure_prepared(struct server *s, struct pstmt *p)
@@ -277,8 +327,8 @@ static int dealloc_unnamed(struct server *s, struct client *c, const char *query
     c->dealloc_bound = 0;
     if (s->txn == 'E' || s->skip_to_sync || !is_deallocate(query, name, sizeof(name)))
         return 0; /* the server refuses or skips it: let it */
-    if (strcasecmp(name, "all") != 0 && (c->stmts == NULL || client_stmts_get(c->stmts, name) == NULL))
-        return 0; /* unknown: the server answers 26000 as PostgreSQL would */
+    /* Known or not: whether the name exists counts when it runs (on_bind),
+     * maybe more than once, as PostgreSQL's unnamed statement may. */
     c->dealloc_target = strdup(name);
     return c->dealloc_target != NULL;
 }
@@ -294,25 +344,31 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         if (dealloc_unnamed(s, c, pm.query))
             return push_synth(s, SYN_PARSE_COMPLETE, NULL, 0, NULL);
         evbuffer_add(s->io.out, msg, total);
+        /* A DISCARD ALL or DEALLOCATE ALL the server runs: its batch may
+         * change every record (see hold_needed). Others came here only
+         * because they were not all read yet. */
+        if (prep_query_is_ours((const unsigned char *)pm.query, strlen(pm.query)))
+            return q_push_changed(s, K_PARSE, A_FORWARD, F_UNC_SRC, NULL, "");
         return q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL);
     }
     if (client_names(c) == NULL)
         return -1;
     if (client_stmts_get(c->stmts, pm.name)) {
-        /* PostgreSQL's error, in order: a Parse that fails makes the server
-         * skip to Sync as it would have; its error is replaced by ours. In
-         * a failed transaction PostgreSQL parses the text, then refuses the
-         * statement (25P02) before it looks at the name: the server's own
-         * error goes through. */
+        /* PostgreSQL's error, in order: it parses and analyses the text
+         * (its syntax error; 25P02 in a failed transaction) before it finds
+         * the name taken (42P05). The server does the first under a name of
+         * weir's own, closed again, then fails a Parse of weir's, whose error
+         * is replaced by ours; either failure makes it skip to Sync as
+         * PostgreSQL would. The client's unnamed statement stays as it was. */
         static const char bad[] = "SELECT weir_duplicate_statement(";
-        struct pstmt tmp = {.query = (char *)bad};
-        strcpy(tmp.server_name, "");
-        if (s->txn == 'E') { /* the client's own text, unnamed: its syntax error or 25P02 */
-            tmp.query = (char *)pm.query;
-            tmp.types = (uint8_t *)pm.param_types;
-            tmp.ntypes = pm.nparam_types;
-            return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, 0, NULL, NULL) ? -1 : 0;
-        }
+        struct pstmt tmp = {.query = (char *)pm.query, .types = (uint8_t *)pm.param_types,
+                            .ntypes = pm.nparam_types};
+        strcpy(tmp.server_name, "weir_check");
+        if (emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+            emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_SWALLOW, 0, NULL, NULL) ||
+            emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL))
+            return -1;
+        tmp = (struct pstmt){.query = (char *)bad, .server_name = "weir_check"}; /* named: fails, drops nothing */
         return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_DUP_ERROR, 0, NULL, pm.name) ? -1 : 0;
     }
     p = pstmt_intern(registry(s), pm.query, pm.param_types, pm.nparam_types);
@@ -320,21 +376,28 @@ static int on_parse(struct server *s, struct client *c, const unsigned char *msg
         return -1;
     if (s->txn == 'E') {
         /* In a failed transaction PostgreSQL refuses the Parse (25P02): let
-         * the server say so, as an unnamed Parse that cannot clash. */
+         * the server say so, under a name of weir's own that cannot clash
+         * (closed again; the client's unnamed statement stays). */
         struct pstmt tmp = *p;
-        tmp.server_name[0] = '\0';
-        return emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ? -1 : 0;
+        strcpy(tmp.server_name, "weir_check");
+        return emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+                       emit_parse(s->io.out, &tmp) ||
+                       q_push_changed(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE, NULL, pm.name) ||
+                       emit_target(s->io.out, 'C', 'S', tmp.server_name) || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL)
+                   ? -1
+                   : 0;
     }
     if (s->stmts && server_stmts_has(s->stmts, p)) {
         /* A client's own Parse is parsed afresh, as PostgreSQL would (the
          * schema may have changed since): close and prepare again. If an
          * earlier error makes the server skip both, undoing them in reverse
          * leaves the statement recorded, as it still is on the server. */
-        if (emit_target(s->io.out, 'C', 'S', p->server_name) || q_push(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, p, NULL) ||
+        if (emit_target(s->io.out, 'C', 'S', p->server_name) ||
+            q_push_changed(s, K_CLOSE, A_SWALLOW, F_ON_SERVER, p, NULL) ||
             emit_parse(s->io.out, p))
             return -1;
         COUNT_ADD(s->d->stats.prepared_prepares, 1);
-        return q_push(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE | F_ON_SERVER, p, pm.name);
+        return q_push_changed(s, K_PARSE, A_FORWARD, F_CLIENT_PARSE | F_ON_SERVER, p, pm.name);
     }
     return prepare_on_server(s, p, A_FORWARD, F_CLIENT_PARSE, pm.name);
 }
@@ -350,6 +413,13 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
         return -1;
     if (type == 'D' && name[0] == '\0' && c->dealloc_target && (kind == 'S' || c->dealloc_bound))
         return push_synth(s, kind == 'S' ? SYN_NO_PARAMS : SYN_NO_DATA, NULL, 0, NULL);
+    if (type == 'C' && name[0] == '\0') { /* the server closes it; weir's DEALLOCATE goes with it */
+        if (kind == 'S') {
+            free(c->dealloc_target);
+            c->dealloc_target = NULL;
+        }
+        c->dealloc_bound = 0;
+    }
     p = kind == 'S' && name[0] && c->stmts ? client_stmts_get(c->stmts, name) : NULL;
     if (type == 'C' && kind == 'S' && name[0]) {
         /* The statement stays on servers for others; closing an unknown name
@@ -372,6 +442,51 @@ static int on_describe_or_close(struct server *s, struct client *c, char type, c
     return q_push(s, type == 'D' ? K_DESCRIBE : K_CLOSE, A_FORWARD, 0, type == 'D' ? p : NULL, NULL);
 }
 
+/* The client's unnamed statement is a DEALLOCATE the server must answer (a
+ * failed transaction, a name the client does not have): make it the
+ * server's unnamed statement too and bind it there; Describe and Execute of
+ * the portal then go to the server. */
+static int dealloc_on_server(struct server *s, struct client *c)
+{
+    static const unsigned char bind[] = {'B', 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0};
+    char sql[300];
+    size_t n = 0;
+    struct pstmt tmp = {.query = sql};
+
+    n += (size_t)snprintf(sql, sizeof(sql), "DEALLOCATE ");
+    if (strcasecmp(c->dealloc_target, "all") == 0) {
+        n += (size_t)snprintf(sql + n, sizeof(sql) - n, "ALL");
+    } else {
+        sql[n++] = '"';
+        for (const char *q = c->dealloc_target; *q && n < sizeof(sql) - 3; q++) {
+            if (*q == '"')
+                sql[n++] = '"';
+            sql[n++] = *q;
+        }
+        sql[n++] = '"';
+        sql[n] = '\0';
+    }
+    c->dealloc_bound = 0;
+    if (emit_parse(s->io.out, &tmp) || q_push(s, K_PARSE, A_SWALLOW, 0, NULL, NULL) ||
+        evbuffer_add(s->io.out, bind, sizeof(bind)))
+        return -1;
+    return q_push(s, K_BIND, A_FORWARD, 0, NULL, NULL);
+}
+
+/* Does this Bind (its names at head) run a DEALLOCATE weir may answer (see
+ * on_bind)? Its answer depends on the transaction's state and on the names
+ * when it runs. */
+__attribute__((noinline)) static int bind_runs_dealloc(struct client *c, const unsigned char *head)
+{
+    const char *portal = (const char *)head + 5;
+    const char *stmt = portal + strlen(portal) + 1;
+    struct pstmt *p = stmt[0] && portal[0] == '\0' && c->stmts ? client_stmts_get(c->stmts, stmt) : NULL;
+
+    if (stmt[0] == '\0' && portal[0] == '\0' && c->dealloc_target)
+        return 1;
+    return p != NULL && contains_ci((const unsigned char *)p->query, strlen(p->query), "dealloc");
+}
+
 /* Bind: rewrite the statement name, stream the (maybe large) rest. */
 static int on_bind(struct server *s, struct client *c, size_t total, const unsigned char *head, size_t headlen,
                    size_t names_len)
@@ -388,6 +503,9 @@ static int on_bind(struct server *s, struct client *c, size_t total, const unsig
         if (evbuffer_get_length(c->io.in) < total)
             return 2; /* wait for the whole (parameterless) Bind */
         evbuffer_drain(c->io.in, total);
+        if (s->txn == 'E' || (strcasecmp(c->dealloc_target, "all") != 0 &&
+                              (c->stmts == NULL || client_stmts_get(c->stmts, c->dealloc_target) == NULL)))
+            return dealloc_on_server(s, c); /* refused (25P02) or unknown (26000): PostgreSQL's words */
         c->dealloc_bound = 1;
         return push_synth(s, SYN_BIND_COMPLETE, NULL, 0, NULL);
     }
@@ -456,6 +574,26 @@ static int is_deallocate(const char *sql, char *name, size_t namelen)
     return *p == '\0';
 }
 
+/*
+ * weir answers a DEALLOCATE of the client's names itself (decided with
+ * nothing outstanding, see hold_needed), but a simple query also drops the
+ * unnamed statement and portal, as PostgreSQL's does: the server closes
+ * them, and its ReadyForQuery (with the transaction's status) ends the
+ * answer.
+ */
+__attribute__((noinline)) static int answer_deallocate(struct server *s, const char *tag)
+{
+    static const unsigned char sync[5] = {'S', 0, 0, 0, 4};
+
+    if (emit_target(s->io.out, 'C', 'S', "") || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+        emit_target(s->io.out, 'C', 'P', "") || q_push(s, K_CLOSE, A_SWALLOW, 0, NULL, NULL) ||
+        push_synth(s, SYN_COMMAND, tag, 0, NULL) || evbuffer_add(s->io.out, sync, sizeof(sync)) ||
+        q_push_plain(s, K_SYNC))
+        return -1;
+    s->pending++;
+    return 0;
+}
+
 static int on_query(struct server *s, struct client *c, const unsigned char *msg, size_t total, int *consumed)
 {
     const char *sql;
@@ -469,17 +607,132 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
             if (c->stmts)
                 client_stmts_clear(c->stmts, registry(s));
             *consumed = 1;
-            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE ALL", 0, NULL);
+            return answer_deallocate(s, "DEALLOCATE ALL");
         }
         if (c->stmts && client_stmts_del(c->stmts, registry(s), name)) {
             *consumed = 1;
-            return push_synth(s, SYN_DEALLOCATE, "DEALLOCATE", 0, NULL);
+            return answer_deallocate(s, "DEALLOCATE");
         }
         return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL); /* the server reports the unknown name */
     }
     /* Anything else: the server runs it. What it dropped, the relay learns
-     * from the CommandComplete tags (server_run looks at every D... tag). */
+     * from the CommandComplete tags (server_run looks at every D... tag);
+     * one that starts with DISCARD or DEALLOCATE may drop every name, which
+     * later batches must not count on until it is answered. */
+    if (prep_query_is_ours((const unsigned char *)sql, strlen(sql)))
+        return q_push_changed(s, K_QUERY, A_FORWARD, F_UNC_SRC, NULL, "");
     return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
+}
+
+/* ---- batches sent before the answers to earlier ones ---- */
+
+static int ends_with_ready(unsigned char kind);
+
+/*
+ * Is a batch that changed a record (a client name, the server's set) sent
+ * and not yet answered? If it fails, PostgreSQL skips the rest of it and
+ * weir undoes what it recorded; a later batch rewritten meanwhile would have
+ * counted on the change. Looks only at entries it has not looked at before
+ * (after the newest change, up to a Sync or Query that ends its batch), so
+ * a long pipeline costs no more than one pass.
+ */
+static int unanswered_change(struct server *s)
+{
+    unsigned mask = s->expect_cap - 1;
+
+    if (s->unc_open) {
+        unsigned first = ((s->unc_idx - s->expect_head) & mask) + s->unc_after, i;
+        for (i = first; i < s->expect_count; i++) {
+            struct expect *e = q_at(s, i);
+            if (ends_with_ready(e->kind)) {
+                e->flags |= F_UNC_END;
+                s->unc_end = (s->expect_head + i) & mask;
+                s->unc_end_valid = 1;
+                s->unc_open = 0;
+                break;
+            }
+        }
+        if (s->unc_open)
+            s->unc_after += i - first;
+    }
+    if (!s->unc_end_valid)
+        return 0;
+    /* The end of the newest such batch, unless answered since (its slot
+     * may hold a newer entry by now: those carry no mark). */
+    if (((s->unc_end - s->expect_head) & mask) < s->expect_count && (s->expect[s->unc_end].flags & F_UNC_END))
+        return 1;
+    s->unc_end_valid = 0;
+    return 0;
+}
+
+/*
+ * Must this message wait until everything sent before it is answered?
+ * Plain (unnamed) traffic never comes here; a named message with nothing
+ * outstanding (every driver that reads each batch's answers) returns at
+ * the first test. A DEALLOCATE, a DISCARD, an unnamed DEALLOCATE and a
+ * duplicate Parse are answered by what the transaction's state and every
+ * earlier message left behind (a failure skips them, 25P02 refuses them):
+ * they wait for all. Other named messages wait only for a batch that
+ * changed a record.
+ */
+__attribute__((noinline)) static int hold_needed(struct server *s, struct client *c, char type,
+                                                const unsigned char *msg, size_t total)
+{
+    if (s->expect_count == 0)
+        return 0;
+    switch (type) {
+    case 'Q': /* here also when not all read at first: only those weir may answer wait */
+        return prep_query_is_ours(msg + 5, strnlen((const char *)msg + 5, total - 5));
+    case 'P':
+        if (total < 7)
+            return 0; /* malformed: on_parse says so */
+        if (msg[5] == '\0')
+            return prep_query_is_ours(msg + 6, strnlen((const char *)msg + 6, total - 6));
+        if (memchr(msg + 5, 0, total - 5) == NULL)
+            return 0; /* malformed: on_parse says so */
+        return unanswered_change(s) || (c->stmts && client_stmts_get(c->stmts, (const char *)msg + 5));
+    case 'B':
+    case 'D':
+    case 'C':
+        return unanswered_change(s);
+    case 'E': /* runs a DEALLOCATE weir answers: not if an earlier message fails */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/*
+ * Leave the message in the client's buffer until the answers so far are
+ * in: a marker at the end of the queue says when (SYN_RESUME), and
+ * server.c then forwards from the client again (prep_take_resume). A
+ * Flush makes the server send the answers of the client's unfinished
+ * batch. Returns 0 (the caller stops as if more bytes were needed).
+ */
+__attribute__((noinline)) static int hold(struct server *s, struct client *c)
+{
+    static const unsigned char flush[5] = {'H', 0, 0, 0, 4};
+
+    if (!s->held) {
+        if ((c->unsynced && evbuffer_add(s->io.out, flush, sizeof(flush)) != 0) ||
+            q_push(s, K_SYNTH, A_FORWARD, 0, NULL, NULL) != 0)
+            return -1;
+        q_at(s, s->expect_count - 1)->synth = SYN_RESUME;
+        s->held = 1;
+    }
+    if (evbuffer_get_length(c->io.in) > (size_t)s->d->cfg->pkt_buf * 64)
+        stream_set_reading(&c->io, 0); /* bounded while it waits */
+    return 0;
+}
+
+int prep_take_resume(struct server *s)
+{
+    if (!s->resume)
+        return 0;
+    s->resume = s->held = 0;
+    if (s->client)
+        stream_set_reading(&s->client->io, 1);
+    return 1;
 }
 
 int prep_client_message(struct server *s, struct client *c, char type, size_t total)
@@ -498,6 +751,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
         if (z2 == NULL)
             return have < want ? 0 : -1;
         size_t names_len = (size_t)((const unsigned char *)z2 + 1 - (head + 5));
+        if (s->expect_count && (s->held || hold_needed(s, c, type, head, total) || bind_runs_dealloc(c, head)))
+            return hold(s, c); /* held implies a queue: its marker (see hold) */
         int brc = on_bind(s, c, total, head, 5 + names_len, names_len);
         return brc == 0 ? 1 : brc == 2 ? 0 : -1;
     }
@@ -506,6 +761,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     if (avail < total)
         return 0;
     msg = evbuffer_pullup(c->io.in, (ssize_t)total);
+    if (s->expect_count && (s->held || hold_needed(s, c, type, msg, total)))
+        return hold(s, c);
     switch (type) {
     case 'P':
         rc = on_parse(s, c, msg, total);
@@ -557,16 +814,20 @@ static int is_space(unsigned char ch)
 }
 
 /* Only a DEALLOCATE can be one weir answers itself (the client's names are
- * weir's). DISCARD ALL and DEALLOCATE ALL however written, alone or among
- * other statements, are caught by their CommandComplete tag instead
- * (server_run), so a query is decided by its first word. */
+ * weir's); one that starts with DISCARD or DEALLOCATE may drop every name,
+ * which later batches must not count on until it is answered (hold). DISCARD
+ * ALL and DEALLOCATE ALL however written, alone or among other statements,
+ * are caught by their CommandComplete tag (server_run), so a query is
+ * decided by its first word. */
 int prep_query_is_ours(const unsigned char *body, size_t len)
 {
     size_t i = 0;
 
     while (i < len && is_space(body[i]))
         i++;
-    return len - i >= 7 && (body[i] | 0x20) == 'd' && strncasecmp((const char *)body + i, "dealloc", 7) == 0;
+    return len - i >= 7 && (body[i] | 0x20) == 'd' &&
+           (strncasecmp((const char *)body + i, "dealloc", 7) == 0 ||
+            strncasecmp((const char *)body + i, "discard", 7) == 0);
 }
 
 /* Does the server skip this message? An error came back before the Sync
@@ -712,6 +973,10 @@ static void entry_failed(struct server *s, struct expect *e)
         }
         return;
     }
+    if (e->kind == K_SYNTH && e->synth == SYN_RESUME) {
+        s->resume = 1; /* skipped with the rest: the held message decides now */
+        return;
+    }
     if (e->kind == K_QUERY || e->kind == K_FUNC) {
         if (s->pending > 0)
             s->pending--; /* skipped: its ReadyForQuery never comes */
@@ -762,9 +1027,8 @@ static void send_dup_error(struct server *s, const char *name)
 
 /*
  * A Bind or Describe of a statement weir renamed got 26000: the server lacks
- * a statement weir had recorded on it (a client that sent several batches
- * before reading the answers, an earlier one failing after weir had counted
- * on it; a client that ran DEALLOCATE weir_N itself). Forgetting it makes
+ * a statement weir had recorded on it (a client that ran DEALLOCATE weir_N
+ * itself, or a DISCARD ALL weir learnt of late). Forgetting it makes
  * the error a one-off: the next Bind prepares it again, instead of every
  * later Bind on this server failing.
  */

@@ -38,6 +38,9 @@ int prep_plain_query(const struct server *s);
 /* Is a ReadyForQuery now simply the end of the one query or Sync owed?
  * If so, it is taken as the answer (1); otherwise nothing changes (0). */
 int prep_take_plain_ready(struct server *s);
+/* A client message held back (it counted on answers not yet in) may go
+ * now: 1 once, then the caller forwards from the client again. */
+int prep_take_resume(struct server *s);
 /* Nothing outstanding? */
 int prep_idle(const struct server *s);
 /* Forget what was expected (server going back to the pool or closing). */

@@ -982,6 +982,13 @@ static int server_after_step(struct server *s, const struct server_step *st, siz
             if (server_at_ready(s))
                 return 0;
         }
+        if (s->resume && prep_take_resume(s)) {
+            /* A client message waited for the answers so far (prepared_relay.c
+             * hold): decide it now, and forward what followed it. */
+            struct client *c = s->client;
+            if (c == NULL || server_forward_from_client(s) != 0 || s->client != c)
+                return 0;
+        }
         return 1;
     }
     return n > 0;

@@ -60,6 +60,15 @@ struct server {
      * it now skips every message until that Sync, so weir must not answer
      * any in its place either (prepared_relay.c). */
     int skip_to_sync;
+    /* A client that sent several batches before reading: a named-statement
+     * message whose rewrite counts on what an earlier, unanswered batch did
+     * waits in the client's buffer (held) until the answers so far are in
+     * (resume). The newest entry that changed a record (unc_idx, unc_after
+     * entries after it looked at, unc_open while its batch may still be
+     * open) and the newest end of a batch that did (unc_end) say whether
+     * any such batch is unanswered (prepared_relay.c). */
+    unsigned char held, resume, unc_open, unc_end_valid;
+    unsigned unc_idx, unc_after, unc_end;
     int reset_failed;        /* the reset or check query reported an error */
     int64_t idle_since_us;   /* back in the pool clean at; 0 = never used */
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
