@@ -1,0 +1,602 @@
+"""Valid traffic chopped at random places: a differential check of weir's
+relay against PostgreSQL itself.
+
+A seeded generator writes client programs over the raw wire: simple queries
+(one and several statements, empty ones, errors, NOTICEs from DO blocks,
+results far over 64 KiB, single rows larger than the relay's 64 KiB window,
+Query messages that large too), the extended protocol (unnamed and named
+statements, Describe, several Executes with row limits and portal
+suspension, Flush round trips without Sync, errors in Parse, Bind and
+Execute), COPY TO STDOUT and COPY FROM STDIN (big ones, one CopyData message
+over 64 KiB, bad data, CopyFail) and transactions with errors inside. Each
+client sends its program in chunks of 1 byte to several KiB with TCP_NODELAY
+and tiny pauses, so weir's reads really end at those places, and reads the
+answers in small chunks with pauses, some through a small SO_RCVBUF so
+weir's back-pressure engages. The same programs run directly against
+PostgreSQL; every message after login must be the same, in the same order
+(BackendKeyData and the startup ParameterStatus set differ legitimately and
+are not compared; weir's own statement names must never show).
+
+Several clients share one or two servers, in transaction and session mode,
+one parametrization on the ASan+UBSan build (.build/asan-weir) when built.
+The seed is printed; WEIR_CHOP_SEED replays it, WEIR_CHOP_SECONDS sets how
+long each parametrization generates new rounds (default 6).
+"""
+import os
+import random
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+import pgwire
+from conftest import ROOT
+
+ASAN_DAEMON = os.path.join(ROOT, ".build", "asan-weir")
+SECONDS = float(os.environ.get("WEIR_CHOP_SECONDS", 6))
+TABLES = 3  # one table per concurrent client
+
+
+def _cstr(s):
+    return (s if isinstance(s, bytes) else s.encode()) + b"\0"
+
+
+def Q(sql):
+    return pgwire.message(b"Q", _cstr(sql))
+
+
+def Parse(name, sql, types=()):
+    return pgwire.message(b"P", _cstr(name) + _cstr(sql) + struct.pack("!h", len(types)) +
+                          b"".join(struct.pack("!I", t) for t in types))
+
+
+def Bind(stmt, params=(), portal=""):
+    body = _cstr(portal) + _cstr(stmt) + struct.pack("!hh", 0, len(params))
+    for p in params:
+        v = str(p).encode()
+        body += struct.pack("!i", len(v)) + v
+    return pgwire.message(b"B", body + struct.pack("!h", 0))
+
+
+def Describe(kind, name=""):
+    return pgwire.message(b"D", kind.encode() + _cstr(name))
+
+
+def Close(kind, name=""):
+    return pgwire.message(b"C", kind.encode() + _cstr(name))
+
+
+def Execute(portal="", maxrows=0):
+    return pgwire.message(b"E", _cstr(portal) + struct.pack("!i", maxrows))
+
+
+SYNC = pgwire.message(b"S")
+FLUSH = pgwire.message(b"H")
+COPY_DONE = pgwire.message(b"c")
+TERMINATE = pgwire.message(b"X")
+
+
+def CopyData(data):
+    return pgwire.message(b"d", data)
+
+
+def CopyFail(why):
+    return pgwire.message(b"f", _cstr(why))
+
+
+# ---------------------------------------------------------------------------
+# the generator
+
+class Segment:
+    """Bytes to send; then the writer may wait until the reader has seen
+    `wait` (message type, cumulative count) before sending more."""
+
+    def __init__(self, data, z, s=0):
+        self.data = data
+        self.z = z          # ReadyForQuery messages this segment's answer holds
+        self.s = s          # PortalSuspended messages
+        self.wait = None
+
+
+class Gen:
+    """One client's program; statements the client keeps (named prepared
+    statements) are remembered so later steps use them."""
+
+    def __init__(self, rng, table):
+        self.rng = rng
+        self.table = table
+        self.segs = []
+        self.stmts = {}  # name -> (sql, number of params)
+        self.next_stmt = 0
+
+    def add(self, data, z, s=0):
+        self.segs.append(Segment(data, z, s))
+
+    # ---- simple protocol ----
+    def simple_query(self):
+        r = self.rng
+        choice = r.randrange(14)
+        t = self.table
+        if choice == 0:
+            sql = "SELECT %d AS n, 'x' AS s" % r.randrange(1000)
+        elif choice == 1:
+            n = r.choice([10, 300, 2500, 6000])
+            sql = "SELECT g, md5(g::text) FROM generate_series(1, %d) g" % n
+        elif choice == 2:
+            sql = "SELECT repeat('x', %d)" % r.choice([10, 65531, 65536, 70000, 140000])
+        elif choice == 3:
+            sql = r.choice(["", " ", ";", "; ;"])  # EmptyQueryResponse
+        elif choice == 4:
+            sql = r.choice(["SELECT 1/0", "SELECT * FROM chop_no_such_table", "SELEKT 1"])
+        elif choice == 5:
+            sql = "DO $$BEGIN RAISE NOTICE 'notice %%', %d; RAISE NOTICE '%%', repeat('n', %d); END$$" % (
+                r.randrange(100), r.choice([5, 3000, 70000]))
+        elif choice == 6:
+            sql = "SELECT 1; SELECT 'two', 2; SELECT g FROM generate_series(1, %d) g" % r.randrange(1, 500)
+        elif choice == 7:
+            sql = "SELECT 1; SELECT 1/0; SELECT 3"
+        elif choice == 8:  # a Query message far over 64 KiB
+            sql = "SELECT length('%s')" % ("q" * r.choice([60000, 65536, 100000, 200000]))
+        elif choice == 9:
+            sql = "SELECT count(*), coalesce(sum(a), 0), coalesce(sum(length(b)), 0) FROM %s" % t
+        elif choice == 10:
+            sql = "INSERT INTO %s SELECT g, repeat('i', g %% 50) FROM generate_series(1, %d) g" % (
+                t, r.randrange(1, 200))
+        elif choice == 11:
+            sql = "SELECT pg_sleep(0.00%d), 'slept'" % r.randrange(1, 5)
+        elif choice == 12:
+            sql = "SELECT g, repeat('w', %d) FROM generate_series(1, %d) g" % (
+                r.choice([100, 1000, 9000]), r.choice([50, 120]))
+        else:
+            sql = "COMMIT"  # outside a transaction: a WARNING
+        self.add(Q(sql), 1)
+
+    def transaction(self):
+        r = self.rng
+        t = self.table
+        body = []
+        for _ in range(r.randint(1, 4)):
+            body.append(r.choice([
+                "INSERT INTO %s VALUES (%d, 'tx')" % (t, r.randrange(1000)),
+                "SELECT count(*) FROM %s" % t,
+                "SELECT g FROM generate_series(1, %d) g" % r.randrange(1, 3000),
+                "SELECT 1/0",
+                "DO $$BEGIN RAISE NOTICE 'in txn'; END$$",
+                "SAVEPOINT sp",
+            ]))
+        end = r.choice(["COMMIT", "ROLLBACK", "END"])
+        if r.random() < 0.4:  # one Query message
+            self.add(Q("BEGIN; " + "; ".join(body) + "; " + end), 1)
+            if "SELECT 1/0" in body:  # the error skipped the end: still in a failed transaction
+                self.add(Q("ROLLBACK"), 1)
+            return
+        self.add(Q(r.choice(["BEGIN", "START TRANSACTION", "BEGIN ISOLATION LEVEL REPEATABLE READ"])), 1)
+        for sql in body:
+            if r.random() < 0.3:
+                self.extended_once(sql)
+            else:
+                self.add(Q(sql), 1)
+        if r.random() < 0.3:
+            self.copy_out()
+        self.add(Q(end), 1)
+
+    # ---- extended protocol ----
+    def extended_once(self, sql, params=()):
+        r = self.rng
+        msgs = [Parse("", sql)]
+        if r.random() < 0.5:
+            msgs.append(Describe("S"))
+        msgs.append(Bind("", params))
+        if r.random() < 0.5:
+            msgs.append(Describe("P"))
+        msgs.append(Execute())
+        msgs.append(SYNC)
+        self.add(b"".join(msgs), 1)
+
+    def extended_unnamed(self):
+        r = self.rng
+        kind = r.randrange(6)
+        sql = "SELECT g, repeat('v', $1::int) FROM generate_series(1, $2::int) g"
+        width = r.choice([1, 200, 3000, 70000])
+        rows = r.choice([1, 7, 50, 333]) if width < 70000 else r.choice([1, 3])
+        if kind == 0:  # syntax error in Parse: the rest of the batch is skipped
+            self.add(Parse("", "SELEC 1") + Bind("", ()) + Execute() + SYNC, 1)
+            return
+        if kind == 1:  # wrong number of parameters in Bind
+            self.add(Parse("", sql) + Bind("", (1,)) + Execute() + SYNC, 1)
+            return
+        if kind == 2:  # an error in Execute
+            self.add(Parse("", "SELECT 1/$1::int") + Bind("", (0,)) + Execute() + SYNC, 1)
+            return
+        msgs = [Parse("", sql)]
+        if r.random() < 0.5:
+            msgs.append(Describe("S"))
+        msgs.append(Bind("", (width, rows)))
+        if r.random() < 0.5:
+            msgs.append(Describe("P"))
+        if kind == 3 and rows > 1:  # several Executes with a row limit
+            k = r.randint(1, rows - 1)
+            while rows % k == 0 and k > 1:
+                k -= 1
+            for _ in range(r.randint(1, 3)):
+                msgs.append(Execute("", k))
+        msgs.append(Execute())
+        if r.random() < 0.3:
+            msgs.append(FLUSH)
+        msgs.append(SYNC)
+        self.add(b"".join(msgs), 1)
+
+    def named_prepare(self):
+        r = self.rng
+        name = "chop_s%d" % self.next_stmt
+        self.next_stmt += 1
+        sql, nparams = r.choice([
+            ("SELECT $1::int + 1, 'named'", 1),
+            ("SELECT g, repeat('n', $1::int) FROM generate_series(1, $2::int) g", 2),
+            ("SELECT count(*) FROM %s WHERE a > $1::int" % self.table, 1),
+            ("INSERT INTO %s VALUES ($1::int, 'prepared')" % self.table, 1),
+        ])
+        msgs = [Parse(name, sql)]
+        if r.random() < 0.5:
+            msgs.append(Describe("S", name))
+        self.stmts[name] = (sql, nparams)
+        if r.random() < 0.5:  # use it in the same batch
+            msgs += [Bind(name, self.params(nparams)), Execute()]
+        msgs.append(SYNC)
+        self.add(b"".join(msgs), 1)
+
+    def params(self, n):
+        r = self.rng
+        if n == 1:
+            return (r.randrange(100),)
+        return (r.choice([1, 50, 2000, 70000]), r.choice([1, 3]))
+
+    def named_use(self):
+        r = self.rng
+        if not self.stmts:
+            self.named_prepare()
+            return
+        name = r.choice(sorted(self.stmts))
+        sql, nparams = self.stmts[name]
+        kind = r.randrange(5)
+        if kind == 0:  # Close, and maybe use it afterwards (an error)
+            msgs = [Close("S", name)]
+            del self.stmts[name]
+            if r.random() < 0.3:
+                msgs += [Bind(name, self.params(nparams)), Execute()]
+            self.add(b"".join(msgs + [SYNC]), 1)
+            return
+        if kind == 1:
+            self.add(Describe("S", name) + SYNC, 1)
+            return
+        msgs = []
+        for _ in range(r.randint(1, 3)):
+            msgs += [Bind(name, self.params(nparams))]
+            if r.random() < 0.4:
+                msgs.append(Describe("P"))
+            msgs.append(Execute())
+        self.add(b"".join(msgs + [SYNC]), 1)
+
+    def portal_round_trips(self):
+        """A named portal read a few rows at a time, with Flush and a wait for
+        each PortalSuspended, inside a transaction (so the portal lives)."""
+        r = self.rng
+        rows = r.choice([10, 47, 400])
+        k = r.choice([3, 7, 9])
+        width = r.choice([5, 500, 20000])
+        self.add(Q("BEGIN"), 1)
+        msgs = [Parse("", "SELECT g, repeat('p', %d) FROM generate_series(1, %d) g" % (width, rows)),
+                Bind("", (), portal="chop_p"), Execute("chop_p", k), FLUSH]
+        done = k
+        self.add(b"".join(msgs), 0, 1)
+        self.segs[-1].flush_wait = True
+        for _ in range(r.randint(0, 2)):
+            if done + k >= rows:
+                break
+            self.add(Execute("chop_p", k) + FLUSH, 0, 1)
+            self.segs[-1].flush_wait = True
+            done += k
+        self.add(Execute("chop_p", 0) + Close("P", "chop_p") + SYNC, 1)
+        self.add(Q(r.choice(["COMMIT", "ROLLBACK"])), 1)
+
+    # ---- COPY ----
+    def copy_out(self):
+        r = self.rng
+        if r.random() < 0.3:
+            sql = "COPY %s TO STDOUT" % self.table
+        else:
+            sql = "COPY (SELECT g, repeat('c', %d) FROM generate_series(1, %d) g) TO STDOUT" % (
+                r.choice([1, 100, 2000, 70000]), r.choice([1, 20, 300]))
+        self.add(Q(sql), 1)
+
+    def copy_in(self):
+        r = self.rng
+        msgs = [Q("COPY %s (a, b) FROM STDIN" % self.table)]
+        for _ in range(r.randint(1, 6)):
+            kind = r.randrange(4)
+            if kind == 0:  # one row per message
+                msgs.append(CopyData(b"%d\trow\n" % r.randrange(1000)))
+            elif kind == 1:  # many rows in one message, over 64 KiB
+                lines = b"".join(b"%d\t%s\n" % (i, b"m" * 40) for i in range(r.choice([10, 2000])))
+                msgs.append(CopyData(lines))
+            elif kind == 2:  # one row over 64 KiB
+                msgs.append(CopyData(b"7\t" + b"B" * r.choice([70000, 140000]) + b"\n"))
+            else:  # a row split over two messages
+                msgs += [CopyData(b"%d\tspl" % r.randrange(1000)), CopyData(b"it\n")]
+        end = r.random()
+        if end < 0.15:
+            msgs.append(CopyFail("client gave up"))
+        elif end < 0.25:
+            msgs += [CopyData(b"not-a-number\tbad\n"), COPY_DONE]
+        else:
+            msgs.append(COPY_DONE)
+        self.add(b"".join(msgs), 1)
+
+
+def generate(seed, table, steps):
+    rng = random.Random(seed)
+    g = Gen(rng, table)
+    actions = [(g.simple_query, 6), (g.transaction, 2), (g.extended_unnamed, 4), (g.named_prepare, 2),
+               (g.named_use, 4), (g.portal_round_trips, 1), (g.copy_out, 2), (g.copy_in, 2)]
+    funcs = [f for f, w in actions for _ in range(w)]
+    for _ in range(steps):
+        rng.choice(funcs)()
+    g.add(Q("SELECT count(*), coalesce(sum(a), 0), coalesce(sum(length(b)), 0) FROM %s" % table), 1)
+    z = s = 0
+    for seg in g.segs:
+        z += seg.z
+        s += seg.s
+        seg.wait = ("s", s) if getattr(seg, "flush_wait", False) else ("Z", z)
+    return g.segs
+
+
+# ---------------------------------------------------------------------------
+# running a program
+
+class Run:
+    """One client connection running one program; messages after login are
+    kept for the comparison."""
+
+    def __init__(self, port, pg, segs, rng, chop):
+        self.port = port
+        self.pg = pg
+        self.segs = segs
+        self.rng = rng
+        self.chop = chop          # False: plain sendall and big reads (the PostgreSQL run)
+        self.msgs = []
+        self.counts = {"Z": 0, "s": 0}
+        self.cond = threading.Condition()
+        self.error = None
+        self.sent = 0
+        self.received = 0
+        self.total_z = sum(seg.z for seg in segs)
+
+    def connect(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if self.chop and self.rng.random() < 0.35:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rng.choice([2048, 4096, 8192]))
+        sock.settimeout(30)
+        sock.connect(("127.0.0.1", self.port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+
+    def chunk_size(self, left):
+        r = self.rng.random()
+        if r < 0.35:
+            n = self.rng.randint(1, 16)
+        elif r < 0.7:
+            n = self.rng.randint(17, 700)
+        elif r < 0.95:
+            n = self.rng.randint(701, 8192)
+        else:
+            n = self.rng.randint(8193, 70000)
+        return min(n, left)
+
+    def send(self, data):
+        if not self.chop:
+            self.sock.sendall(data)
+            self.sent += len(data)
+            return
+        pos = 0
+        while pos < len(data):
+            n = self.chunk_size(len(data) - pos)
+            self.sock.sendall(data[pos:pos + n])
+            pos += n
+            self.sent += n
+            if self.rng.random() < 0.04:
+                time.sleep(self.rng.choice([0.0002, 0.001, 0.003]))
+
+    def wait_for(self, kind, count, deadline):
+        with self.cond:
+            while self.counts[kind] < count and self.error is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("no answer: waiting for %s #%d, have %r" % (kind, count, self.counts))
+                self.cond.wait(left)
+
+    def writer(self, deadline):
+        for seg in self.segs:
+            self.send(seg.data)
+            if getattr(seg, "flush_wait", False) or (self.chop and self.rng.random() < 0.5):
+                self.wait_for(seg.wait[0], seg.wait[1], deadline)
+            if self.error is not None:
+                return
+
+    def reader(self, deadline):
+        rrng = random.Random(self.rng.random())
+        buf = bytearray()
+        logged_in = False
+        done_at = None
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("answers not complete in time (%r of %d Z)" % (self.counts, self.total_z))
+                if self.chop:
+                    want = rrng.choice([1, 5, 13, 100, 700, 4096, 16384, 65536])
+                    if rrng.random() < 0.02:
+                        time.sleep(rrng.choice([0.001, 0.005, 0.02]))
+                else:
+                    want = 1 << 20
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                data = self.sock.recv(want)
+                if not data:
+                    return  # closed: after our Terminate, or early (the comparison shows it)
+                self.received += len(data)
+                buf += data
+                pos = 0
+                while len(buf) - pos >= 5:
+                    (length,) = struct.unpack_from("!I", buf, pos + 1)
+                    if len(buf) - pos < 1 + length:
+                        break
+                    t = bytes(buf[pos:pos + 1])
+                    body = bytes(buf[pos + 5:pos + 1 + length])
+                    pos += 1 + length
+                    if not logged_in:
+                        if t == b"E":
+                            raise RuntimeError("login failed: %r" % pgwire.parse_error_fields(body))
+                        logged_in = t == b"Z"
+                        continue
+                    self.msgs.append((t, body))
+                    if t in (b"Z", b"s"):
+                        with self.cond:
+                            self.counts[t.decode()] += 1
+                            self.cond.notify_all()
+                        if t == b"Z" and self.counts["Z"] == self.total_z and done_at is None:
+                            done_at = True
+                            self.sock.sendall(TERMINATE)
+                del buf[:pos]
+        except Exception as e:
+            with self.cond:
+                self.error = e
+                self.cond.notify_all()
+
+    def run(self, timeout):
+        deadline = time.monotonic() + timeout
+        self.connect()
+        try:
+            self.sock.sendall(pgwire.startup_packet(self.pg.user, self.pg.db))
+            rd = threading.Thread(target=self.reader, args=(deadline,))
+            rd.start()
+            try:
+                self.writer(deadline)
+            except Exception as e:
+                if self.error is None:
+                    self.error = e
+            rd.join(max(0.1, deadline - time.monotonic() + 1))
+            if rd.is_alive():
+                self.error = self.error or TimeoutError("reader still running")
+                self.sock.close()
+                rd.join(5)
+        finally:
+            self.sock.close()
+
+
+def describe(m):
+    t, b = m
+    if t in (b"E", b"N"):
+        f = pgwire.parse_error_fields(b)
+        return "%s %s %s" % (t.decode(), f.get("C"), f.get("M", "")[:80])
+    if len(b) > 60:
+        return "%s len %d %r..." % (t.decode(), len(b), b[:40])
+    return "%s %r" % (t.decode(), b)
+
+
+def first_difference(want, got):
+    """None when equal; else a readable account of where they part."""
+    n = min(len(want), len(got))
+    for i in range(n):
+        if want[i] != got[i]:
+            break
+    else:
+        if len(want) == len(got):
+            return None
+        i = n
+    lines = ["first difference at message %d of %d (PostgreSQL) / %d (weir)" % (i, len(want), len(got))]
+    for j in range(max(0, i - 3), min(max(len(want), len(got)), i + 4)):
+        a = describe(want[j]) if j < len(want) else "-"
+        b = describe(got[j]) if j < len(got) else "-"
+        lines.append("%s %4d  pg: %s\n        weir: %s" % ("=>" if j == i else "  ", j, a, b))
+    return "\n".join(lines)
+
+
+def run_round(port, pg, progs, seed, chop, timeout=30):
+    runs = [Run(port, pg, segs, random.Random(seed * 7919 + i), chop) for i, segs in enumerate(progs)]
+    threads = [threading.Thread(target=r.run, args=(timeout,)) for r in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    return runs
+
+
+def reset_tables(pg, n):
+    with pg.connect() as c:
+        for i in range(n):
+            c.execute("CREATE TABLE IF NOT EXISTS chop_t%d (a int, b text)" % i)
+            c.execute("TRUNCATE chop_t%d" % i)
+
+
+def _lsan_works(daemon):
+    r = subprocess.run([daemon, "-V"], capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    return "LeakSanitizer" not in r.stdout + r.stderr
+
+
+PARAMS = [
+    # mode, default_pool_size, clients, ASan build
+    ("transaction", 1, 3, False),
+    ("transaction", 2, 3, True),
+    ("session", 2, 3, False),
+]
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("mode,pool_size,nclients,asan", PARAMS,
+                         ids=["%s-pool%d-%dclients%s" % (m, p, n, "-asan" if a else "") for m, p, n, a in PARAMS])
+def test_chopped_traffic_same_as_postgres(pg, weir_factory, monkeypatch, mode, pool_size, nclients, asan):
+    daemon = None
+    if asan:
+        if not os.access(ASAN_DAEMON, os.X_OK):
+            pytest.skip("no ASan build (.build/asan-weir; make check builds it)")
+        daemon = ASAN_DAEMON
+        monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=%d" % _lsan_works(daemon))
+        monkeypatch.setenv("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    w = weir_factory(pool_mode=mode, daemon=daemon,
+                     settings={"default_pool_size": pool_size, "max_client_conn": 100,
+                               "log_connections": 0, "log_disconnections": 0})
+    base = int(os.environ.get("WEIR_CHOP_SEED") or random.randrange(1 << 30))
+    replay = "WEIR_CHOP_SEED" in os.environ
+    print("chopped differential: seed %d, %s, pool %d, %d clients, daemon %s" % (
+        base, mode, pool_size, nclients, daemon or "plain"))
+    stop = time.monotonic() + SECONDS
+    rounds = programs = sent = received = 0
+    while True:
+        seed = base * 1000 + rounds
+        rng = random.Random(seed)
+        progs = [generate(seed * 10 + i, "chop_t%d" % i, rng.randint(8, 30)) for i in range(nclients)]
+        reset_tables(pg, nclients)
+        direct = run_round(pg.port, pg, progs, seed, chop=False)
+        for i, r in enumerate(direct):
+            assert r.error is None, "seed %d client %d, PostgreSQL directly: %r" % (seed, i, r.error)
+        reset_tables(pg, nclients)
+        via = run_round(w.port, pg, progs, seed, chop=True)
+        for i, (a, b) in enumerate(zip(direct, via)):
+            diff = first_difference(a.msgs, b.msgs)
+            assert b.error is None and diff is None, (
+                "seed %d (round %d of base seed %d; replay: WEIR_CHOP_SEED=%d) client %d: %s\n%s" % (
+                    seed, rounds, base, base, i, b.error, diff or ""))
+            sent += b.sent
+            received += b.received
+            for t, body in b.msgs:
+                assert not re.search(rb"weir_\d", body), "weir's statement name leaked: %r" % body[:200]
+        assert w.alive(), "weir died (seed %d)" % seed
+        rounds += 1
+        programs += nclients
+        if replay or time.monotonic() > stop:
+            break
+    print("chopped differential: %d rounds, %d programs, %d bytes sent, %d received through weir" % (
+        rounds, programs, sent, received))
