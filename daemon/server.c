@@ -834,6 +834,8 @@ static size_t server_run(struct server *s, const unsigned char *p, size_t window
             off += total; /* answered and forwarded in stride */
             continue;
         }
+        if (type == 'C' && s->track && total > 5 && off + 5 >= window)
+            break; /* the read ended after its header: the tag's first byte (below) is not in view yet */
         /* Every error is read: its SQLSTATE may say the host failed over.
          * A command tag starting with D may be DISCARD ALL or DEALLOCATE
          * ALL, however the query was written (a comment before it): the

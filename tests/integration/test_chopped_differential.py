@@ -307,7 +307,8 @@ class Gen:
     def copy_out(self):
         r = self.rng
         if r.random() < 0.3:
-            sql = "COPY %s TO STDOUT" % self.table
+            # In order: a heap's own order depends on when dead rows were pruned.
+            sql = "COPY (SELECT * FROM %s ORDER BY a, b) TO STDOUT" % self.table
         else:
             sql = "COPY (SELECT g, repeat('c', %d) FROM generate_series(1, %d) g) TO STDOUT" % (
                 r.choice([1, 100, 2000, 70000]), r.choice([1, 20, 300]))
@@ -352,6 +353,114 @@ def generate(seed, table, steps):
         s += seg.s
         seg.wait = ("s", s) if getattr(seg, "flush_wait", False) else ("Z", z)
     return g.segs
+
+
+# ---------------------------------------------------------------------------
+# weir's servers chopped too
+
+class ChopProxy:
+    """A TCP proxy in front of PostgreSQL that passes each direction on in
+    pieces with tiny pauses, so weir's reads of its servers end at arbitrary
+    places as well. From the server it follows the message framing, so that
+    cuts often fall inside a message header or right after one (where a
+    relay decides what a message is). cut_header: message types whose
+    5-byte header always goes out alone, followed by a pause long enough
+    for weir to read it (a fixed boundary for regression tests). Needs
+    sslmode=disable (a lone 'N' answering SSLRequest is not a message)."""
+
+    def __init__(self, target_port, seed, cut_header=b""):
+        self.target_port = target_port
+        self.seed = seed
+        self.cut_header = cut_header
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.socks = []
+        self.count = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        for s in [self.lsock] + self.socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def _accept(self):
+        while True:
+            try:
+                down, _ = self.lsock.accept()
+                up = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                return
+            for s in (down, up):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.socks += [down, up]
+            self.count += 1
+            n = self.count
+            threading.Thread(target=self._pump, args=(down, up, random.Random(self.seed * 31 + n), False),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, down, random.Random(self.seed * 37 + n), True),
+                             daemon=True).start()
+
+    def _cuts(self, data, rng, frame):
+        """Offsets in data to cut at; frame = [bytes of the current message
+        still to come, header bytes seen so far] carried across reads."""
+        starts, fixed = [], []
+        pos = 0
+        while pos < len(data):
+            if frame[0] > 0:
+                step = min(frame[0], len(data) - pos)
+                frame[0] -= step
+                pos += step
+                continue
+            if not frame[1]:
+                starts.append(pos)
+            take = min(5 - len(frame[1]), len(data) - pos)
+            frame[1] += data[pos:pos + take]
+            pos += take
+            if len(frame[1]) == 5:
+                if frame[1][:1] in [bytes([t]) for t in self.cut_header]:
+                    fixed.append(pos)
+                frame[0] = struct.unpack("!I", bytes(frame[1][1:5]))[0] - 4
+                frame[1] = bytearray()
+        cuts = set(fixed)
+        if starts:
+            for _ in range(rng.randint(0, 4)):
+                cuts.add(rng.choice(starts) + rng.choice([0, 1, 4, 5, 6]))
+        for _ in range(rng.randint(0, 2)):
+            cuts.add(rng.randrange(len(data) + 1))
+        return sorted(c for c in cuts if 0 < c < len(data)), set(fixed)
+
+    def _pump(self, src, dst, rng, framed):
+        frame = [0, bytearray()]
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if framed:
+                    cuts, fixed = self._cuts(data, rng, frame)
+                else:
+                    cuts, fixed = sorted({rng.randrange(1, len(data) + 1) for _ in range(rng.randint(0, 3))}), set()
+                prev = 0
+                for c in cuts + [len(data)]:
+                    if c > prev:
+                        dst.sendall(data[prev:c])
+                        if c in fixed:
+                            time.sleep(0.03)
+                        elif c < len(data) and rng.random() < 0.5:
+                            time.sleep(rng.choice([0.0002, 0.001]))
+                    prev = c
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 # ---------------------------------------------------------------------------
@@ -547,31 +656,56 @@ def _lsan_works(daemon):
 
 
 PARAMS = [
-    # mode, default_pool_size, clients, ASan build
-    ("transaction", 1, 3, False),
-    ("transaction", 2, 3, True),
-    ("session", 2, 3, False),
+    # mode, default_pool_size, clients, ASan build, servers through ChopProxy
+    ("transaction", 1, 3, False, True),
+    ("transaction", 2, 3, True, True),
+    ("session", 2, 3, False, True),
+    ("transaction", 2, 3, False, False),
 ]
 
 
+def weir_daemon(asan, monkeypatch):
+    """None (the plain build), or the ASan+UBSan build with its options set."""
+    if not asan:
+        return None
+    if not os.access(ASAN_DAEMON, os.X_OK):
+        pytest.skip("no ASan build (.build/asan-weir; make check builds it)")
+    monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=%d" % _lsan_works(ASAN_DAEMON))
+    monkeypatch.setenv("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+    return ASAN_DAEMON
+
+
+def server_entry(pg, port):
+    return "host=127.0.0.1 port=%d dbname=%s sslmode=disable" % (port, pg.db)
+
+
+@pytest.fixture
+def chop_proxy():
+    made = []
+
+    def make(port, seed, **kw):
+        made.append(ChopProxy(port, seed, **kw))
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("mode,pool_size,nclients,asan", PARAMS,
-                         ids=["%s-pool%d-%dclients%s" % (m, p, n, "-asan" if a else "") for m, p, n, a in PARAMS])
-def test_chopped_traffic_same_as_postgres(pg, weir_factory, monkeypatch, mode, pool_size, nclients, asan):
-    daemon = None
-    if asan:
-        if not os.access(ASAN_DAEMON, os.X_OK):
-            pytest.skip("no ASan build (.build/asan-weir; make check builds it)")
-        daemon = ASAN_DAEMON
-        monkeypatch.setenv("ASAN_OPTIONS", "detect_leaks=%d" % _lsan_works(daemon))
-        monkeypatch.setenv("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-    w = weir_factory(pool_mode=mode, daemon=daemon,
+@pytest.mark.parametrize("mode,pool_size,nclients,asan,proxy", PARAMS,
+                         ids=["%s-pool%d-%dclients%s%s" % (m, p, n, "-asan" if a else "", "-proxy" if x else "")
+                              for m, p, n, a, x in PARAMS])
+def test_chopped_traffic_same_as_postgres(pg, weir_factory, chop_proxy, monkeypatch, mode, pool_size, nclients,
+                                          asan, proxy):
+    daemon = weir_daemon(asan, monkeypatch)
+    base = int(os.environ.get("WEIR_CHOP_SEED") or random.randrange(1 << 30))
+    port = chop_proxy(pg.port, base).port if proxy else pg.port
+    w = weir_factory(pool_mode=mode, daemon=daemon, databases={pg.db: server_entry(pg, port)},
                      settings={"default_pool_size": pool_size, "max_client_conn": 100,
                                "log_connections": 0, "log_disconnections": 0})
-    base = int(os.environ.get("WEIR_CHOP_SEED") or random.randrange(1 << 30))
     replay = "WEIR_CHOP_SEED" in os.environ
-    print("chopped differential: seed %d, %s, pool %d, %d clients, daemon %s" % (
-        base, mode, pool_size, nclients, daemon or "plain"))
+    print("chopped differential: seed %d, %s, pool %d, %d clients, daemon %s, servers %s" % (
+        base, mode, pool_size, nclients, daemon or "plain", "chopped" if proxy else "direct"))
     stop = time.monotonic() + SECONDS
     rounds = programs = sent = received = 0
     while True:
@@ -600,3 +734,47 @@ def test_chopped_traffic_same_as_postgres(pg, weir_factory, monkeypatch, mode, p
             break
     print("chopped differential: %d rounds, %d programs, %d bytes sent, %d received through weir" % (
         rounds, programs, sent, received))
+
+
+# ---------------------------------------------------------------------------
+# fixed cuts found by the random ones
+
+def exchange(port, pg, steps):
+    """Each step's bytes, then its answer up to ReadyForQuery; -> the
+    messages after login, in order."""
+    w = pgwire.Wire("127.0.0.1", port)
+    try:
+        w.login_trust(pg.user, pg.db)
+        out = []
+        for data in steps:
+            w.send(data)
+            while True:
+                m = w.read_message()
+                out.append(m)
+                if m[0] == b"Z":
+                    break
+        return out
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("forget", ["/* first */ DEALLOCATE ALL", "/* first */ DISCARD ALL",
+                                    "SELECT 1; DEALLOCATE ALL"])
+def test_statements_forgotten_when_tag_header_read_alone(pg, weir_factory, chop_proxy, forget):
+    """A CommandComplete whose 5-byte header ends one read from the server:
+    its tag (DEALLOCATE ALL, DISCARD ALL) must still be looked at, or weir
+    keeps believing the server holds the client's statements -- the next
+    Bind goes to weir_N, which the server no longer has, and the client gets
+    an error naming weir's statement instead of its own."""
+    proxy = chop_proxy(pg.port, 1, cut_header=b"C")
+    w = weir_factory(pool_mode="transaction", databases={pg.db: server_entry(pg, proxy.port)},
+                     settings={"default_pool_size": 1})
+    steps = [Parse("s1", "SELECT 41 + 1") + SYNC,
+             Bind("s1") + Execute() + SYNC,
+             Q(forget),
+             Bind("s1") + Execute() + SYNC,
+             Parse("s1", "SELECT 'again'") + Bind("s1") + Execute() + SYNC]
+    want = exchange(pg.port, pg, steps)
+    got = exchange(w.port, pg, steps)
+    diff = first_difference(want, got)
+    assert diff is None, diff
