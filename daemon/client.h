@@ -63,6 +63,7 @@ struct client {
     struct client_stmts *stmts;   /* prepared statement names (transaction mode) */
     char *dealloc_target;         /* unnamed statement is "DEALLOCATE this" (weir answers it) */
     int dealloc_bound;            /* ... and the unnamed portal is bound to it */
+    int prep_held;                /* the message at the head of io.in waits for the server's answers */
     uint32_t fwd_remaining;       /* rest of a message being streamed to the server */
     const unsigned char *rx;      /* fresh input still in the loop's scratch, logically after io.in */
     size_t rx_len;

@@ -482,6 +482,42 @@ static int on_query(struct server *s, struct client *c, const unsigned char *msg
     return q_push(s, K_QUERY, A_FORWARD, 0, NULL, NULL);
 }
 
+/*
+ * Does what weir does with this message depend on the transaction state the
+ * server will be in when it gets there? A DEALLOCATE weir answers itself or
+ * lets the server refuse, a Parse of a name the client already holds, a
+ * named Parse in a failed transaction. s->txn and skip_to_sync say that
+ * state only once every answer before the message is in: a client that
+ * sends a ROLLBACK or a failing statement and, before its answer, such a
+ * message would otherwise get what the state before called for.
+ */
+static int depends_on_txn(struct client *c, struct server *s, char type, const unsigned char *msg, size_t total)
+{
+    weir_parse_msg pm;
+
+    if (type == 'Q')
+        return prep_query_is_ours(msg + 5, total - 5);
+    if (type != 'P' || weir_proto_parse_parse(msg + 5, total - 5, &pm) != 0)
+        return 0;
+    if (pm.name[0] == '\0')
+        return prep_query_is_ours((const unsigned char *)pm.query, strlen(pm.query));
+    return s->txn == 'E' || (c->stmts && client_stmts_get(c->stmts, pm.name));
+}
+
+/* Hold such a message until the server has answered all before it (1), and
+ * take no more input meanwhile (server_relayed goes on). Only after a Sync
+ * or Query: answers to an unfinished batch may never come before it. */
+static int hold_for_answers(struct server *s, struct client *c, char type, const unsigned char *msg, size_t total)
+{
+    if (c->unsynced || (prep_idle(s) && s->pending == 0) || !depends_on_txn(c, s, type, msg, total)) {
+        c->prep_held = 0;
+        return 0;
+    }
+    c->prep_held = 1;
+    stream_set_reading(&c->io, 0);
+    return 1;
+}
+
 int prep_client_message(struct server *s, struct client *c, char type, size_t total)
 {
     size_t avail = evbuffer_get_length(c->io.in);
@@ -506,6 +542,8 @@ int prep_client_message(struct server *s, struct client *c, char type, size_t to
     if (avail < total)
         return 0;
     msg = evbuffer_pullup(c->io.in, (ssize_t)total);
+    if (hold_for_answers(s, c, type, msg, total))
+        return 0;
     switch (type) {
     case 'P':
         rc = on_parse(s, c, msg, total);

@@ -594,7 +594,7 @@ int server_forward_from_client(struct server *s)
         n = client_step(s, c, p, window, avail, &st);
         DP_COUNT(s->dp, s->w, bytes_in, n);
         move_out(c->io.in, p, window, &s->io, n);
-        if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total)
+        if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total && !c->prep_held)
             note_query_start(s, c); /* the relay sends it on: count it once, whole */
         if (st.special && st.bad == NULL) {
             int rc = prep_client_message(s, c, st.special, st.special_total);
@@ -972,6 +972,12 @@ static void server_relayed(struct server *s)
         return;
     if (client_flush(c) != 0)
         return;
+    if (c->prep_held && prep_idle(s) && s->pending == 0) {
+        /* The answers a held message waited for are in (prepared_relay.c). */
+        stream_set_reading(&c->io, 1);
+        if (server_forward_from_client(s) != 0 || s->client != c)
+            return;
+    }
     if (evbuffer_get_length(c->io.out) > CLIENT_OUT_HIGH)
         stream_set_reading(&s->io, 0); /* resumes when the client drains */
 }
