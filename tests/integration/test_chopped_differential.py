@@ -31,6 +31,7 @@ import subprocess
 import threading
 import time
 
+import psycopg
 import pytest
 
 import pgwire
@@ -347,6 +348,22 @@ class Gen:
         else:
             self.add(Close("S", "chop_nosuch") + Close("S", "") + SYNC, 1)
 
+    def huge(self):
+        """Several MiB one way or the other: more than the kernel's socket
+        buffers hold (some 3 MiB on loopback), so weir's own output buffer
+        passes its high mark and back-pressure engages while the reader
+        dawdles; or a big result with a big COPY FROM pipelined behind it."""
+        r = self.rng
+        kind = r.randrange(3)
+        if kind == 0:
+            self.add(Q("SELECT g, repeat('h', 2000) FROM generate_series(1, %d) g" % r.choice([2000, 3000])), 1)
+        elif kind == 1:
+            self.add(Q("COPY (SELECT g, repeat('k', 3000) FROM generate_series(1, 1500) g) TO STDOUT"), 1)
+        else:
+            rows = b"".join(b"%d\t%s\n" % (i, b"z" * 1000) for i in range(1000))  # 1 MB a message
+            self.add(Q("SELECT repeat('r', 1000) FROM generate_series(1, 3000)") + Q("COPY %s FROM STDIN" % self.table) +
+                     b"".join(CopyData(rows) for _ in range(4)) + COPY_DONE, 2)
+
     # ---- COPY ----
     def copy_out(self):
         r = self.rng
@@ -386,7 +403,7 @@ def generate(seed, table, steps):
     rng = random.Random(seed)
     g = Gen(rng, table)
     actions = [(g.simple_query, 6), (g.transaction, 2), (g.extended_unnamed, 4), (g.named_prepare, 2),
-               (g.named_use, 4), (g.portal_round_trips, 1), (g.copy_out, 2), (g.copy_in, 2), (g.forget, 1)]
+               (g.named_use, 4), (g.portal_round_trips, 1), (g.copy_out, 2), (g.copy_in, 2), (g.forget, 1), (g.huge, 1)]
     funcs = [f for f, w in actions for _ in range(w)]
     for _ in range(steps):
         rng.choice(funcs)()
@@ -592,6 +609,8 @@ class Run:
                     want = rrng.choice([1, 5, 13, 100, 700, 4096, 16384, 65536])
                     if rrng.random() < 0.02:
                         time.sleep(rrng.choice([0.001, 0.005, 0.02]))
+                    elif rrng.random() < 0.002:
+                        time.sleep(0.15)  # long enough for weir's output to pile up
                 else:
                     want = 1 << 20
                 self.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -701,6 +720,20 @@ def run_round(port, pg, progs, seed, chop, timeout=30):
     return runs
 
 
+def sockets(w):
+    """weir's SHOW SOCKETS, for a client that got stuck: who holds what."""
+    try:
+        with psycopg.connect(host="127.0.0.1", port=w.port, dbname="pgbouncer", user=w.pg.user, autocommit=True,
+                             connect_timeout=5) as a:
+            cur = a.execute("SHOW SOCKETS")
+            cols = [d.name for d in cur.description]
+            keep = ("type", "state", "port", "link", "recv_pos", "pkt_remain", "send_avail")
+            return "SHOW SOCKETS:\n" + "\n".join(
+                "  " + " ".join("%s=%s" % (k, v) for k, v in zip(cols, row) if k in keep) for row in cur.fetchall())
+    except Exception as e:
+        return "(SHOW SOCKETS failed: %s)" % e
+
+
 def reset_tables(pg, n):
     with pg.connect() as c:
         for i in range(n):
@@ -778,11 +811,12 @@ def test_chopped_traffic_same_as_postgres(pg, weir_factory, chop_proxy, monkeypa
             assert r.error is None, "seed %d client %d, PostgreSQL directly: %r" % (seed, i, r.error)
         reset_tables(pg, nclients)
         via = run_round(w.port, pg, progs, seed, chop=True)
+        stuck = sockets(w) if any(r.error for r in via) else ""
         for i, (a, b) in enumerate(zip(direct, via)):
             diff = first_difference(normalized(a.msgs), normalized(b.msgs))
             assert b.error is None and diff is None, (
-                "round seed %d (replay: WEIR_CHOP_SEED=%d) client %d: %s\n%s" % (
-                    seed, seed, i, b.error, diff or ""))
+                "round seed %d (replay: WEIR_CHOP_SEED=%d) client %d: %s\n%s\n%s" % (
+                    seed, seed, i, b.error, diff or "", stuck))
             sent += b.sent
             received += b.received
             for t, body in b.msgs:
