@@ -710,18 +710,43 @@ def first_difference(want, got):
     return "\n".join(lines)
 
 
-def run_round(port, pg, progs, seed, chop, timeout=30):
+def run_round(port, pg, progs, seed, chop, timeout=30, snapshot=None):
+    """Run the programs concurrently; snapshot(): what to record when no
+    client has received anything for a while (-> the runs' .stuck)."""
     runs = [Run(port, pg, segs, random.Random(seed * 7919 + i), chop) for i, segs in enumerate(progs)]
     threads = [threading.Thread(target=r.run, args=(timeout,)) for r in runs]
     for t in threads:
         t.start()
+    last, since, stuck = -1, time.monotonic(), ""
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.5)
+        now = sum(r.received for r in runs)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif snapshot and not stuck and time.monotonic() - since > 8:
+            stuck = snapshot()
     for t in threads:
         t.join(timeout + 10)
+    for r in runs:
+        r.stuck = stuck
     return runs
 
 
-def sockets(w):
-    """weir's SHOW SOCKETS, for a client that got stuck: who holds what."""
+def sockets(w, server_port):
+    """weir's SHOW SOCKETS and the kernel's queues (ss), taken while clients
+    are stuck: who holds what."""
+    try:
+        r = subprocess.run(["ss", "-tni"], capture_output=True, text=True, timeout=10)
+        mine = [":%d " % p for p in (w.port, server_port)]
+        lines = r.stdout.splitlines()
+        kernel = "\n".join("  " + l.strip() for i, l in enumerate(lines) if any(m in l + " " for m in mine)
+                           and "LISTEN" not in l)
+    except Exception as e:
+        kernel = "(ss failed: %s)" % e
+    return "ss (Recv-Q Send-Q local peer):\n" + kernel + "\n" + show_sockets(w)
+
+
+def show_sockets(w):
     try:
         with psycopg.connect(host="127.0.0.1", port=w.port, dbname="pgbouncer", user=w.pg.user, autocommit=True,
                              connect_timeout=5) as a:
@@ -783,7 +808,7 @@ def chop_proxy():
         p.close()
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(int(SECONDS) + 120)
 @pytest.mark.parametrize("mode,pool_size,nclients,asan,proxy", PARAMS,
                          ids=["%s-pool%d-%dclients%s%s" % (m, p, n, "-asan" if a else "", "-proxy" if x else "")
                               for m, p, n, a, x in PARAMS])
@@ -810,8 +835,8 @@ def test_chopped_traffic_same_as_postgres(pg, weir_factory, chop_proxy, monkeypa
         for i, r in enumerate(direct):
             assert r.error is None, "seed %d client %d, PostgreSQL directly: %r" % (seed, i, r.error)
         reset_tables(pg, nclients)
-        via = run_round(w.port, pg, progs, seed, chop=True)
-        stuck = sockets(w) if any(r.error for r in via) else ""
+        via = run_round(w.port, pg, progs, seed, chop=True, snapshot=lambda: sockets(w, port))
+        stuck = via[0].stuck
         for i, (a, b) in enumerate(zip(direct, via)):
             diff = first_difference(normalized(a.msgs), normalized(b.msgs))
             assert b.error is None and diff is None, (
