@@ -705,8 +705,14 @@ int server_forward_from_client(struct server *s)
         client_disconnect(c, "08P01", "server conn crashed?");
         return -1;
     }
-    if (answered && evbuffer_get_length(c->io.out) > 0 && client_flush(c) != 0)
-        return -1; /* answers weir wrote itself (ParseComplete, CloseComplete) */
+    if (answered && evbuffer_get_length(c->io.out) > 0) { /* answers weir wrote itself (ParseComplete...) */
+        if (client_flush(c) != 0)
+            return -1;
+        /* Drained here, the client's output took its write event along
+         * without on_drain: a server stopped for it (server_relayed) reads again. */
+        if (evbuffer_get_length(c->io.out) == 0 && !s->io.reading)
+            stream_set_reading(&s->io, 1);
+    }
     if (s->pending > 0) /* a query runs: only query_timeout applies (0 = none) */
         client_arm_timer(c, s->d->cfg->query_timeout_us);
     else if (s->track && s->state == SV_LINKED && prep_idle(s) && evbuffer_get_length(c->io.in) == 0)
@@ -923,6 +929,8 @@ static size_t server_run(struct server *s, const unsigned char *p, size_t window
             off += total; /* answered and forwarded in stride */
             continue;
         }
+        if (type == 'C' && s->track && total > 5 && off + 5 >= window)
+            break; /* the read ended after its header: the tag's first byte (below) is not in view yet */
         /* Every error is read: its SQLSTATE may say the host failed over.
          * A command tag starting with D may be DISCARD ALL or DEALLOCATE
          * ALL, however the query was written (a comment before it): the
