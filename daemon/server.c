@@ -665,8 +665,13 @@ int server_forward_from_client(struct server *s)
         n = client_step(s, c, p, window, avail, &st);
         DP_COUNT(s->dp, s->w, bytes_in, n);
         move_out(c->io.in, p, window, &s->io, n);
-        if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total)
-            note_query_start(s, c); /* the relay sends it on: count it once, whole */
+        if (st.special == 'Q' && st.bad == NULL && evbuffer_get_length(c->io.in) >= st.special_total) {
+            /* Its times start when it is first seen whole; it is counted
+             * below once handled (a query held for earlier answers comes
+             * here again when they are in). */
+            note_xact_start(s, c);
+            s->query_start_us = worker_now(s->w);
+        }
         if (st.special && st.bad == NULL) {
             int rc = prep_client_message(s, c, st.special, st.special_total);
             answered = 1;
@@ -676,7 +681,9 @@ int server_forward_from_client(struct server *s)
                 break; /* the rest of it has not arrived yet */
             else {
                 DP_COUNT(s->dp, s->w, bytes_in, st.special_total);
-                if (st.special != 'Q') {
+                if (st.special == 'Q') {
+                    DP_COUNT(s->dp, s->w, query_count, 1);
+                } else {
                     if (!c->unsynced) {
                         note_xact_start(s, c);
                         s->query_start_us = worker_now(s->w);

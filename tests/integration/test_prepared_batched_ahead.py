@@ -118,3 +118,20 @@ def test_batched_ahead_programs_same_as_postgres(pg, weir_factory):
                              (seed, first, direct[first] if first < len(direct) else None,
                               through[first] if first < len(through) else None))
     assert not differing, "%d of %d seeds differ\n%s" % (len(differing), SEEDS, "\n".join(differing[:8]))
+
+
+def test_held_deallocate_counted_once(pg, weir_factory):
+    """A DEALLOCATE written behind a batch not yet answered waits for those
+    answers and is looked at again when they are in: SHOW STATS counts it
+    once, as PgBouncer counts every query once."""
+    from console import Console, stats_row
+    w = weir_factory(settings={"default_pool_size": 1, "max_prepared_statements": 10})
+    console = Console(w)
+    c = wire(w.port, pg)
+    try:
+        before = stats_row(console, pg.db)["total_query_count"] if stats_row(console, pg.db) else 0
+        got = run_steps(c, [Step(Parse("a", "SELECT 1"), Sync, Query("DEALLOCATE a"), ready=2)])
+        assert got == [["1", "Z:I", "C:DEALLOCATE", "Z:I"]], got
+        assert stats_row(console, pg.db)["total_query_count"] - before == 1
+    finally:
+        c.close()
