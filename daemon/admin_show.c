@@ -12,8 +12,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -49,27 +47,6 @@ static void format_time(int64_t mono_us, char *buf, size_t len)
 static void format_id(uint64_t id, char *buf, size_t len)
 {
     snprintf(buf, len, "0x%llx", (unsigned long long)id);
-}
-
-/* The local end of a socket. */
-static void local_end(int fd, char *addr, size_t len, int *port)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-
-    snprintf(addr, len, "unix");
-    *port = 0;
-    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
-        *port = ntohs(in->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
-        *port = ntohs(in6->sin6_port);
-    }
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -299,7 +276,7 @@ static void client_row(struct client *viewer, const struct client *c, const char
     format_id(c->id, ptr, sizeof(ptr));
     if (c->server)
         format_id(c->server->id, link, sizeof(link));
-    local_end(c->fd, laddr, sizeof(laddr), &lport);
+    stream_local_end(c->fd, laddr, sizeof(laddr), &lport);
     if (c->is_unix)
         lport = c->d->cfg->listen_port;
     row_str(&r, "C");
@@ -366,7 +343,7 @@ static void server_row(struct client *viewer, const struct server *s, int socket
     format_id(s->id, ptr, sizeof(ptr));
     if (s->client)
         format_id(s->client->id, link, sizeof(link));
-    local_end(backend_socket(s->be), laddr, sizeof(laddr), &lport);
+    stream_local_end(backend_socket(s->be), laddr, sizeof(laddr), &lport);
     server_tls(s, tls, sizeof(tls));
     row_str(&r, "S");
     row_str(&r, s->dp->user);

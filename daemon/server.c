@@ -6,9 +6,7 @@
  * back), tracking ParameterStatus, resetting a server before it returns,
  * and cancelling through libpq on a worker thread.
  */
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,27 +51,6 @@ static void server_set_state(struct server *s, enum server_state to)
 static uint32_t be32(const unsigned char *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-/* The local end of a server socket, for "new connection to server (from addr:port)". */
-static void local_addr_of(int fd, char *addr, size_t len, int *port)
-{
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-
-    snprintf(addr, len, "unix");
-    *port = 0;
-    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
-        return;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
-        *port = ntohs(in->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
-        *port = ntohs(in6->sin6_port);
-    }
 }
 
 /* PgBouncer's prefix, "S-0x..: db/user@host:port ", so log parsers read both alike. */
@@ -242,7 +219,7 @@ struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_poole
     if (d->cfg->log_connections) {
         char laddr[80], from[100];
         int lport = 0;
-        local_addr_of(backend_socket(s->be), laddr, sizeof(laddr), &lport);
+        stream_local_end(backend_socket(s->be), laddr, sizeof(laddr), &lport);
         snprintf(from, sizeof(from), "(from %s:%d)", laddr, lport);
         server_log(s, LG_LOG, "new connection to server ", from);
     }

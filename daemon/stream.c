@@ -6,9 +6,11 @@
  * SSL_write; stream_fill, stream_flush and stream_set_reading branch to them
  * once, at the top.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -189,6 +191,28 @@ void stream_set_flat(struct stream *s, stream_flat_cb on_flat, struct stream_loo
 {
     s->on_flat = loop != NULL ? on_flat : NULL;
     s->loop = loop;
+}
+
+/* The local end of a socket: its address and port, or "unix" and 0 (SHOW
+ * CLIENTS/SERVERS, "new connection to server (from addr:port)"). */
+void stream_local_end(int fd, char *addr, size_t len, int *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    snprintf(addr, len, "unix");
+    *port = 0;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)len);
+        *port = ntohs(in->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)len);
+        *port = ntohs(in6->sin6_port);
+    }
 }
 
 int64_t stream_loop_read(struct stream_loop *l)

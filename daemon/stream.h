@@ -116,6 +116,9 @@ void stream_stash(struct stream *s, const void *p, size_t n);
  * for the next stream_flush to report. Returns 1 when out is left as it was,
  * empty (all sent, or n == 0 on an empty out): a flush would do nothing. */
 int stream_write_flat(struct stream *s, const void *p, size_t n);
+/* The local end of socket fd: address into addr (len bytes) and port, or
+ * "unix" and 0. */
+void stream_local_end(int fd, char *addr, size_t len, int *port);
 /* Read once into in: >0 bytes, 0 nothing now, -1 eof or error (flags set). */
 int stream_fill(struct stream *s);
 /* Write what the kernel takes; arms EV_WRITE for the rest. -1 on error. */
