@@ -56,6 +56,15 @@ def _stacks(pid):
         return "(gdb failed: %s)" % e
 
 
+def read_text(path):
+    """A log file's text so far ("" before the process made it)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -197,18 +206,10 @@ class Weir:
             f.write(ini_text(self.databases, self.users, self.settings))
 
     def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log)
 
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.stderr_path)
 
     # ---- process ----
     def start(self):

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 
-from conftest import BAD_OUTPUT, DAEMON, free_port, ini_text, wait_for, _die_with_parent
+from conftest import BAD_OUTPUT, DAEMON, free_port, ini_text, read_text, wait_for, _die_with_parent
 from pgwire import Wire, message, parse_error_fields, query_message, startup_packet
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -89,18 +89,10 @@ class Pooler:
                                                         self.log_text()[-2000:]))
 
     def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.log)
 
     def stderr_text(self):
-        try:
-            with open(self.stderr_path, errors="replace") as f:
-                return f.read()
-        except FileNotFoundError:
-            return ""
+        return read_text(self.stderr_path)
 
     def reload(self):
         self.write()
