@@ -48,44 +48,11 @@ import pytest
 
 import pgwire
 from conftest import ROOT
+from test_prepared import Bind, Close, Describe, Execute, Parse, Query as Q, _cstr
 
 ASAN_DAEMON = os.path.join(ROOT, ".build", "asan-weir")
 SECONDS = float(os.environ.get("WEIR_CHOP_SECONDS", 4))
 TABLES = 3  # one table per concurrent client
-
-
-def _cstr(s):
-    return (s if isinstance(s, bytes) else s.encode()) + b"\0"
-
-
-def Q(sql):
-    return pgwire.message(b"Q", _cstr(sql))
-
-
-def Parse(name, sql, types=()):
-    return pgwire.message(b"P", _cstr(name) + _cstr(sql) + struct.pack("!h", len(types)) +
-                          b"".join(struct.pack("!I", t) for t in types))
-
-
-def Bind(stmt, params=(), portal=""):
-    body = _cstr(portal) + _cstr(stmt) + struct.pack("!hh", 0, len(params))
-    for p in params:
-        v = str(p).encode()
-        body += struct.pack("!i", len(v)) + v
-    return pgwire.message(b"B", body + struct.pack("!h", 0))
-
-
-def Describe(kind, name=""):
-    return pgwire.message(b"D", kind.encode() + _cstr(name))
-
-
-def Close(kind, name=""):
-    return pgwire.message(b"C", kind.encode() + _cstr(name))
-
-
-def Execute(portal="", maxrows=0):
-    return pgwire.message(b"E", _cstr(portal) + struct.pack("!i", maxrows))
-
 
 SYNC = pgwire.message(b"S")
 FLUSH = pgwire.message(b"H")

@@ -48,7 +48,7 @@ BENCH_DB = "weir_prep_bench"
 # raw protocol messages
 
 def _cstr(s):
-    return s.encode() + b"\0"
+    return (s if isinstance(s, bytes) else s.encode()) + b"\0"
 
 
 def Parse(name, query, types=()):
