@@ -42,7 +42,7 @@ struct weir_pooled {
     uintptr_t target;        /* the chooser's tag */
     uintptr_t affinity;      /* the caller's: who used it last (weir_pooled_set_affinity) */
     void *data;              /* caller's attachment */
-    char close_reason[48];   /* why it was retired (weir_pooled_close_reason) */
+    char close_reason[128];  /* why it was retired (weir_pooled_close_reason), cut to fit */
     void (*data_free)(void *data);
     struct weir_link all_link;
     struct weir_link idle_link; /* idle list, ops list, or a local list */

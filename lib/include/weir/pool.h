@@ -196,8 +196,8 @@ WEIR_API void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn
 WEIR_API void *weir_pooled_get_data(const weir_pooled *conn);
 /* Why the pool closes conn, for free_fn to log: "idle timeout", "lifetime
  * over", "retired" (invalidated), "retired while paused", "overflow
- * returned", "broken", "pool closed"...; "" while it is open. Borrowed,
- * valid while conn is. */
+ * returned", "broken", "pool closed", a failed connect's error (cut to
+ * 127 bytes)...; "" while it is open. Borrowed, valid while conn is. */
 WEIR_API const char *weir_pooled_close_reason(const weir_pooled *conn);
 /* Tag the connection with who holds it (kept across check-in) for
  * weir_pool_try_checkout_affine(). Call while it is checked out. */
