@@ -141,6 +141,15 @@ static const char *be_error_message(void *dconn)
     return DISPATCH(b, raw_error(b->raw), libpq_dialect()->error_message(b->pg));
 }
 
+static int be_connect_refused(void *dconn, const char *error)
+{
+    struct backend *b = dconn;
+
+    if (b == NULL) /* connect_start failed: libpq's words or weir's own, judged alike */
+        return libpq_dialect()->connect_refused(NULL, error);
+    return DISPATCH(b, raw_refused(b->raw), libpq_dialect()->connect_refused(b->pg, error));
+}
+
 /* "15.4" -> 150004, "9.6.2" -> 90602, as PQserverVersion. */
 static int version_number(const char *v)
 {
@@ -198,6 +207,7 @@ static const weir_dialect daemon_dialect = {
     .is_broken = be_is_broken,
     .classify = be_classify,
     .error_message = be_error_message,
+    .connect_refused = be_connect_refused,
     .server_version = be_server_version,
     .driver_handle = be_driver_handle,
     .quote_identifier = be_quote_identifier,

@@ -73,6 +73,9 @@ weir_poll raw_idle_readable(struct raw_conn *r);
 int raw_is_broken(const struct raw_conn *r);
 char raw_txn(const struct raw_conn *r);
 const char *raw_error(const struct raw_conn *r);
+/* After a failed login: did the server refuse it, or weir fail its
+ * authentication, for a reason a retry will not mend? */
+int raw_refused(const struct raw_conn *r);
 const char *raw_param(const struct raw_conn *r, const char *name);
 int raw_pid(const struct raw_conn *r);
 uint32_t raw_cancel_key(const struct raw_conn *r);

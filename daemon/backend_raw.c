@@ -58,6 +58,7 @@ struct raw_conn {
     char txn;
     int owed;       /* ReadyForQuery still expected for a command sequence */
     int cmd_failed; /* one of them answered with an error */
+    int refused;    /* the login failed for a reason a retry will not mend */
     char host[256], port[16];
     char err[1024];
 };
@@ -349,6 +350,7 @@ static weir_poll on_error_message(struct raw_conn *r, const uint8_t *body, size_
 
     if (weir_proto_parse_error(body, len, &e) != 0)
         return fail(r, "malformed error message");
+    r->refused = r->state == RS_LOGIN && weir_proto_login_refusal_lasts(e.sqlstate);
     /* libpq's layout, so the pool's error reads the same either way. */
     return fail(r, "%s:  %s", e.severity ? e.severity : "FATAL", e.message ? e.message : "");
 }
@@ -379,10 +381,14 @@ static weir_poll on_param(struct raw_conn *r, const uint8_t *body, size_t len)
 static weir_poll on_message(struct raw_conn *r, char type, const uint8_t *body, size_t len)
 {
     switch (type) {
-    case 'R':
+    case 'R': {
         if (r->state != RS_LOGIN)
             return fail(r, "unexpected authentication request");
-        return on_auth(r, body, len);
+        /* weir cannot answer this server's authentication: that lasts too. */
+        weir_poll rc = on_auth(r, body, len);
+        r->refused = rc == WEIR_POLL_FAILED;
+        return rc;
+    }
     case 'E':
         if (r->state == RS_BUSY) {
             weir_error_fields e;
@@ -560,6 +566,11 @@ char raw_txn(const struct raw_conn *r)
 const char *raw_error(const struct raw_conn *r)
 {
     return r->err;
+}
+
+int raw_refused(const struct raw_conn *r)
+{
+    return r->refused;
 }
 
 const char *raw_param(const struct raw_conn *r, const char *name)

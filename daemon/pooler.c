@@ -218,7 +218,10 @@ static void fill_pool_config(struct daemon *d, const struct db_config *db, weir_
     pc->lifo = !cfg->server_round_robin;
     pc->retry_min_ms = 250;
     pc->retry_max_ms = ms(cfg->server_login_retry_us) > 250 ? ms(cfg->server_login_retry_us) : 250;
-    pc->fail_waiters_on_connect_error = 1;
+    /* PgBouncer keeps clients waiting (query_wait_timeout) while a server
+     * is down, so a restart costs them a delay, not an error; a server that
+     * refuses the login for good fails them at once, with its words. */
+    pc->fail_waiters_on_connect_error = WEIR_WAITERS_FAIL_REFUSED;
 }
 
 /* The shared limit for one database or one user (kind 'd' or 'u'). */

@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 
 #include <weir/dialect.h>
+#include <weir/proto.h>
 
 #include "internal.h"
 #include "pg_internal.h"
@@ -27,6 +28,7 @@ typedef struct pg_dconn {
     /* Set by the notice receiver when the server announced its goodbye. */
     int fatal;
     char err[512];  /* why the last operation failed */
+    char sqlstate[6]; /* the server's code when it refused the connect, else "" */
     char scratch[512]; /* libpq's current message, for error_message() */
 } pg_dconn;
 
@@ -59,6 +61,63 @@ void weir__pg_one_line(char *buf, size_t len, const char *text)
     while (n > 0 && buf[n - 1] == ' ')
         n--;
     buf[n] = '\0';
+}
+
+/* Lines only PQERRORS_VERBOSE adds; the default text has none of them. */
+static int verbose_only_line(const char *line)
+{
+    static const char *const labels[] = {"LOCATION:  ", "SCHEMA NAME:  ", "TABLE NAME:  ", "COLUMN NAME:  ",
+                                         "DATATYPE NAME:  ", "CONSTRAINT NAME:  "};
+
+    for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
+        if (strncmp(line, labels[i], strlen(labels[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* "SEVERITY:  XXXXX: " at p (p points at the ":  ")? */
+static int sqlstate_at(const char *p)
+{
+    if (strncmp(p, ":  ", 3) != 0)
+        return 0;
+    for (int i = 3; i < 8; i++)
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'Z')))
+            return 0;
+    return p[8] == ':' && p[9] == ' ';
+}
+
+void weir__pg_connect_error(char *buf, size_t len, const char *verbose, char sqlstate[6])
+{
+    char clean[1024];
+    size_t n = 0;
+    const char *p = verbose ? verbose : "";
+
+    sqlstate[0] = '\0';
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        const char *end = eol ? eol + 1 : p + strlen(p);
+        int coded = 0; /* the severity's code only, once a line */
+
+        if (verbose_only_line(p)) {
+            p = end;
+            continue;
+        }
+        for (const char *q = p; q < end && n + 1 < sizeof(clean); q++) {
+            if (!coded && sqlstate_at(q) && n + 3 < sizeof(clean)) { /* keep ":  ", drop "XXXXX: " */
+                coded = 1;
+                memcpy(sqlstate, q + 3, 5);
+                sqlstate[5] = '\0';
+                memcpy(clean + n, q, 3);
+                n += 3;
+                q += 9;
+                continue;
+            }
+            clean[n++] = *q;
+        }
+        p = end;
+    }
+    clean[n] = '\0';
+    weir__pg_one_line(buf, len, clean);
 }
 
 /*
@@ -156,6 +215,9 @@ static int pg_connect_start(const char *conninfo, void **dconn, char *errbuf, si
         return rc;
     }
     PQsetNoticeReceiver(dc->conn, pg_notice_receiver, dc);
+    /* The only way libpq tells a login refusal's SQLSTATE: in the text. The
+     * default verbosity comes back once connected; the text is cleaned. */
+    PQsetErrorVerbosity(dc->conn, PQERRORS_VERBOSE);
     *dconn = dc;
     return 0;
 }
@@ -171,11 +233,13 @@ static weir_poll pg_connect_poll(void *dconn)
         /* Only now: PQsetnonblocking() during the connect loses the host
          * part of a later connect error ("connection to server at ..."),
          * and PQconnectPoll never blocks anyway. */
+        PQsetErrorVerbosity(dc->conn, PQERRORS_DEFAULT);
         if (PQsetnonblocking(dc->conn, 1) == 0)
             return WEIR_POLL_OK;
-        /* fall through */
-    default:
         weir__pg_one_line(dc->err, sizeof(dc->err), PQerrorMessage(dc->conn));
+        return WEIR_POLL_FAILED;
+    default:
+        weir__pg_connect_error(dc->err, sizeof(dc->err), PQerrorMessage(dc->conn), dc->sqlstate);
         return WEIR_POLL_FAILED;
     }
 }
@@ -358,6 +422,33 @@ static const char *pg_error_message(void *dconn)
     return dc->scratch;
 }
 
+/* A failure without the server's SQLSTATE passes when it says the server
+ * was away or slow: libpq's and the C library's words (weir sets no locale;
+ * an embedder's translated text counts as lasting, the safe side). */
+static int passing_failure(const char *error)
+{
+    static const char *const words[] = {
+        "Connection refused", "No such file or directory", "timeout expired", "connect timed out",
+        "Connection timed out", "server closed the connection unexpectedly", "Connection reset by peer",
+        "No route to host", "Network is unreachable", "Temporary failure in name resolution",
+        "Resource temporarily unavailable",
+    };
+
+    for (size_t i = 0; error && i < sizeof(words) / sizeof(words[0]); i++)
+        if (strstr(error, words[i]))
+            return 1;
+    return 0;
+}
+
+static int pg_connect_refused(void *dconn, const char *error)
+{
+    const pg_dconn *dc = dconn;
+
+    if (dc != NULL && dc->sqlstate[0])
+        return weir_proto_login_refusal_lasts(dc->sqlstate);
+    return !passing_failure(error);
+}
+
 static int pg_server_version(void *dconn)
 {
     return PQserverVersion(((pg_dconn *)dconn)->conn);
@@ -432,6 +523,7 @@ static void pg_close(void *dconn)
         .socket = pg_socket, .ping_start = pg_ping_start, .reset_start = RESET,                    \
         .command_poll = pg_command_poll, .idle_readable = pg_idle_readable,                        \
         .is_broken = pg_is_broken, .classify = pg_classify, .error_message = pg_error_message,    \
+        .connect_refused = pg_connect_refused,                                                     \
         .server_version = pg_server_version, .driver_handle = pg_driver_handle,                    \
         .quote_identifier = pg_quote_identifier, .quote_literal = pg_quote_literal,                \
         .close = pg_close,                                                                         \

@@ -350,7 +350,17 @@ static int item_available(weir_pool *pool, weir_pooled *item, int64_t now)
 
 /* ---- background work on the pool thread ---- */
 
-static void connect_failed(weir_pool *pool, const char *why)
+/* Does this failure end the waiters' wait (fail_waiters_on_connect_error)? */
+static int failure_fails_waiters(const weir_pool *pool, int refused)
+{
+    switch (pool->cfg.fail_waiters_on_connect_error) {
+    case WEIR_WAITERS_FAIL: return 1;
+    case WEIR_WAITERS_FAIL_REFUSED: return refused;
+    default: return 0;
+    }
+}
+
+static void connect_failed(weir_pool *pool, const char *why, int refused)
 {
     int64_t now = weir__now_us();
 
@@ -361,7 +371,7 @@ static void connect_failed(weir_pool *pool, const char *why)
     pool->backoff_ms = pool->backoff_ms * 2 > pool->cfg.retry_max_ms ? pool->cfg.retry_max_ms
                                                                       : pool->backoff_ms * 2;
     /* Waiters fail only when nothing else in flight could still serve them. */
-    if (pool->cfg.fail_waiters_on_connect_error && pool->count[ITEM_CONNECTING] == 0 &&
+    if (failure_fails_waiters(pool, refused) && pool->count[ITEM_CONNECTING] == 0 &&
         pool->count[ITEM_RESETTING] == 0 && pool->count[ITEM_PINGING] == 0)
         fail_all_waiters(pool, WEIR_ECONNECT);
 }
@@ -390,7 +400,15 @@ static void connect_succeeded(weir_pool *pool, weir_pooled *item)
 }
 
 /* An operation (connect, ping, reset) ended on the pool thread. */
-static void item_op_done(weir_pooled *item, int ok, const char *why)
+/* Did the server (or the dialect) refuse this connect for a lasting reason?
+ * dconn is NULL when connect_start itself failed. */
+static int connect_refused(const weir_pool *pool, void *dconn, const char *why)
+{
+    return pool->d->connect_refused == NULL || pool->d->connect_refused(dconn, why);
+}
+
+/* An operation ended; refused (connects only) says the failure lasts. */
+static void item_op_done(weir_pooled *item, int ok, const char *why, int refused)
 {
     weir_pool *pool = item->pool;
     enum item_state was = item->state;
@@ -405,7 +423,7 @@ static void item_op_done(weir_pooled *item, int ok, const char *why)
         if (ok)
             connect_succeeded(pool, item);
         else
-            connect_failed(pool, why);
+            connect_failed(pool, why, refused);
     } else if (!ok) {
         if (was == ITEM_PINGING)
             pool->st.ping_failures++;
@@ -428,7 +446,7 @@ static void item_op_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     if (what & EV_TIMEOUT) {
-        item_op_done(item, 0, item->state == ITEM_CONNECTING ? "connect timed out" : "timed out");
+        item_op_done(item, 0, item->state == ITEM_CONNECTING ? "connect timed out" : "timed out", 0);
         return;
     }
     item_drive(item);
@@ -471,11 +489,12 @@ static void item_drive(weir_pooled *item)
     if (r == WEIR_POLL_OK) {
         if (item->op_ev)
             event_del(item->op_ev);
-        item_op_done(item, 1, NULL);
+        item_op_done(item, 1, NULL, 0);
     } else if (r == WEIR_POLL_FAILED || item_arm(item, r) != 0) {
         char why[256];
         snprintf(why, sizeof(why), "%s", d->error_message(item->dconn));
-        item_op_done(item, 0, why[0] ? why : "failed");
+        item_op_done(item, 0, why[0] ? why : "failed",
+                     item->state == ITEM_CONNECTING && connect_refused(item->pool, item->dconn, why));
     }
 }
 
@@ -522,7 +541,7 @@ static void item_start_connect(weir_pool *pool, weir_pooled *item)
     free(conninfo);
     if (rc != 0) {
         item->dconn = NULL;
-        item_op_done(item, 0, err[0] ? err : "could not start connection");
+        item_op_done(item, 0, err[0] ? err : "could not start connection", connect_refused(pool, NULL, err));
         return;
     }
     item_drive(item);
@@ -539,7 +558,7 @@ static void item_start_command(weir_pool *pool, weir_pooled *item)
     if (rc != 0) {
         char why[256];
         snprintf(why, sizeof(why), "%s", pool->d->error_message(item->dconn));
-        item_op_done(item, 0, why[0] ? why : "could not start command");
+        item_op_done(item, 0, why[0] ? why : "could not start command", 0);
         return;
     }
     item_drive(item);
@@ -984,7 +1003,7 @@ void weir_pool_config_init(weir_pool_config *cfg)
     cfg->watch_idle = 1;
     cfg->retry_min_ms = 100;
     cfg->retry_max_ms = 15000;
-    cfg->fail_waiters_on_connect_error = 1;
+    cfg->fail_waiters_on_connect_error = WEIR_WAITERS_FAIL;
 }
 
 static int config_valid(const weir_pool_config *cfg)
@@ -993,7 +1012,9 @@ static int config_valid(const weir_pool_config *cfg)
            cfg->min_size <= cfg->max_size + cfg->max_overflow && cfg->max_waiters >= -1 &&
            cfg->timeout_ms >= -1 && cfg->connect_timeout_ms >= 0 && cfg->recycle_ms >= 0 &&
            cfg->recycle_jitter_ms >= 0 && cfg->idle_timeout_ms >= 0 && cfg->pre_ping_ms >= -1 &&
-           cfg->retry_min_ms >= 1 && cfg->retry_max_ms >= cfg->retry_min_ms;
+           cfg->retry_min_ms >= 1 && cfg->retry_max_ms >= cfg->retry_min_ms &&
+           cfg->fail_waiters_on_connect_error >= WEIR_WAITERS_KEEP &&
+           cfg->fail_waiters_on_connect_error <= WEIR_WAITERS_FAIL_REFUSED;
 }
 
 /* The maintenance period follows the shortest timer that needs it. */

@@ -222,6 +222,18 @@ int weir_proto_parse_error(const void *body, size_t len, weir_error_fields *out)
     }
 }
 
+int weir_proto_login_refusal_lasts(const char *sqlstate)
+{
+    static const char *const passing[] = {"08", "53", "57"};
+
+    if (sqlstate == NULL || strlen(sqlstate) != 5)
+        return 0;
+    for (size_t i = 0; i < sizeof(passing) / sizeof(passing[0]); i++)
+        if (strncmp(sqlstate, passing[i], 2) == 0)
+            return 0;
+    return 1;
+}
+
 int weir_proto_parse_parameter_status(const void *body, size_t len, const char **name,
                                       const char **value)
 {

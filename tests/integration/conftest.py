@@ -369,6 +369,15 @@ def weir_factory(pg):
 
 
 @pytest.fixture
+def relay(pg):
+    """A server address in front of pg that is down until relay.start() (relay.py)."""
+    from relay import Relay
+    r = Relay((pg.host, pg.port))
+    yield r
+    r.stop()
+
+
+@pytest.fixture
 def weir(weir_factory):
     """weir in transaction mode, pool of 5, trust auth, database weir_test."""
     return weir_factory()

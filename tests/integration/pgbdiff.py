@@ -205,6 +205,7 @@ class Outcome:
         self.rows = []         # DataRow values of the query
         self.notices = []
         self.wire = None
+        self.cancel_key = None  # BackendKeyData (pid, secret) of a login
 
     def key(self):
         """The parts a user sees and both must agree on."""
@@ -242,6 +243,8 @@ def login(port, user, db, password=None, params=None, keep=False, timeout=10.0):
                 return o
             if t == b"N":
                 o.notices.append(parse_error_fields(b))
+            if t == b"K":
+                o.cancel_key = struct.unpack("!II", b[:8])
             if t == b"R":
                 code = struct.unpack("!I", b[:4])[0]
                 if code == 3:
@@ -272,10 +275,32 @@ def login(port, user, db, password=None, params=None, keep=False, timeout=10.0):
 
 def query(w, sql, timeout=10.0):
     """Simple query on a logged-in Wire; -> Outcome (closed: whether the pooler hung up after)."""
+    try:
+        w.send(query_message(sql))
+    except (ConnectionResetError, BrokenPipeError):
+        o = Outcome()
+        o.logged_in, o.closed = True, True
+        return o
+    return result(w, timeout)
+
+
+def cancel(port, key):
+    """Send a CancelRequest for key (pid, secret); -> True when the pooler then closed the socket."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(struct.pack("!IIII", 16, 80877102, key[0], key[1]))
+        return s.recv(1) == b""
+    except OSError:
+        return True
+    finally:
+        s.close()
+
+
+def result(w, timeout=10.0):
+    """The answer to a query already sent, up to ReadyForQuery; -> Outcome."""
     o = Outcome()
     o.logged_in = True
     try:
-        w.send(query_message(sql))
         while True:
             t, b = w.read_message(timeout)
             if t == b"E" and o.error is None:

@@ -17,12 +17,13 @@ import re
 import signal
 import socket
 import tempfile
+import threading
 import time
 
 import pytest
 
-from pgbdiff import Pair, admin, log_shape, login, pgbouncer_missing, query
-from pgwire import startup_packet
+from pgbdiff import Pair, admin, cancel, log_shape, login, pgbouncer_missing, query, result
+from pgwire import query_message, startup_packet
 from conftest import wait_for
 
 pytestmark = pytest.mark.skipif(pgbouncer_missing() is not None, reason=str(pgbouncer_missing()))
@@ -311,20 +312,41 @@ def test_client_login_timeout(pairs, pg):
 # ---- servers down ----
 
 def test_server_down(pairs, pg):
+    """A server that cannot be reached: both hold the login (a restart costs a delay, not an error)."""
     from conftest import free_port
     dead = "host=127.0.0.1 port=%d dbname=x" % free_port()
     p = pairs(settings={"auth_type": "trust", "query_wait_timeout": 1},
               databases={pg.db: pg.entry(), "down": dead})
     res = both(p, timed(lambda x: login(x.port, pg.user, "down")))
-    w = res["weir"]
-    assert res["pgbouncer"].key() == fatal("query_wait_timeout") and res["pgbouncer"].took > 0.8
-    assert w.key()[:3] == (False, "FATAL", "08P01") and w.closed and w.took < 1, w
-    assert w.error["M"].startswith("server login failed: connection to server at") and "refused" in w.error["M"]
-    intended("server down (closed port): the login", {k: v.key()[:3] + (v.closed,) for k, v in res.items()},
-             (False, "FATAL", "08P01", True), (False, "FATAL", "08P01", True),
-             "weir fails the waiting client at once with libpq's reason ('server login failed: connection to "
-             "server at ... refused'); PgBouncer holds the login until query_wait_timeout (or "
-             "client_login_timeout) and then says 'query_wait_timeout'. Same SQLSTATE, earlier and with the cause")
+    for v in res.values():
+        assert v.took > 0.8, v
+    same("server down (closed port): the login waits out query_wait_timeout", res)
+    assert res["weir"].key() == fatal("query_wait_timeout")
+
+
+def test_server_back_within_query_wait_timeout(pairs, pg, relay):
+    """A restart: the server is away for a second; both hold the login, retry, and let it in."""
+    p = pairs(settings={"auth_type": "trust", "query_wait_timeout": 10, "server_login_retry": 1},
+              databases={pg.db: pg.entry(), "away": "host=127.0.0.1 port=%d dbname=%s" % (relay.port, pg.db)})
+    threading.Timer(1.0, relay.start).start()
+    res = both(p, timed(lambda x: login(x.port, pg.user, "away")))
+    for v in res.values():
+        assert v.took > 0.8, v
+    same("server away for a second: the login waits and gets in", res)
+    assert res["weir"].key() == OK
+
+
+def test_server_silent(pairs, pg, relay):
+    """A server that accepts and never answers: server_connect_timeout ends each attempt,
+    the client waits out query_wait_timeout."""
+    relay.start("silent")
+    p = pairs(settings={"auth_type": "trust", "query_wait_timeout": 3, "server_connect_timeout": 1},
+              databases={pg.db: pg.entry(), "silent": "host=127.0.0.1 port=%d dbname=%s" % (relay.port, pg.db)})
+    res = both(p, timed(lambda x: login(x.port, pg.user, "silent")))
+    for v in res.values():
+        assert 2.5 < v.took < 6, v
+    same("server silent: the login waits out query_wait_timeout", res)
+    assert res["weir"].key() == fatal("query_wait_timeout")
 
 
 def test_server_refuses_the_login(pairs, pg):
@@ -344,6 +366,34 @@ def test_server_refuses_the_login(pairs, pg):
              fatal('database "no_such_db_on_server" does not exist'),
              "weir tries again (with back-off) and fails the client at once with the reason; PgBouncer waits "
              "server_login_retry before trying again, so the client waits out query_wait_timeout")
+
+
+# ---- cancel requests ----
+
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_cancel(pairs, pg, mode):
+    """A CancelRequest with the key the pooler gave: the running query is cancelled (57014), the
+    client stays; with a wrong key nothing happens. Either way the pooler closes the cancel socket."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": mode})
+
+    def run(x, right_key):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        assert a.logged_in and a.cancel_key is not None, a
+        a.wire.send(query_message("SELECT pg_sleep(%s)" % ("5" if right_key else "1")))
+        time.sleep(0.4)
+        pid, secret = a.cancel_key
+        closed = cancel(x.port, (pid, secret if right_key else secret ^ 1))
+        r = result(a.wire)
+        after = query(a.wire, "SELECT 1")
+        a.wire.close()
+        return (closed, r.key(), after.key(), after.rows)
+
+    res = both(p, lambda x: run(x, True))
+    same("cancel (%s mode), right key" % mode, res)
+    assert res["weir"][1][2] == "57014" and res["weir"][2] == OK, res
+    res = both(p, lambda x: run(x, False))
+    same("cancel (%s mode), wrong key" % mode, res)
+    assert res["weir"][1] == OK, res
 
 
 # ---- pool modes ----
@@ -704,3 +754,28 @@ def test_log_line_shapes(pairs, pg):
     for kind, *_ in LOG_KINDS:
         TABLE.append(("log: " + kind, "same" if kind != "process up" else "intended",
                       "" if kind != "process up" else "names weir and what it runs on (libpq, workers)"))
+
+
+def test_tls_login_log_line(pairs, pg):
+    """A client over TLS: the login attempt line names protocol and cipher alike."""
+    import psycopg
+    import shutil
+    from test_tls import CA
+    root = tempfile.mkdtemp(prefix="weir-pgbdiff-tls-")  # not tmp_path: PgBouncer runs as postgres
+    os.chmod(root, 0o755)
+    try:
+        ca = CA(root, "diff-ca")
+        crt, key = ca.leaf("server", "localhost", key_mode=0o644)
+        p = pairs(settings={"auth_type": "trust", "client_tls_sslmode": "require", "client_tls_cert_file": crt,
+                            "client_tls_key_file": key})
+
+        def tls_login(x):
+            with psycopg.connect(host="127.0.0.1", port=x.port, dbname=pg.db, user=pg.user, sslmode="require",
+                                 connect_timeout=10) as c:
+                return c.pgconn.ssl_in_use and c.execute("SELECT 1").fetchone() == (1,)
+        assert both(p, tls_login) == {"weir": True, "pgbouncer": True}
+        tls = {k: re.findall(r"login attempt: db=\S+ user=\S+ (tls=\S+)", x.log_text()) for k, x in p.items()}
+        assert tls["weir"] and tls["weir"][0].startswith("tls=TLSv1."), tls
+        same("log: login attempt over TLS (tls=protocol/cipher)", tls)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -87,7 +87,16 @@ static weir_poll fake_connect_poll(void *dconn)
     if (c->op_polls++ == 0)
         return WEIR_POLL_WRITE;
     c->op_polls = 0;
-    return take(&c->ctl->fail_connects) ? WEIR_POLL_FAILED : WEIR_POLL_OK;
+    if (!take(&c->ctl->fail_connects))
+        return WEIR_POLL_OK;
+    c->refused = take(&c->ctl->refuse_connects);
+    return WEIR_POLL_FAILED;
+}
+
+static int fake_connect_refused(void *dconn, const char *error)
+{
+    (void)error;
+    return dconn == NULL || ((struct fake_conn *)dconn)->refused;
 }
 
 static int fake_socket(void *dconn)
@@ -188,6 +197,7 @@ const weir_dialect fake_dialect = {
     .is_broken = fake_is_broken,
     .classify = fake_classify,
     .error_message = fake_error_message,
+    .connect_refused = fake_connect_refused,
     .server_version = fake_server_version,
     .driver_handle = fake_driver_handle,
     .quote_identifier = fake_quote,

@@ -17,6 +17,7 @@ struct fake_ctl {
     atomic_int open;          /* connections currently open */
     atomic_int next_id;
     atomic_int fail_connects; /* this many upcoming connects fail */
+    atomic_int refuse_connects; /* this many of those failures are lasting refusals */
     atomic_int hang_connects; /* connects never complete while set */
     atomic_int fail_pings, fail_resets;
     atomic_int pings, resets;
@@ -29,6 +30,7 @@ struct fake_conn {
     int op_polls;
     int op_fail;
     int broken;
+    int refused; /* its connect failed as a lasting refusal */
 };
 
 extern const weir_dialect fake_dialect;

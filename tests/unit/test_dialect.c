@@ -1,7 +1,8 @@
 /*
  * Unit tests of the built-in dialects' pure parts, which need no server:
  * finding a dialect by name, which SQLSTATEs mean the connection is gone,
- * identifier and literal quoting, and that a conninfo libpq rejects fails at
+ * identifier and literal quoting, how a failed connect's text yields the
+ * server's SQLSTATE and which refusals last, and that a conninfo libpq rejects fails at
  * connect_start with libpq's reason and without leaking a half-made handle.
  */
 #include <setjmp.h>
@@ -13,6 +14,9 @@
 
 #include <cmocka.h>
 #include <weir/dialect.h>
+#include <weir/proto.h>
+
+#include "pg_internal.h"
 
 static void test_find_by_name(void **state)
 {
@@ -147,6 +151,83 @@ static void test_connect_start_rejects_bad_conninfo(void **state)
     pg->close(NULL);
 }
 
+/* libpq's PQERRORS_VERBOSE text of a failed connect reads as the default one,
+ * and the server's code is kept aside. */
+static void test_connect_error_text(void **state)
+{
+    char buf[512], code[6];
+
+    weir__pg_connect_error(buf, sizeof(buf),
+                           "connection to server at \"127.0.0.1\", port 5 failed: FATAL:  3D000: database \"x\" "
+                           "does not exist\nLOCATION:  InitPostgres, postinit.c:948\n",
+                           code);
+    assert_string_equal(buf, "connection to server at \"127.0.0.1\", port 5 failed: FATAL:  database \"x\" does not exist");
+    assert_string_equal(code, "3D000");
+    /* Never answered: no code; continuation lines join as before. */
+    weir__pg_connect_error(buf, sizeof(buf),
+                           "connection to server at \"h\", port 1 failed: Connection refused\n"
+                           "\tIs the server running on that host and accepting TCP/IP connections?\n",
+                           code);
+    assert_string_equal(buf, "connection to server at \"h\", port 1 failed: Connection refused Is the server "
+                             "running on that host and accepting TCP/IP connections?");
+    assert_string_equal(code, "");
+    /* Two hosts: the second answered; DETAIL stays, the code goes. */
+    weir__pg_connect_error(buf, sizeof(buf),
+                           "connection to server at \"a\", port 1 failed: Connection refused\n"
+                           "connection to server at \"b\", port 2 failed: FATAL:  57P03: the database system is "
+                           "starting up\nDETAIL:  x\nLOCATION:  f, g.c:1\n",
+                           code);
+    assert_string_equal(buf, "connection to server at \"a\", port 1 failed: Connection refused; connection to "
+                             "server at \"b\", port 2 failed: FATAL:  the database system is starting up; "
+                             "DETAIL:  x");
+    assert_string_equal(code, "57P03");
+    /* A message that merely looks like a code after the first is left alone. */
+    weir__pg_connect_error(buf, sizeof(buf), "failed: FATAL:  28P01: no:  ABCDE: here\n", code);
+    assert_string_equal(buf, "failed: FATAL:  no:  ABCDE: here");
+    assert_string_equal(code, "28P01");
+    weir__pg_connect_error(buf, 8, NULL, code);
+    assert_string_equal(buf, "");
+}
+
+static void test_which_login_refusals_last(void **state)
+{
+    static const char *const lasting[] = {"28P01", "28000", "3D000", "42501", "0A000", NULL};
+    static const char *const passing[] = {"57P03", "53300", "08006", "57P01", "53", "", NULL};
+
+    for (int i = 0; lasting[i]; i++)
+        assert_true(weir_proto_login_refusal_lasts(lasting[i]));
+    for (int i = 0; passing[i]; i++)
+        assert_false(weir_proto_login_refusal_lasts(passing[i]));
+    assert_false(weir_proto_login_refusal_lasts(NULL));
+}
+
+/* Without the server's code, the text decides: away or slow passes. */
+static void test_connect_refused_by_text(void **state)
+{
+    const weir_dialect *pg = weir_dialect_find("postgresql");
+    static const char *const passing[] = {
+        "connection to server at \"127.0.0.1\", port 1 failed: Connection refused Is the server running on that "
+        "host and accepting TCP/IP connections?",
+        "connection to server on socket \"/tmp/.s.PGSQL.5\" failed: No such file or directory Is the server "
+        "running locally and accepting connections on that socket?",
+        "connection to server at \"h\", port 5 failed: timeout expired",
+        "connect timed out",
+        "server closed the connection unexpectedly",
+    };
+    static const char *const lasting[] = {
+        "connection to server at \"h\", port 5 failed: SSL error: certificate verify failed",
+        "connection to server at \"h\", port 5 failed: fe_sendauth: no password supplied",
+        "invalid connection option \"x\"",
+        "",
+    };
+
+    for (size_t i = 0; i < sizeof(passing) / sizeof(passing[0]); i++)
+        assert_false(pg->connect_refused(NULL, passing[i]));
+    for (size_t i = 0; i < sizeof(lasting) / sizeof(lasting[0]); i++)
+        assert_true(pg->connect_refused(NULL, lasting[i]));
+    assert_true(pg->connect_refused(NULL, NULL));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -157,6 +238,9 @@ int main(void)
         cmocka_unit_test(test_quote_identifier),
         cmocka_unit_test(test_quote_literal),
         cmocka_unit_test(test_connect_start_rejects_bad_conninfo),
+        cmocka_unit_test(test_connect_error_text),
+        cmocka_unit_test(test_which_login_refusals_last),
+        cmocka_unit_test(test_connect_refused_by_text),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

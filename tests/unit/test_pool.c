@@ -676,6 +676,28 @@ static void test_connect_error_fails_waiters(void **state)
     weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
 }
 
+/* WEIR_WAITERS_FAIL_REFUSED: an unreachable server keeps the waiter waiting
+ * through the retries; a lasting refusal fails it at once. */
+static void test_connect_failure_kind_decides_waiters(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *a;
+
+    f->cfg.fail_waiters_on_connect_error = WEIR_WAITERS_FAIL_REFUSED;
+    atomic_store(&f->ctl.fail_connects, 3);
+    start(f);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), 0);
+    assert_int_equal(stats(f).connect_failures, 3);
+    weir_pool_checkin(f->pool, a, WEIR_CHECKIN_CLEAN);
+    weir_pool_invalidate_all(f->pool); /* the next checkout must connect */
+    atomic_store(&f->ctl.refuse_connects, 1);
+    atomic_store(&f->ctl.fail_connects, 1);
+    int64_t t0 = fake_now_ms();
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &a), WEIR_ECONNECT);
+    assert_true(fake_now_ms() - t0 < 1000);
+    assert_int_equal(stats(f).connect_failures, 4);
+}
+
 static void test_connect_timeout(void **state)
 {
     struct fixture *f = *state;
@@ -883,6 +905,7 @@ int main(void)
         T(test_group_limit_and_eviction),
         T(test_connect_backoff_then_success),
         T(test_connect_error_fails_waiters),
+        T(test_connect_failure_kind_decides_waiters),
         T(test_connect_timeout),
         T(test_pause_resume_drain),
         T(test_idle_watch_notices_server_close),

@@ -59,6 +59,15 @@ typedef struct weir_pool_target {
     void *arg;
 } weir_pool_target;
 
+/* What a failed connect does to the callers waiting for a connection. */
+enum {
+    WEIR_WAITERS_KEEP = 0,         /* they keep waiting (their own timeout) while the pool retries */
+    WEIR_WAITERS_FAIL = 1,         /* they get WEIR_ECONNECT at once */
+    WEIR_WAITERS_FAIL_REFUSED = 2, /* at once only when the server refused for a lasting reason
+                                      (dialect connect_refused), as a wrong password; they keep
+                                      waiting through an unreachable or restarting server */
+};
+
 typedef struct weir_pool_config {
     const weir_dialect *dialect;   /* borrowed; must outlive the pool */
     const char *conninfo;          /* copied */
@@ -82,8 +91,7 @@ typedef struct weir_pool_config {
     int lifo;                      /* hand out the most recent idle connection (1) */
     int watch_idle;                /* notice idle connections the server closes (1) */
     int retry_min_ms, retry_max_ms;/* connect back-off after failure (100, 15000) */
-    int fail_waiters_on_connect_error; /* 1: waiters get WEIR_ECONNECT at once;
-                                          0: they keep waiting while we retry (1) */
+    int fail_waiters_on_connect_error; /* a WEIR_WAITERS_* value (WEIR_WAITERS_FAIL) */
 
     /* Limits shared with other pools (e.g. per database, per user); NULL
      * entries are ignored. Borrowed: a group must outlive its pools. */
@@ -124,7 +132,7 @@ WEIR_API void weir_pool_free(weir_pool *pool);
  * Blocking checkout: wait up to timeout_ms (-1 forever, -2 the pool default)
  * for a connection. On success *out is yours until weir_pool_checkin().
  * Errors: WEIR_ETIMEDOUT, WEIR_ETOOMANY (waiter cap), WEIR_ECLOSED,
- * WEIR_ECONNECT (the server refused and fail_waiters_on_connect_error is set).
+ * WEIR_ECONNECT (a connect failed and fail_waiters_on_connect_error says so).
  * Must not be called from the thread running the pool's base (it would wait
  * for itself).
  */

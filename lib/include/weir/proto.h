@@ -98,6 +98,15 @@ typedef struct weir_error_fields {
 } weir_error_fields;
 WEIR_API int weir_proto_parse_error(const void *body, size_t len, weir_error_fields *out);
 
+/*
+ * A server refused a login with this SQLSTATE (five characters): will a
+ * retry in a while most likely fail the same way? 1 for authentication,
+ * unknown database or role, missing permission and the like; 0 for the
+ * passing refusals of a server starting, stopping or full (classes 08, 53,
+ * 57: cannot_connect_now, too_many_connections, admin_shutdown) and for NULL.
+ */
+WEIR_API int weir_proto_login_refusal_lasts(const char *sqlstate);
+
 WEIR_API int weir_proto_parse_parameter_status(const void *body, size_t len,
                                                const char **name, const char **value);
 /* ReadyForQuery: status is 'I', 'T' or 'E'; anything else is WEIR_EPROTO. */
