@@ -277,16 +277,6 @@ static int pool_busy(struct dpool *dp)
 }
 
 /* A server whose connection must not be used again (RECONNECT, RELOAD). */
-int admin_server_close_needed(const struct server *s)
-{
-    weir_pool_stats st;
-
-    if (s->dp->removed)
-        return 1;
-    weir_pool_get_stats(s->dp->pool, &st);
-    return weir_pooled_generation(s->pooled) != st.generation;
-}
-
 int admin_wait_pending(struct daemon *d, const char *tag, const char *db)
 {
     if (strcmp(tag, "PAUSE") == 0) {
@@ -298,7 +288,7 @@ int admin_wait_pending(struct daemon *d, const char *tag, const char *db)
         return 0;
     }
     for (const struct server *s = d->servers; s; s = s->next)
-        if ((db == NULL || strcmp(s->dp->dbname, db) == 0) && admin_server_close_needed(s))
+        if ((db == NULL || strcmp(s->dp->dbname, db) == 0) && server_close_needed(s))
             return 1;
     return 0;
 }

@@ -88,11 +88,6 @@ void row_send(struct client *c, struct admin_row *r); /* sends and resets */
 /* Is user allowed every command (admin_users), or SHOW only? */
 int admin_is_admin(const struct client *c);
 
-/* RECONNECT, RELOAD or KILL made this server's connection unusable (SHOW
- * SERVERS' close_needed; WAIT_CLOSE waits for none to be left). */
-struct server;
-int admin_server_close_needed(const struct server *s);
-
 /* A database the console may name: configured, or with a pool. */
 int admin_db_exists(struct daemon *d, const char *name);
 

@@ -357,7 +357,7 @@ static void server_row(struct client *viewer, const struct server *s, int socket
     row_str(&r, req_t);
     row_int(&r, 0);
     row_int(&r, 0);
-    row_int(&r, admin_server_close_needed(s));
+    row_int(&r, server_close_needed(s));
     row_str(&r, ptr);
     row_str(&r, link);
     row_int(&r, s->backend_pid);

@@ -280,6 +280,20 @@ void client_trim_idle(struct worker *w)
             client_trim(c);
 }
 
+void client_fast_close_sweep(struct worker *w)
+{
+    struct client *c, *next;
+
+    if (!w->d->cfg->server_fast_close)
+        return;
+    for (c = w->clients; c; c = next) {
+        struct server *s = c->server;
+        next = c->next; /* c may be closed below */
+        if (s != NULL && !s->fast_close && s->dp->mode == POOL_MODE_SESSION && server_close_needed(s))
+            (void)server_fast_close(s);
+    }
+}
+
 /* ---- login ---- */
 
 static void client_finish_login(struct client *c);
@@ -897,7 +911,6 @@ static void client_startup(struct client *c, const weir_startup *st)
         client_disconnect(c, sqlstate, "%s", err);
         return;
     }
-    COUNT_ADD(c->dp->nclients, 1);
     client_start_auth(c);
 }
 
@@ -1092,8 +1105,7 @@ static int client_follow_pool(struct client *c)
         return -1;
     }
     COUNT_ADD(c->dp->nclients, -1);
-    c->dp = dp;
-    COUNT_ADD(dp->nclients, 1);
+    c->dp = dp; /* counted in by pooler_get */
     return 0;
 }
 
@@ -1270,6 +1282,7 @@ static void tune_socket(struct client *c)
     int on = 1;
 
     evutil_make_socket_nonblocking(c->fd);
+    stream_socket_buffers(c->fd, cfg->tcp_socket_buffer);
     if (c->is_unix)
         return;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));

@@ -106,6 +106,9 @@ static inline void client_arm_timer(struct client *c, int64_t us)
 void client_log(struct client *c, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Once a second: clients idle for a while give back buffers and timer. */
 void client_trim_idle(struct worker *w);
+/* server_fast_close, once a second: sessions whose server's pool moved on
+ * (RECONNECT, a RELOAD that changed the entry) end at their next boundary. */
+void client_fast_close_sweep(struct worker *w);
 /* Flush output; on failure the client is disconnected. 0 or -1. */
 int client_flush(struct client *c);
 /* The common name of the client's verified TLS certificate, or NULL (no TLS,

@@ -1270,6 +1270,10 @@ static void check_tls(struct load_ctx *ctx)
             report_setting(ctx, WEIR_LOG_ERROR, "client_tls_dheparams",
                            "invalid client_tls_dheparams \"%s\": auto, none or legacy", dh);
     }
+    if (cfg->auth_type == AUTH_TYPE_PAM) /* loudly at start or reload, not at every login */
+        report_setting(ctx, WEIR_LOG_ERROR, "auth_type",
+                       "auth_type pam is not supported by weir (it would need libpam): use hba, "
+                       "scram-sha-256, md5 or an auth_query instead");
     if (cfg->auth_type == AUTH_TYPE_CERT && cfg->client_tls_sslmode != TLS_MODE_VERIFY_FULL)
         report_setting(ctx, WEIR_LOG_ERROR, "auth_type", "auth_type cert requires client_tls_sslmode = verify-full");
     if (cfg->server_tls_sslmode != TLS_MODE_DISABLE) {
@@ -1327,8 +1331,28 @@ static void check_logfile(struct load_ctx *ctx)
     free(copy);
 }
 
+/* PgBouncer settings weir reads and has no use for: say so when one is set
+ * to other than its default, rather than let it look applied. */
+static void check_without_effect(struct load_ctx *ctx)
+{
+    const struct weir_config *cfg = ctx->cfg;
+
+    if (cfg->sbuf_loopcnt != 5)
+        report_setting(ctx, WEIR_LOG_WARNING, "sbuf_loopcnt",
+                       "sbuf_loopcnt has no effect in weir: a connection's data is relayed in bounded windows "
+                       "and the event loop takes turns by itself");
+    if (cfg->dns_max_ttl_us != 15000000 || cfg->dns_nxdomain_ttl_us != 15000000 || cfg->dns_zone_check_period_us)
+        report_setting(ctx, WEIR_LOG_WARNING, "dns_max_ttl",
+                       "dns_max_ttl, dns_nxdomain_ttl and dns_zone_check_period have no effect in weir: host "
+                       "names are looked up afresh for each new server connection, so there is no cache");
+    if (cfg->suspend_timeout_us != 10000000)
+        report_setting(ctx, WEIR_LOG_WARNING, "suspend_timeout",
+                       "suspend_timeout has no effect in weir: it has no SUSPEND or online restart (-R)");
+}
+
 static void validate(struct load_ctx *ctx)
 {
+    check_without_effect(ctx);
     check_socket_dir(ctx);
     check_auth(ctx);
     check_tls(ctx);

@@ -6,7 +6,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -111,6 +114,10 @@ static int open_tcp(struct daemon *d, const char *host)
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+        /* Accept only once the startup packet is in (PgBouncer's default on
+         * Linux): a connection that sends nothing costs no client slot. */
+        if (d->cfg->tcp_defer_accept)
+            setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, sizeof(on));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
             log_at(&d->log, LG_ERROR, "could not bind %s:%s: %s", host, port, strerror(errno));
             close(fd);
@@ -130,6 +137,22 @@ static int open_tcp(struct daemon *d, const char *host)
     if (opened)
         log_at(&d->log, LG_LOG, "listening on %s:%s", host, port);
     return opened;
+}
+
+/* unix_socket_group: the socket's group, so its mode can let a group in. */
+static void socket_group(struct daemon *d, const char *path)
+{
+    const char *name = d->cfg->unix_socket_group;
+    struct group *g;
+
+    if (name == NULL || name[0] == '\0')
+        return;
+    g = getgrnam(name);
+    if (g == NULL)
+        log_at(&d->log, LG_WARNING, "unix_socket_group: no group \"%s\"", name);
+    else if (chown(path, (uid_t)-1, g->gr_gid) != 0)
+        log_at(&d->log, LG_WARNING, "unix_socket_group: could not give %s to group \"%s\": %s", path, name,
+               strerror(errno));
 }
 
 static int open_unix(struct daemon *d)
@@ -152,6 +175,7 @@ static int open_unix(struct daemon *d)
         return 0;
     }
     chmod(sun.sun_path, (mode_t)d->cfg->unix_socket_mode);
+    socket_group(d, sun.sun_path);
     if (add_listener(d, evl, 1, sun.sun_path) != 0)
         return 0;
     evconnlistener_set_cb(evl, accept_cb, d->listeners);

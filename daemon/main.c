@@ -139,6 +139,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     stream_loop_tick(&daemon_main_worker(d)->loop);
+    pooler_expire_autodb(d, stream_loop_now(&daemon_main_worker(d)->loop));
     pooler_collect(d);
     daemon_client_gone(d);
 }

@@ -351,6 +351,7 @@ static struct dpool *dpool_new(struct daemon *d, const struct db_config *db, con
     dp->conninfo = build_conninfo(d, db, dp, dbname, user);
     dp->connect_query = db->connect_query ? strdup(db->connect_query) : NULL;
     dp->mode = effective_mode(d, db, client_user);
+    dp->autodb = strcmp(db->name, "*") == 0;
     snprintf(name, sizeof(name), "%s/%s", dbname, user);
     weir_pool_config_init(&pc);
     fill_pool_config(d, db, &pc);
@@ -388,6 +389,8 @@ struct dpool *pooler_get(struct worker *self, const char *dbname, const char *us
 
     pthread_mutex_lock(&d->lock);
     dp = pooler_get_locked(d, dbname, user, sqlstate, err, errlen);
+    if (dp)
+        COUNT_ADD(dp->nclients, 1);
     pthread_mutex_unlock(&d->lock);
     return dp;
 }
@@ -647,6 +650,33 @@ void pooler_apply_config(struct daemon *d)
         if (weir_pool_reconfigure(dp->pool, &pc) != 0)
             log_at(&d->log, LG_WARNING, "pool %s/%s: new sizes rejected", dp->dbname, dp->user);
     }
+}
+
+void pooler_expire_autodb(struct daemon *d, int64_t now_us)
+{
+    int64_t limit = d->cfg->autodb_idle_timeout_us;
+
+    if (limit <= 0)
+        return;
+    pthread_mutex_lock(&d->lock); /* pooler_get counts a client in under it */
+    for (struct dpool *dp = d->pools; dp; dp = dp->next) {
+        weir_pool_stats st;
+
+        if (!dp->autodb || dp->removed)
+            continue;
+        weir_pool_get_stats(dp->pool, &st);
+        if (COUNT_GET(dp->nclients) > 0 || st.in_use > 0 || st.waiters > 0) {
+            dp->unused_since_us = 0;
+        } else if (dp->unused_since_us == 0) {
+            dp->unused_since_us = now_us;
+        } else if (now_us - dp->unused_since_us >= limit) {
+            log_at(&d->log, LG_LOG, "pool %s/%s: automatic database unused for %llds, freeing it", dp->dbname,
+                   dp->user, (long long)((now_us - dp->unused_since_us) / 1000000));
+            dp->removed = 1;
+            weir_pool_drain(dp->pool);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
 }
 
 void pooler_collect(struct daemon *d)

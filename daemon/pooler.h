@@ -28,6 +28,8 @@ struct dpool {
     struct param_set welcome_params; /* the tracked ones, shared with clients */
     int welcome_known;
     int removed;           /* gone from the config: drains, then freed */
+    int autodb;            /* made from the "*" entry: freed after autodb_idle_timeout unused */
+    int64_t unused_since_us; /* no client and no server in use since (autodb only); 0 = in use */
     int ha;                /* health.c chooses the host of each connection */
     int nclients;
     /* server login secrets beyond auth_file (wiped when freed) */
@@ -47,11 +49,17 @@ struct dp_counters {
 #define DP_COUNT(dp, w, field, n) ((void)((dp)->ctr[(w)->id].field += (n)))
 
 /*
- * The pool for a client's database and user, created on first use. On
- * failure returns NULL with a PgBouncer-style message and SQLSTATE.
+ * The pool for a client's database and user, created on first use, with the
+ * client counted in it (nclients) before the lock is let go, so no sweep
+ * frees it in between. On failure returns NULL with a PgBouncer-style
+ * message and SQLSTATE.
  */
 struct dpool *pooler_get(struct worker *self, const char *dbname, const char *user, const char **sqlstate,
                          char *err, size_t errlen);
+/* autodb_idle_timeout, once a second on the main thread: pools the "*"
+ * entry made that nobody used for that long drain and go, as PgBouncer
+ * frees such databases. */
+void pooler_expire_autodb(struct daemon *d, int64_t now_us);
 /* Apply a reloaded config: resize pools, drain removed or changed ones. */
 void pooler_apply_config(struct daemon *d);
 /* Drop pools that were removed and have no clients left. */

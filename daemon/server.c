@@ -199,6 +199,7 @@ struct server *server_from_pooled(struct worker *w, struct dpool *dp, weir_poole
     s->txn = 'I';
     s->fresh = 1;
     s->backend_pid = backend_pid(s->be);
+    stream_socket_buffers(backend_socket(s->be), s->d->cfg->tcp_socket_buffer);
     if (stream_init(&s->io, w->base, backend_socket(s->be), server_on_read, server_on_drain, s) != 0) {
         free(s);
         return NULL;
@@ -352,6 +353,30 @@ void server_release(struct server *s, int clean)
         server_start_reset(s);
     else
         server_checkin(s, clean);
+}
+
+int server_close_needed(const struct server *s)
+{
+    weir_pool_stats st;
+
+    if (s->dp->removed)
+        return 1;
+    weir_pool_get_stats(s->dp->pool, &st);
+    return weir_pooled_generation(s->pooled) != st.generation;
+}
+
+int server_fast_close(struct server *s)
+{
+    struct client *c = s->client;
+
+    s->fast_close = 1;
+    if (c == NULL || s->state != SV_LINKED || s->pending > 0 || s->txn != 'I' || c->unsynced ||
+        c->fwd_remaining > 0 || !prep_idle(s))
+        return 0; /* mid-transaction or mid-answer: at its ReadyForQuery */
+    s->close_why = "database configuration changed";
+    server_release(s, 0);
+    client_disconnect(c, "08P01", "database configuration changed");
+    return 1;
 }
 
 /* ---- parameters ---- */
@@ -556,6 +581,11 @@ static size_t scan_client(struct server *s, struct client *c, const unsigned cha
         }
         if (type == 'X') {
             st->stop = 1;
+            return off;
+        }
+        if (type == 'Q' && s->d->cfg->disable_pqexec) { /* multi-statement strings: an injection vector */
+            client_log(c, LG_ERROR, "client used 'Q' packet type");
+            st->bad = "PQexec disallowed";
             return off;
         }
         if (s->track) {
@@ -791,7 +821,7 @@ static int server_at_ready(struct server *s)
     if (s->dp->mode == POOL_MODE_SESSION || s->txn != 'I')
         arm_between_queries(s, c);
     if (s->dp->mode == POOL_MODE_SESSION)
-        return 0;
+        return __builtin_expect(s->fast_close, 0) && server_fast_close(s);
     if (s->dp->mode == POOL_MODE_STATEMENT && s->txn != 'I') {
         client_disconnect(c, "08P01", "transaction blocks not allowed in statement pooling mode");
         return 1;

@@ -72,6 +72,7 @@ struct server {
     int reset_failed;        /* the reset or check query reported an error */
     int64_t idle_since_us;   /* back in the pool clean at; 0 = never used */
     int deferred_release;    /* 1 clean, 2 broken: release when cancels end */
+    int fast_close;          /* server_fast_close: close it (and its client) at the next boundary */
     char txn;                /* last ReadyForQuery status: I, T or E */
     uint32_t fwd_remaining;  /* rest of a message being streamed to the client */
     int64_t link_start_us, query_start_us, xact_start_us;
@@ -91,6 +92,14 @@ int server_link(struct server *s, struct client *c);
 /* Client finished with it (transaction done, or disconnect). clean = the
  * client left it at an idle boundary. */
 void server_release(struct server *s, int clean);
+/* RECONNECT, RELOAD or KILL made this server's connection unusable (SHOW
+ * SERVERS' close_needed; WAIT_CLOSE waits for none to be left;
+ * server_fast_close). Takes the pool's lock. */
+int server_close_needed(const struct server *s);
+/* server_fast_close: a session's server whose pool moved on (RECONNECT, a
+ * RELOAD that changed its entry) is closed with its client at the next
+ * transaction boundary, now if it is at one. 1 if it was closed. */
+int server_fast_close(struct server *s);
 /* Forward the client's complete messages (and stream a partial one). */
 int server_forward_from_client(struct server *s);
 /* The client's output drained: resume reading from the server. */

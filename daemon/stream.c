@@ -639,3 +639,11 @@ void stream_start_tls(struct stream *s, struct ssl_st *ssl, int handshake)
     if (!handshake && evbuffer_get_length(s->out) > 0)
         (void)stream_tls_flush(s);
 }
+
+void stream_socket_buffers(int fd, int bytes)
+{
+    if (bytes <= 0 || fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}

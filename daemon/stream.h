@@ -132,4 +132,7 @@ int stream_flush(struct stream *s);
  */
 void stream_start_tls(struct stream *s, struct ssl_st *ssl, int handshake);
 
+/* tcp_socket_buffer: the kernel's send and receive buffer sizes of fd (0 leaves them). */
+void stream_socket_buffers(int fd, int bytes);
+
 #endif

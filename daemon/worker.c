@@ -25,6 +25,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     stream_loop_tick(&w->loop);
     client_trim_idle(w);
+    client_fast_close_sweep(w);
 }
 
 static int worker_init(struct worker *w, struct daemon *d, int id, struct event_base *base)

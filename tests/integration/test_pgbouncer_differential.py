@@ -396,6 +396,45 @@ def test_cancel(pairs, pg, mode):
     assert res["weir"][1] == OK, res
 
 
+# ---- settings ----
+
+def test_disable_pqexec(pairs, pg):
+    p = pairs(settings={"auth_type": "trust", "disable_pqexec": 1})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        r = query(a.wire, "SELECT 1")
+        a.wire.close()
+        return r
+    res = both(p, run)
+    same("disable_pqexec: a simple query", res)
+    assert res["weir"].key() == fatal_after_login("PQexec disallowed")
+
+
+def test_server_fast_close(pairs, pg):
+    """After RECONNECT in session mode: an idle session is closed, one in a transaction at its end."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "session", "server_fast_close": 1})
+
+    def run(x):
+        idle = login(x.port, pg.user, pg.db, keep=True)
+        busy = login(x.port, pg.user, pg.db, keep=True)
+        query(idle.wire, "SELECT 1")
+        query(busy.wire, "BEGIN")
+        admin(x.port, pg.user, "RECONNECT")
+        time.sleep(2)
+        out = [query(idle.wire, "SELECT 1").key(), query(busy.wire, "SELECT 2").key(),
+               query(busy.wire, "COMMIT").key()]
+        time.sleep(1.5)
+        out.append(query(busy.wire, "SELECT 3").key())
+        idle.wire.close()
+        busy.wire.close()
+        return out
+    res = both(p, run)
+    same("server_fast_close: idle session closed, a transaction finishes first", res)
+    assert res["weir"] == [fatal_after_login("database configuration changed"), OK, OK,
+                           fatal_after_login("database configuration changed")], res
+
+
 # ---- pool modes ----
 
 def test_pool_modes(pairs, pg):
