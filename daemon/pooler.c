@@ -652,12 +652,11 @@ void pooler_apply_config(struct daemon *d)
     }
 }
 
-void pooler_expire_autodb(struct daemon *d, int64_t now_us)
+/* One look at the automatic pools: with mark, the due ones drain. Returns how many are due. */
+static int autodb_pass(struct daemon *d, int64_t now_us, int64_t limit, int mark)
 {
-    int64_t limit = d->cfg->autodb_idle_timeout_us;
+    int due = 0;
 
-    if (limit <= 0)
-        return;
     pthread_mutex_lock(&d->lock); /* pooler_get counts a client in under it */
     for (struct dpool *dp = d->pools; dp; dp = dp->next) {
         weir_pool_stats st;
@@ -670,6 +669,9 @@ void pooler_expire_autodb(struct daemon *d, int64_t now_us)
         } else if (dp->unused_since_us == 0) {
             dp->unused_since_us = now_us;
         } else if (now_us - dp->unused_since_us >= limit) {
+            due++;
+            if (!mark)
+                continue;
             log_at(&d->log, LG_LOG, "pool %s/%s: automatic database unused for %llds, freeing it", dp->dbname,
                    dp->user, (long long)((now_us - dp->unused_since_us) / 1000000));
             dp->removed = 1;
@@ -677,6 +679,19 @@ void pooler_expire_autodb(struct daemon *d, int64_t now_us)
         }
     }
     pthread_mutex_unlock(&d->lock);
+    return due;
+}
+
+void pooler_expire_autodb(struct daemon *d, int64_t now_us)
+{
+    int64_t limit = d->cfg->autodb_idle_timeout_us;
+
+    if (limit <= 0 || autodb_pass(d, now_us, limit, 0) == 0)
+        return;
+    /* Workers read dp->removed without the lock: they are parked while it changes. */
+    world_stop(daemon_main_worker(d));
+    (void)autodb_pass(d, now_us, limit, 1);
+    world_start(daemon_main_worker(d));
 }
 
 void pooler_collect(struct daemon *d)
