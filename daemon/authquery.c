@@ -26,6 +26,7 @@
 #include <weir/engine.h>
 
 #include "authquery.h"
+#include "config.h"
 #include "daemon.h"
 
 #define AUTHQ_WORKERS 4
@@ -36,6 +37,7 @@
 struct authq_job {
     struct authq_job *next;
     char *conninfo, *query, *user;
+    int wait_ms, retry_max_ms; /* the config's, read on the loop (workers may not read d->cfg) */
     /* loop thread only */
     authq_done_fn done;
     void *arg;
@@ -80,9 +82,12 @@ static void job_free(struct authq_job *job)
 /* ---- worker side ---- */
 
 /* The engine for conninfo; made under the lock on first use. */
-static weir_engine *engine_for(struct authq *aq, const char *conninfo, char *err, size_t errlen)
+static weir_engine *engine_for(struct authq *aq, const struct authq_job *job, char *err, size_t errlen)
 {
+    const char *conninfo = job->conninfo;
     struct engine_slot *s;
+    weir_pool_config pool;
+    weir_engine_options opts = {.pool = &pool};
     char *url;
     size_t len;
 
@@ -97,7 +102,13 @@ static weir_engine *engine_for(struct authq *aq, const char *conninfo, char *err
         goto fail;
     }
     snprintf(url, len, "%s%s", conninfo, ENGINE_POOL_KEYS);
-    if (weir_engine_new(url, NULL, &s->engine, err, errlen) != 0)
+    /* As the daemon's own pools: a server that is away holds the lookup
+     * (and so the login) while weir retries; a lasting refusal ends it. */
+    weir_pool_config_init(&pool);
+    pool.fail_waiters_on_connect_error = WEIR_WAITERS_FAIL_REFUSED;
+    pool.retry_min_ms = 250;
+    pool.retry_max_ms = job->retry_max_ms > 250 ? job->retry_max_ms : 250;
+    if (weir_engine_new(url, &opts, &s->engine, err, errlen) != 0)
         goto fail;
     OPENSSL_cleanse(url, strlen(url));
     free(url);
@@ -150,7 +161,7 @@ static void run_job(struct authq *aq, struct authq_job *job)
 
     job->status = AUTHQ_FAILED;
     pthread_mutex_lock(&aq->mu);
-    e = engine_for(aq, job->conninfo, job->err, sizeof(job->err));
+    e = engine_for(aq, job, job->err, sizeof(job->err));
     pthread_mutex_unlock(&aq->mu);
     if (e == NULL)
         return;
@@ -159,7 +170,7 @@ static void run_job(struct authq *aq, struct authq_job *job)
         weir_result *res = NULL;
 
         job->err[0] = '\0';
-        rc = weir_engine_connect(e, -2, &conn);
+        rc = weir_engine_connect(e, job->wait_ms, &conn);
         if (rc != 0) {
             const char *why = weir_strerror(rc);
             char last[400] = "";
@@ -265,6 +276,19 @@ struct authq *authq_new(struct daemon *d, struct event_base *base)
     return aq;
 }
 
+/* A lookup waits for a connection as a login would wait for a server:
+ * up to query_wait_timeout, and never past client_login_timeout. */
+static int lookup_wait_ms(const struct weir_config *cfg)
+{
+    int64_t us = cfg->query_wait_timeout_us;
+
+    if (cfg->client_login_timeout_us > 0 && (us <= 0 || cfg->client_login_timeout_us < us))
+        us = cfg->client_login_timeout_us;
+    if (us <= 0)
+        return -1;
+    return us / 1000 > 0x7fffffff ? 0x7fffffff : (int)(us / 1000);
+}
+
 struct authq_job *authq_start(struct authq *aq, const char *conninfo, const char *query, const char *user,
                               authq_done_fn done, void *arg)
 {
@@ -278,6 +302,8 @@ struct authq_job *authq_start(struct authq *aq, const char *conninfo, const char
     }
     job->done = done;
     job->arg = arg;
+    job->wait_ms = lookup_wait_ms(aq->d->cfg);
+    job->retry_max_ms = (int)(aq->d->cfg->server_login_retry_us / 1000);
     pthread_mutex_lock(&aq->mu);
     if (aq->idle_workers == 0 && aq->nworkers < AUTHQ_WORKERS &&
         pthread_create(&aq->workers[aq->nworkers], NULL, worker_main, aq) == 0) {

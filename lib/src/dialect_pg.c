@@ -63,16 +63,35 @@ void weir__pg_one_line(char *buf, size_t len, const char *text)
     buf[n] = '\0';
 }
 
-/* Lines only PQERRORS_VERBOSE adds; the default text has none of them. */
-static int verbose_only_line(const char *line)
+/* A LOCATION line, told by its shape ("LABEL:  function, file.c:N"), not
+ * its label, which libpq translates. */
+static int location_line(const char *line, const char *end)
 {
-    static const char *const labels[] = {"LOCATION:  ", "SCHEMA NAME:  ", "TABLE NAME:  ", "COLUMN NAME:  ",
+    const char *p = line, *comma, *colon;
+
+    while (p < end && *p != ':' && *p != '\n')
+        p++;
+    if (p + 3 > end || strncmp(p, ":  ", 3) != 0)
+        return 0;
+    comma = memchr(p, ',', (size_t)(end - p));
+    colon = comma ? memchr(comma, ':', (size_t)(end - comma)) : NULL;
+    if (colon == NULL || colon - comma < 4 || strncmp(colon - 2, ".c", 2) != 0 || colon[1] < '0' || colon[1] > '9')
+        return 0;
+    for (p = colon + 1; p < end && *p >= '0' && *p <= '9'; p++)
+        ;
+    return p == end || *p == '\n';
+}
+
+/* Lines only PQERRORS_VERBOSE adds; the default text has none of them. */
+static int verbose_only_line(const char *line, const char *end)
+{
+    static const char *const labels[] = {"SCHEMA NAME:  ", "TABLE NAME:  ", "COLUMN NAME:  ",
                                          "DATATYPE NAME:  ", "CONSTRAINT NAME:  "};
 
     for (size_t i = 0; i < sizeof(labels) / sizeof(labels[0]); i++)
         if (strncmp(line, labels[i], strlen(labels[i])) == 0)
             return 1;
-    return 0;
+    return location_line(line, end);
 }
 
 /* "SEVERITY:  XXXXX: " at p (p points at the ":  ")? */
@@ -98,21 +117,23 @@ void weir__pg_connect_error(char *buf, size_t len, const char *verbose, char sql
         const char *end = eol ? eol + 1 : p + strlen(p);
         int coded = 0; /* the severity's code only, once a line */
 
-        if (verbose_only_line(p)) {
+        if (verbose_only_line(p, eol ? eol : end)) {
             p = end;
             continue;
         }
-        for (const char *q = p; q < end && n + 1 < sizeof(clean); q++) {
-            if (!coded && sqlstate_at(q) && n + 3 < sizeof(clean)) { /* keep ":  ", drop "XXXXX: " */
+        /* Past a full buffer the text is cut, but the code is still looked for. */
+        for (const char *q = p; q < end; q++) {
+            if (!coded && sqlstate_at(q)) { /* keep ":  ", drop "XXXXX: " */
                 coded = 1;
                 memcpy(sqlstate, q + 3, 5);
                 sqlstate[5] = '\0';
-                memcpy(clean + n, q, 3);
-                n += 3;
+                for (int i = 0; i < 3 && n + 1 < sizeof(clean); i++)
+                    clean[n++] = q[i];
                 q += 9;
                 continue;
             }
-            clean[n++] = *q;
+            if (n + 1 < sizeof(clean))
+                clean[n++] = *q;
         }
         p = end;
     }
@@ -430,8 +451,13 @@ static int passing_failure(const char *error)
     static const char *const words[] = {
         "Connection refused", "No such file or directory", "timeout expired", "connect timed out",
         "Connection timed out", "server closed the connection unexpectedly", "Connection reset by peer",
-        "No route to host", "Network is unreachable", "Temporary failure in name resolution",
-        "Resource temporarily unavailable",
+        "No route to host", "Network is unreachable", "Resource temporarily unavailable",
+        /* a name that vanishes while its host restarts (containers) */
+        "could not translate host name",
+        /* a server out of processes or memory, or dying in the TLS handshake */
+        "could not fork new process", "SSL SYSCALL error",
+        /* this side out of descriptors or ports */
+        "Too many open files", "Cannot assign requested address",
     };
 
     for (size_t i = 0; error && i < sizeof(words) / sizeof(words[0]); i++)

@@ -224,12 +224,14 @@ int weir_proto_parse_error(const void *body, size_t len, weir_error_fields *out)
 
 int weir_proto_login_refusal_lasts(const char *sqlstate)
 {
-    static const char *const passing[] = {"08", "53", "57"};
+    /* A class (two characters) or one code each. */
+    static const char *const passing[] = {"53", "08000", "08001", "08003", "08004", "08006",
+                                          "57P01", "57P02", "57P03"};
 
     if (sqlstate == NULL || strlen(sqlstate) != 5)
         return 0;
     for (size_t i = 0; i < sizeof(passing) / sizeof(passing[0]); i++)
-        if (strncmp(sqlstate, passing[i], 2) == 0)
+        if (strncmp(sqlstate, passing[i], strlen(passing[i])) == 0)
             return 0;
     return 1;
 }

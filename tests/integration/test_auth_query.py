@@ -216,3 +216,21 @@ def test_client_leaving_during_lookup(weir_factory, roles):
     with w.connect(dbname="pgbouncer", user=pg.user) as admin:
         rows = admin.execute("SHOW SOCKETS").fetchall()  # lists clients still logging in (cl_login) too
         assert [r for r in rows if r[0] == "C" and r[2] != "pgbouncer"] == [], rows
+
+
+def test_lookup_waits_while_the_server_is_away(weir_factory, roles, relay):
+    """As a login waits for a server (query_wait_timeout), so does its
+    auth_query: the server is away for a second, the login still succeeds."""
+    pg = roles
+    w = weir_factory(settings={"auth_type": "md5", "auth_user": pg.user, "server_login_retry": 1},
+                     databases={pg.db: "host=127.0.0.1 port=%d dbname=%s" % (relay.port, pg.db)})
+    threading.Timer(1.0, relay.start).start()
+    t0 = time.monotonic()
+    assert sqlstate_of_login(w, pg, MD5_ROLE, MD5_PW) == (None, "")
+    assert time.monotonic() - t0 > 0.8
+    # A lasting refusal still ends the lookup at once: the auth_user's password is wrong there.
+    w2 = weir_factory(settings={"auth_type": "md5", "auth_user": pg.scram_user},
+                      userlist={pg.scram_user: "not-the-password"})
+    t0 = time.monotonic()
+    state, text = sqlstate_of_login(w2, pg, MD5_ROLE, MD5_PW)
+    assert state is not None and time.monotonic() - t0 < 5, (state, text)

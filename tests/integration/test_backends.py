@@ -100,19 +100,27 @@ def test_backend_unix_socket_missing_is_waited_for(weir_factory, pg, tmp_path):
     assert "No such file or directory" in w.log_text()
 
 
+def no_servers(w):
+    """Wait until weir has seen its server connections cut (SHOW SERVERS empty)."""
+    from console import Console
+    con = Console(w)
+    wait_for(lambda: con.show("SERVERS") == [], 5, interval=0.05, what="weir to see its servers cut")
+    con.conn.close()
+
+
 def test_backend_restarting(weir_factory, pg, relay):
     relay.start("up")
     w = weir_factory(databases=relayed(pg, relay), settings=FAST)
     a = w.connect(autocommit=True)
     assert a.execute("SELECT 1").fetchone() == (1,)
     relay.stop()  # PostgreSQL goes away: every server connection is cut
-    time.sleep(0.3)  # weir sees its idle server connections close
+    no_servers(w)
     # The logged-in client's next query waits while weir retries, as with
     # PgBouncer, and runs once PostgreSQL is back: the restart costs a delay.
     took = held(w, lambda: relay.start("up"), conn=a)
     print("backend restarting: the logged-in client was served after %.2fs" % took)
     relay.stop()
-    time.sleep(0.3)
+    no_servers(w)
     took = held(w, lambda: relay.start("up"))
     print("backend restarting: a new client was served after %.2fs" % took)
 

@@ -187,12 +187,27 @@ static void test_connect_error_text(void **state)
     assert_string_equal(code, "28P01");
     weir__pg_connect_error(buf, 8, NULL, code);
     assert_string_equal(buf, "");
+    /* libpq's translated label: the LOCATION line is known by its shape. */
+    weir__pg_connect_error(buf, sizeof(buf), "x failed: FATAL:  28P01: Passwort falsch\nORT:  auth_failed, auth.c:326\n",
+                           code);
+    assert_string_equal(buf, "x failed: FATAL:  Passwort falsch");
+    /* Many hosts: the text is cut to the buffer, the last host's code still found. */
+    {
+        char big[4096] = "";
+        for (int i = 0; i < 12; i++)
+            strcat(big, "connection to server at \"127.0.0.1\", port 1 failed: Connection refused\n\tIs the server "
+                        "running on that host and accepting TCP/IP connections?\n");
+        strcat(big, "connection to server at \"h\", port 2 failed: FATAL:  3D000: database \"x\" does not exist\n");
+        weir__pg_connect_error(buf, sizeof(buf), big, code);
+        assert_string_equal(code, "3D000");
+        assert_true(strlen(buf) == sizeof(buf) - 1);
+    }
 }
 
 static void test_which_login_refusals_last(void **state)
 {
-    static const char *const lasting[] = {"28P01", "28000", "3D000", "42501", "0A000", NULL};
-    static const char *const passing[] = {"57P03", "53300", "08006", "57P01", "53", "", NULL};
+    static const char *const lasting[] = {"28P01", "28000", "3D000", "42501", "0A000", "08P01", "57P04", NULL};
+    static const char *const passing[] = {"57P03", "53300", "53200", "08006", "08001", "57P01", "53", "", NULL};
 
     for (int i = 0; lasting[i]; i++)
         assert_true(weir_proto_login_refusal_lasts(lasting[i]));
@@ -213,6 +228,9 @@ static void test_connect_refused_by_text(void **state)
         "connection to server at \"h\", port 5 failed: timeout expired",
         "connect timed out",
         "server closed the connection unexpectedly",
+        "could not translate host name \"db\" to address: Name or service not known",
+        "connection to server at \"h\", port 5 failed: SSL SYSCALL error: EOF detected",
+        "connection to server at \"h\", port 5 failed: FATAL:  could not fork new process for connection: x",
     };
     static const char *const lasting[] = {
         "connection to server at \"h\", port 5 failed: SSL error: certificate verify failed",

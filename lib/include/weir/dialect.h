@@ -71,15 +71,6 @@ struct weir_dialect {
 
     /* Last error text of this connection; borrowed, valid until the next call. */
     const char *(*error_message)(void *dconn);
-    /* After a failed connect: was it refused for a reason a retry will not
-     * soon mend (wrong password, unknown database, a certificate that does
-     * not verify)? 0 when the server was unreachable, timed out, hung up,
-     * or was starting, stopping or full. error is the failure's text
-     * (borrowed); dconn the failed connection, or NULL when connect_start
-     * itself failed. Lets a pool keep its waiters through a restart but not
-     * through a misconfiguration. May be NULL: every failure then counts as
-     * refused. */
-    int (*connect_refused)(void *dconn, const char *error);
     /* Server version as an integer (150018 for 15.18), 0 if unknown. */
     int (*server_version)(void *dconn);
     /* The driver's own handle (PGconn * for "postgresql"); borrowed. */
@@ -91,6 +82,16 @@ struct weir_dialect {
 
     /* Close and free. Accepts NULL. */
     void (*close)(void *dconn);
+
+    /* After a failed connect: was it refused for a reason a retry will not
+     * soon mend (wrong password, unknown database, a certificate that does
+     * not verify)? 0 when the server was unreachable, timed out, hung up,
+     * or was starting, stopping or full. error is the failure's text
+     * (borrowed); dconn the failed connection, or NULL when connect_start
+     * itself failed. Lets a pool keep its waiters through a restart but not
+     * through a misconfiguration. May be NULL: every failure then counts as
+     * refused. */
+    int (*connect_refused)(void *dconn, const char *error);
 };
 
 /*

@@ -101,9 +101,11 @@ WEIR_API int weir_proto_parse_error(const void *body, size_t len, weir_error_fie
 /*
  * A server refused a login with this SQLSTATE (five characters): will a
  * retry in a while most likely fail the same way? 1 for authentication,
- * unknown database or role, missing permission and the like; 0 for the
- * passing refusals of a server starting, stopping or full (classes 08, 53,
- * 57: cannot_connect_now, too_many_connections, admin_shutdown) and for NULL.
+ * unknown database or role, missing permission, a protocol violation and the
+ * like; 0 for the passing refusals of a server starting, stopping or full
+ * (class 53 such as too_many_connections; 57P01-57P03 admin_shutdown,
+ * crash_shutdown, cannot_connect_now; 08000, 08001, 08003, 08004, 08006)
+ * and for NULL.
  */
 WEIR_API int weir_proto_login_refusal_lasts(const char *sqlstate);
 
