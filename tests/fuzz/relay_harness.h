@@ -104,6 +104,19 @@ int64_t weir_pooled_age_us(const weir_pooled *conn)
     return 0;
 }
 
+/* One pool generation: no server is ever close_needed (server_fast_close). */
+void weir_pool_get_stats(weir_pool *pool, weir_pool_stats *out)
+{
+    (void)pool;
+    memset(out, 0, sizeof(*out));
+}
+
+uint64_t weir_pooled_generation(const weir_pooled *conn)
+{
+    (void)conn;
+    return 0;
+}
+
 /* One worker: its posts run on the harness's base. */
 int worker_post(struct worker *w, event_callback_fn fn, void *arg)
 {
@@ -139,6 +152,13 @@ void weir_pooled_set_data(weir_pooled *conn, void *data, void (*free_fn)(void *d
 }
 
 /* The client side: what client.c does that concerns the server link. */
+void client_log(struct client *c, int level, const char *fmt, ...)
+{
+    (void)c;
+    (void)level;
+    (void)fmt;
+}
+
 void client_rearm_timer(struct client *c, int64_t us)
 {
     (void)c;
@@ -256,6 +276,7 @@ static void harness_setup(uint8_t flags)
     H.cfg.server_reset_query_always = (flags & 16) != 0;
     H.cfg.max_prepared_statements = (flags & 4) ? 0 : (flags & 8) ? 2 : 100;
     H.cfg.max_packet_size = (flags & 32) ? 300 : 0;
+    H.cfg.disable_pqexec = (flags & 48) == 48; /* simple queries refused, in a quarter of those */
     H.cfg.server_check_query = (char *)((flags & 3) == 3 ? "SELECT 1" : "");
     H.cfg.server_check_delay_us = 0;
 
