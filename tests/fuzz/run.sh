@@ -3,8 +3,8 @@
 # .build/fuzz/, seeds each one's working corpus (.build/fuzz/corpus-NAME)
 # from the committed seeds in tests/fuzz/corpus/NAME/ (and, for the Proto,
 # startup, hba and backend-login targets, seeds made below), runs each for FUZZ_SECONDS
-# (default 30) and prints one summary line. FUZZ_TARGETS="a b" runs only
-# those. Exits non-zero if a target fails to build or finds a crash or leak;
+# (default 30) and prints one summary line. Builds and runs go one per core.
+# FUZZ_TARGETS="a b" runs only those. Exits non-zero if a target fails to build or finds a crash or leak;
 # the reproducer is left as .build/fuzz/crash-NAME-*, the log as NAME.log.
 # The daemon targets (relay streams, SCRAM, config) compile the daemon's own
 # sources in; see each target's opening comment for what it feeds them.
@@ -154,29 +154,55 @@ stat_of() {
     sed -n "s/^stat::$1: *//p" "$2" | tail -n 1
 }
 
-summary=()
-failed=0
-for src in tests/fuzz/fuzz_*.c; do
-    name=$(basename "$src" .c)
-    if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then
-        continue
-    fi
-    case $name in
+# The sources a target is built from (MIN_SRCS is the fallback).
+sources_for() {
+    case $1 in
         fuzz_client_stream | fuzz_server_stream) SRCS=("${RELAY_SRCS[@]}") ;;
         fuzz_scram) SRCS=("${SCRAM_SRCS[@]}") ;;
         fuzz_config) SRCS=("${CONFIG_SRCS[@]}") ;;
         *) SRCS=("${FULL_SRCS[@]}") ;;
     esac
-    if ! build "$name"; then
-        SRCS=("${MIN_SRCS[@]}")
-        if ! build "$name"; then
-            echo "fuzz: $name does not build, see $OUT/$name.build.log" >&2
-            summary+=("$name BUILD-FAILED")
-            failed=1
-            continue
-        fi
+}
+
+# One target, with the fallback; the outcome lands in $OUT/$name.built.
+build_target() {
+    local name=$1
+    sources_for "$name"
+    if build "$name"; then
+        echo ok >"$OUT/$name.built"
+        return
     fi
-    corpus=$OUT/corpus-$name
+    SRCS=("${MIN_SRCS[@]}")
+    if build "$name"; then
+        echo ok >"$OUT/$name.built"
+    else
+        echo failed >"$OUT/$name.built"
+    fi
+}
+
+targets=()
+for src in tests/fuzz/fuzz_*.c; do
+    name=$(basename "$src" .c)
+    if [ -n "${FUZZ_TARGETS:-}" ] && [[ " $FUZZ_TARGETS " != *" $name "* ]]; then
+        continue
+    fi
+    targets+=("$name")
+done
+
+# Builds go side by side, one per core: compiling is most of a short run.
+jobs_max=$(nproc 2>/dev/null || echo 2)
+for name in "${targets[@]}"; do
+    rm -f "$OUT/$name.built"
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+        wait -n
+    done
+    build_target "$name" &
+done
+wait
+
+# One target's run from its seeded corpus; the outcome lands in $OUT/$name.result.
+run_target() {
+    local name=$1 corpus=$OUT/corpus-$1 log=$OUT/$1.log
     mkdir -p "$corpus"
     case $name in
         fuzz_proto) seed_proto ;;
@@ -187,11 +213,37 @@ for src in tests/fuzz/fuzz_*.c; do
     if [ -d "tests/fuzz/corpus/$name" ]; then
         cp -n tests/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null
     fi
-    log=$OUT/$name.log
     if "$OUT/$name" -max_total_time="$SECONDS_EACH" -timeout=10 -print_final_stats=1 \
         -artifact_prefix="$OUT/crash-$name-" "$corpus" >"$log" 2>&1; then
-        status=ok
+        echo ok >"$OUT/$name.result"
     else
+        echo CRASH >"$OUT/$name.result"
+    fi
+}
+
+# Each fuzzer is one process: they too run one per core.
+for name in "${targets[@]}"; do
+    rm -f "$OUT/$name.result"
+    [ "$(cat "$OUT/$name.built" 2>/dev/null)" = ok ] || continue
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do
+        wait -n
+    done
+    run_target "$name" &
+done
+wait
+
+summary=()
+failed=0
+for name in "${targets[@]}"; do
+    log=$OUT/$name.log
+    if [ "$(cat "$OUT/$name.built" 2>/dev/null)" != ok ]; then
+        echo "fuzz: $name does not build, see $OUT/$name.build.log" >&2
+        summary+=("$name BUILD-FAILED")
+        failed=1
+        continue
+    fi
+    status=$(cat "$OUT/$name.result" 2>/dev/null || echo CRASH)
+    if [ "$status" != ok ]; then
         status=CRASH
         failed=1
         echo "fuzz: $name found a crash, see $log and $OUT/crash-$name-*" >&2

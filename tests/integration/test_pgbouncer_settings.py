@@ -145,10 +145,10 @@ def pools(w):
 
 def test_autodb_idle_timeout(weir_factory, pg):
     w = weir_factory(databases={"*": "host=%s port=%d" % (pg.host, pg.port)},
-                     settings={"autodb_idle_timeout": 2})
+                     settings={"autodb_idle_timeout": 1})
     with w.connect(dbname=pg.db) as c:
         assert c.execute("SELECT 1").fetchone() == (1,)
-        time.sleep(3)  # in use: stays
+        time.sleep(2.2)  # in use past the timeout and two sweeps: stays
         assert pg.db in pools(w)
     wait_for(lambda: pg.db not in pools(w), 8, interval=0.3, what="the unused automatic pool to go")
     assert "automatic database unused for" in w.log_text()

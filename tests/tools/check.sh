@@ -165,7 +165,7 @@ fi
 TSAN_MODE=${WEIR_CHECK_TSAN:-core}
 TSAN_CORE="test_workers.py test_protocol.py test_prepared.py test_faults.py test_limits.py test_admin_console.py
     test_admin_control.py test_scram_passthrough.py test_auth_query.py test_server_check.py test_metrics.py
-    test_ha.py test_tls.py test_signals.py test_backends.py test_pgbouncer_settings.py"
+    test_ha.py test_tls.py test_signals.py test_pgbouncer_settings.py"
 if [ ${#py_tests[@]} -gt 0 ] && [ "$TSAN_MODE" != 0 ] && [ $have_pg = 1 ]; then
     if [ ! -x "$B/tsan-weir" ]; then
         fail_suite pytest-tsan "not built ($B/tsan-weir)"
