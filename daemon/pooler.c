@@ -204,6 +204,7 @@ static void fill_pool_config(struct daemon *d, const struct db_config *db, weir_
     if (pc->min_size > pc->max_size + pc->max_overflow)
         pc->min_size = pc->max_size + pc->max_overflow;
     pc->overflow_delay_ms = ms(cfg->reserve_pool_timeout_us);
+    pc->keep_overflow = 1; /* as PgBouncer: a reserve server, once open, serves on until server_idle_timeout */
     pc->max_waiters = -1;
     pc->timeout_ms = -1;
     pc->connect_timeout_ms = ms(cfg->server_connect_timeout_us);
@@ -672,8 +673,9 @@ static int autodb_pass(struct daemon *d, int64_t now_us, int64_t limit, int mark
             due++;
             if (!mark)
                 continue;
-            log_at(&d->log, LG_LOG, "pool %s/%s: automatic database unused for %llds, freeing it", dp->dbname,
-                   dp->user, (long long)((now_us - dp->unused_since_us) / 1000000));
+            /* PgBouncer's words (alerting may know them) */
+            log_at(&d->log, LG_WARNING,
+                   "dropping database '%s' as it does not exist anymore or inactive auto-database", dp->dbname);
             dp->removed = 1;
             weir_pool_drain(dp->pool);
         }

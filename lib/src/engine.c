@@ -108,6 +108,7 @@ static void apply_overrides(weir_pool_config *cfg, const weir_pool_config *o)
     OVERRIDE(min_size);
     OVERRIDE(max_size);
     OVERRIDE(max_overflow);
+    OVERRIDE(keep_overflow);
     OVERRIDE(overflow_delay_ms);
     OVERRIDE(max_waiters);
     OVERRIDE(timeout_ms);

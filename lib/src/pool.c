@@ -309,7 +309,7 @@ static inline __attribute__((always_inline)) int item_place(weir_pool *pool, wei
         waiter_finish_at(pool, w, 0, item, now);
         return 0;
     }
-    if (pool_total(pool) > pool->cfg.max_size) {
+    if (pool_total(pool) > pool->cfg.max_size + (pool->cfg.keep_overflow ? pool->cfg.max_overflow : 0)) {
         item_retire(item, "overflow returned");
         return 1;
     }
@@ -1009,6 +1009,7 @@ void weir_pool_config_init(weir_pool_config *cfg)
 static int config_valid(const weir_pool_config *cfg)
 {
     return cfg->min_size >= 0 && cfg->max_size >= 1 && cfg->max_overflow >= 0 && cfg->overflow_delay_ms >= 0 &&
+           (cfg->keep_overflow == 0 || cfg->keep_overflow == 1) &&
            cfg->min_size <= cfg->max_size + cfg->max_overflow && cfg->max_waiters >= -1 &&
            cfg->timeout_ms >= -1 && cfg->connect_timeout_ms >= 0 && cfg->recycle_ms >= 0 &&
            cfg->recycle_jitter_ms >= 0 && cfg->idle_timeout_ms >= 0 && cfg->pre_ping_ms >= -1 &&
@@ -1232,6 +1233,7 @@ int weir_pool_reconfigure(weir_pool *pool, const weir_pool_config *cfg)
     next.min_size = cfg->min_size;
     next.max_size = cfg->max_size;
     next.max_overflow = cfg->max_overflow;
+    next.keep_overflow = cfg->keep_overflow;
     next.overflow_delay_ms = cfg->overflow_delay_ms;
     next.max_waiters = cfg->max_waiters;
     next.timeout_ms = cfg->timeout_ms;

@@ -205,6 +205,83 @@ def test_query_wait_timeout(pairs, pg):
         assert 0.8 < r.took < 4, (k, r.took)
 
 
+def pools(x, pg, db=None):
+    """SHOW POOLS as {(database, user): {column: value}} (values as text)."""
+    cols, rows, o = admin(x.port, pg.user, "SHOW POOLS")
+    assert o.error is None, o.error
+    return {(r[0], r[1]): dict(zip(cols, r)) for r in rows if db is None or r[0] == db}
+
+
+@pytest.mark.parametrize("limit", ["max_db_connections", "max_user_connections"])
+def test_connection_limits_make_clients_wait(pairs, pg, limit):
+    """Two pools under one limit of 1 (two users of one database, or one user of
+    two databases): the second pool's client waits while the first holds the
+    server, gets it once it is free, else query_wait_timeout."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", limit: 1, "query_wait_timeout": 2},
+              databases={pg.db: pg.entry(), "other": pg.entry()})
+    second = (pg.scram_user, pg.db) if limit == "max_db_connections" else (pg.user, "other")
+
+    def run(x):
+        b = login(x.port, second[0], second[1], keep=True)  # its pool learns the server's parameters first
+        query(b.wire, "SELECT 1")
+        a = login(x.port, pg.user, pg.db, keep=True)  # takes the one server over (evicted from b's pool)
+        query(a.wire, "BEGIN")  # and holds it
+        b.wire.send(query_message("SELECT 1"))
+        time.sleep(0.5)
+        waiting = sorted((k[0], k[1], v["cl_waiting"]) for k, v in pools(x, pg).items() if k[0] != "pgbouncer")
+        query(a.wire, "COMMIT")  # the server is free: b's pool may take it over
+        served = result(b.wire).key()
+        query(a.wire, "BEGIN")
+        t0 = time.monotonic()
+        timed_out = query(b.wire, "SELECT 2")
+        took = time.monotonic() - t0
+        a.wire.close()
+        b.wire.close()
+        return waiting, served, timed_out.key(), took > 1.5
+    res = both(p, run)
+    same("%s = 1: the other pool's client waits, is served when the server frees, else times out" % limit, res)
+    assert res["weir"][1:] == (OK, fatal_after_login("query_wait_timeout"), True), res
+    assert ("1" in [w[2] for w in res["weir"][0]]), res
+
+
+def test_reserve_pool(pairs, pg):
+    """A full pool: after reserve_pool_timeout a waiting client gets a reserve server."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "default_pool_size": 1,
+                        "reserve_pool_size": 1, "reserve_pool_timeout": 1})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "BEGIN")
+        b = login(x.port, pg.user, pg.db, keep=True)
+        t0 = time.monotonic()
+        r = query(b.wire, "SELECT 1")
+        took = time.monotonic() - t0
+        row = pools(x, pg, pg.db)[(pg.db, pg.user)]
+        a.wire.close()
+        b.wire.close()
+        return r.key(), 0.8 < took < 3, int(row["sv_active"]) + int(row["sv_idle"]) + int(row["sv_used"])
+    res = both(p, run)
+    same("reserve_pool_size = 1: served from the reserve after reserve_pool_timeout", res)
+    assert res["weir"] == (OK, True, 2), res
+
+
+def test_min_pool_size(pairs, pg):
+    """min_pool_size servers are opened while the pool has clients."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "min_pool_size": 3})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        time.sleep(1.5)  # PgBouncer fills the pool from its janitor, one server a round
+        row = pools(x, pg, pg.db)[(pg.db, pg.user)]
+        filled = int(row["sv_active"]) + int(row["sv_idle"]) + int(row["sv_used"])
+        a.wire.close()
+        return filled
+    res = both(p, run)
+    same("min_pool_size = 3: the pool is filled while it has a client", res)
+    assert res["weir"] == 3, res
+
+
 def test_query_timeout_ends_a_wait(pairs, pg):
     """query_timeout shorter than query_wait_timeout: PgBouncer applies it to waiting clients too."""
     p = pairs(settings={"auth_type": "trust", "default_pool_size": 1, "query_wait_timeout": 10, "query_timeout": 1})

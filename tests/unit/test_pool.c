@@ -157,6 +157,32 @@ static void test_overflow_after_delay(void **state)
     assert_int_equal(stats(f).total, 1);
 }
 
+/* keep_overflow (PgBouncer's reserve pool): the reserve connection, once
+ * open, stays idle and the next checkout gets it without the delay. */
+static void test_keep_overflow(void **state)
+{
+    struct fixture *f = *state;
+    weir_pooled *held, *reserve;
+
+    f->cfg.max_size = 1;
+    f->cfg.max_overflow = 1;
+    f->cfg.overflow_delay_ms = 80;
+    f->cfg.keep_overflow = 1;
+    start(f);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &held), 0);
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &reserve), 0);
+    weir_pool_checkin(f->pool, reserve, WEIR_CHECKIN_CLEAN); /* kept */
+    assert_int_equal(stats(f).total, 2);
+    assert_int_equal(stats(f).idle, 1);
+    int64_t t0 = fake_now_ms();
+    assert_int_equal(weir_pool_checkout(f->pool, -2, &reserve), 0);
+    assert_true(fake_now_ms() - t0 < 60); /* no overflow delay: it was idle */
+    weir_pool_checkin(f->pool, reserve, WEIR_CHECKIN_CLEAN);
+    weir_pool_checkin(f->pool, held, WEIR_CHECKIN_CLEAN);
+    assert_int_equal(stats(f).total, 2);
+    assert_int_equal(stats(f).idle, 2);
+}
+
 static int freed_data;
 
 static void count_free(void *data)
@@ -903,6 +929,7 @@ int main(void)
         T(test_invalidate_one_and_generation),
         T(test_invalidate_idle_and_out),
         T(test_group_limit_and_eviction),
+        T(test_keep_overflow),
         T(test_connect_backoff_then_success),
         T(test_connect_error_fails_waiters),
         T(test_connect_failure_kind_decides_waiters),

@@ -77,6 +77,10 @@ typedef struct weir_pool_config {
     int min_size;                  /* kept open in the background (0) */
     int max_size;                  /* kept after use (5) */
     int max_overflow;              /* extra, closed on return when nobody waits (10) */
+    int keep_overflow;             /* 1: overflow connections, once open, stay idle
+                                      like the rest until idle_timeout or recycle
+                                      (PgBouncer's reserve pool); 0: closed on
+                                      return, as SQLAlchemy's QueuePool (0) */
     int overflow_delay_ms;         /* open overflow connections only for a waiter
                                       that waited this long (PgBouncer's
                                       reserve_pool_timeout); 0 = at once (0) */
