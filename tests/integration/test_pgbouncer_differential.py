@@ -908,3 +908,56 @@ def test_tls_login_log_line(pairs, pg):
         same("log: login attempt over TLS (tls=protocol/cipher)", tls)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_tls_required_plain_client(pairs, pg):
+    """client_tls_sslmode = require and a client that does not ask for TLS."""
+    from test_tls import CA
+    root = tempfile.mkdtemp(prefix="weir-pgbdiff-tls-")
+    os.chmod(root, 0o755)
+    try:
+        ca = CA(root, "diff-ca")
+        crt, key = ca.leaf("server", "localhost", key_mode=0o644)
+        p = pairs(settings={"auth_type": "trust", "client_tls_sslmode": "require", "client_tls_cert_file": crt,
+                            "client_tls_key_file": key})
+        res = p.each(lambda x: login(x.port, pg.user, pg.db))
+        same("client_tls_sslmode = require: a plain client", res)
+        assert res["weir"].key() == fatal("SSL required"), res
+    finally:
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_server_tls_required_but_not_offered(pairs, pg):
+    """server_tls_sslmode = require against a PostgreSQL without TLS: the client's login fails."""
+    p = pairs(settings={"auth_type": "trust", "server_tls_sslmode": "require", "query_wait_timeout": 2})
+    res = both(p, lambda x: login(x.port, pg.user, pg.db))
+    w = res["weir"].key()
+    assert w[3].startswith("server login failed: ") and "server does not support SSL" in w[3], w
+    intended("server_tls_sslmode = require, server without TLS", res, fatal("query_wait_timeout"),
+             fatal(w[3]), "a lasting misconfiguration: weir fails the login at once with libpq's reason; "
+             "PgBouncer retries and lets it wait out query_wait_timeout")
+
+
+def test_session_reset_and_application_name_add_host(pairs, pg):
+    """Session mode: the next client of a server finds it reset (server_reset_query);
+    application_name_add_host appends the client's address."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "session", "default_pool_size": 1,
+                        "application_name_add_host": 1})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True, params={"application_name": "first"})
+        query(a.wire, "SET search_path = pg_catalog")
+        query(a.wire, "PREPARE p AS SELECT 1")
+        a.wire.close()
+        time.sleep(0.3)
+        b = login(x.port, pg.user, pg.db, keep=True, params={"application_name": "second"})
+        out = [query(b.wire, "SHOW search_path").rows, query(b.wire, "EXECUTE p").key()[1:4],
+               [re.sub(r"\d+", "N", v[0]) for v in query(b.wire, "SELECT current_setting('application_name')").rows]]
+        b.wire.close()
+        return out
+    res = both(p, run)
+    same("session mode: server reset for the next client; application_name_add_host", res)
+    assert res["weir"][0] == [['"$user", public']], res
+    assert res["weir"][1] == ("ERROR", "26000", 'prepared statement "p" does not exist'), res
+    assert res["weir"][2] == ["second - N.N.N.N:N"], res
