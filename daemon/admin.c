@@ -594,7 +594,11 @@ static void admin_handle_stopped(struct client *c)
         handle_extended(c, f.type);
     }
     if (rc < 0) {
-        client_disconnect(c, "08P01", "bad packet");
+        unsigned char head[8];
+        char text[48];
+        size_t n = evbuffer_copyout(c->io.in, head, sizeof(head)) > 0 ? (size_t)evbuffer_get_length(c->io.in) : 0;
+        stream_bad_header_text(text, sizeof(text), head, n < sizeof(head) ? n : sizeof(head));
+        client_disconnect(c, "08P01", "%s", text);
         return;
     }
     client_flush(c);

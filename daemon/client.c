@@ -1167,6 +1167,11 @@ void client_resume(struct client *c)
         admin_handle(c);
         return;
     }
+    if (type == 'Q' && c->d->cfg->disable_pqexec) { /* before waiting in line for a server, as PgBouncer */
+        client_log(c, LG_ERROR, "client used 'Q' packet type");
+        client_disconnect(c, "08P01", "PQexec disallowed");
+        return;
+    }
     client_request_server(c);
 }
 
@@ -1282,9 +1287,9 @@ static void tune_socket(struct client *c)
     int on = 1;
 
     evutil_make_socket_nonblocking(c->fd);
-    stream_socket_buffers(c->fd, cfg->tcp_socket_buffer);
     if (c->is_unix)
         return;
+    stream_socket_buffers(c->fd, cfg->tcp_socket_buffer);
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     if (cfg->tcp_keepalive) {
         setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));

@@ -114,8 +114,8 @@ static int open_tcp(struct daemon *d, const char *host)
             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on));
         if (ai->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
-        /* Accept only once the startup packet is in (PgBouncer's default on
-         * Linux): a connection that sends nothing costs no client slot. */
+        /* Accept once the startup packet is in, or after a second (the
+         * kernel's TCP_DEFER_ACCEPT of 1, as PgBouncer sets it on Linux). */
         if (d->cfg->tcp_defer_accept)
             setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &on, sizeof(on));
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {

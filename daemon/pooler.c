@@ -390,8 +390,10 @@ struct dpool *pooler_get(struct worker *self, const char *dbname, const char *us
 
     pthread_mutex_lock(&d->lock);
     dp = pooler_get_locked(d, dbname, user, sqlstate, err, errlen);
-    if (dp)
+    if (dp) {
         COUNT_ADD(dp->nclients, 1);
+        dp->unused_since_us = 0; /* autodb: in use again, however briefly */
+    }
     pthread_mutex_unlock(&d->lock);
     return dp;
 }
@@ -665,7 +667,7 @@ static int autodb_pass(struct daemon *d, int64_t now_us, int64_t limit, int mark
         if (!dp->autodb || dp->removed)
             continue;
         weir_pool_get_stats(dp->pool, &st);
-        if (COUNT_GET(dp->nclients) > 0 || st.in_use > 0 || st.waiters > 0) {
+        if (COUNT_GET(dp->nclients) > 0 || st.total > 0 || st.waiters > 0) { /* servers too, as PgBouncer */
             dp->unused_since_us = 0;
         } else if (dp->unused_since_us == 0) {
             dp->unused_since_us = now_us;
@@ -696,6 +698,25 @@ void pooler_expire_autodb(struct daemon *d, int64_t now_us)
     world_start(daemon_main_worker(d));
 }
 
+/* Is there a pool of database name in the list from dp on? */
+static int pool_named_in(const struct dpool *dp, const char *name)
+{
+    for (; dp; dp = dp->next)
+        if (strcmp(dp->dbname, name) == 0)
+            return 1;
+    return 0;
+}
+
+static int pool_named(struct daemon *d, const char *name)
+{
+    int found;
+
+    pthread_mutex_lock(&d->lock);
+    found = pool_named_in(d->pools, name);
+    pthread_mutex_unlock(&d->lock);
+    return found;
+}
+
 void pooler_collect(struct daemon *d)
 {
     struct dpool **pp, *gone = NULL;
@@ -723,7 +744,10 @@ void pooler_collect(struct daemon *d)
     while (gone) {
         struct dpool *dp = gone;
         gone = dp->next;
-        stats_pool_gone(d, dp);
+        if (dp->autodb && !pool_named(d, dp->dbname) && !pool_named_in(gone, dp->dbname))
+            stats_db_forget(d, dp->dbname); /* the last pool of a dropped automatic database */
+        else
+            stats_pool_gone(d, dp);
         dpool_free(dp);
     }
 }

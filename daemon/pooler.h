@@ -29,7 +29,7 @@ struct dpool {
     int welcome_known;
     int removed;           /* gone from the config: drains, then freed */
     int autodb;            /* made from the "*" entry: freed after autodb_idle_timeout unused */
-    int64_t unused_since_us; /* no client and no server in use since (autodb only); 0 = in use */
+    int64_t unused_since_us; /* no client and no server since (autodb only); 0 = in use */
     int ha;                /* health.c chooses the host of each connection */
     int nclients;
     /* server login secrets beyond auth_file (wiped when freed) */
@@ -57,8 +57,8 @@ struct dp_counters {
 struct dpool *pooler_get(struct worker *self, const char *dbname, const char *user, const char **sqlstate,
                          char *err, size_t errlen);
 /* autodb_idle_timeout, once a second on the main thread: pools the "*"
- * entry made that nobody used for that long drain and go, as PgBouncer
- * frees such databases. */
+ * entry made that had no client and no server for that long drain and go,
+ * as PgBouncer drops such databases. */
 void pooler_expire_autodb(struct daemon *d, int64_t now_us);
 /* Apply a reloaded config: resize pools, drain removed or changed ones. */
 void pooler_apply_config(struct daemon *d);

@@ -373,6 +373,8 @@ int server_fast_close(struct server *s)
     if (c == NULL || s->state != SV_LINKED || s->pending > 0 || s->txn != 'I' || c->unsynced ||
         c->fwd_remaining > 0 || !prep_idle(s))
         return 0; /* mid-transaction or mid-answer: at its ReadyForQuery */
+    if (evbuffer_get_length(c->io.out) > 0)
+        return 0; /* the client has yet to read the answer: once it has (server_client_drained) */
     s->close_why = "database configuration changed";
     server_release(s, 0);
     client_disconnect(c, "08P01", "database configuration changed");
@@ -459,6 +461,7 @@ int server_link(struct server *s, struct client *c)
     server_set_state(s, SV_LINKED);
     s->client = c;
     c->server = s;
+    s->fast_close = 0;
     s->link_start_us = worker_now(s->w);
     s->fwd_remaining = 0;
     stream_set_reading(&s->io, 1);
@@ -554,6 +557,7 @@ struct client_step {
     const char *bad;
     char special;
     size_t special_total;
+    char bad_header[48]; /* bad's text for a header refused (PgBouncer's words) */
 };
 
 /*
@@ -571,12 +575,11 @@ static size_t scan_client(struct server *s, struct client *c, const unsigned cha
         uint32_t len = be32(p + off + 1);
         size_t total = 1 + (size_t)len;
 
-        if (len < 4) {
-            st->bad = "invalid packet length";
-            return off;
-        }
-        if (max > 0 && len > max) {
-            st->bad = "max_packet_size exceeded";
+        if (__builtin_expect(len < 4 || (max > 0 && len > max), 0)) {
+            if (len >= 4) /* the number, which PgBouncer's text leaves to the hex */
+                client_log(c, LG_WARNING, "message of %u bytes over max_packet_size %u", len + 1, max);
+            stream_bad_header_text(st->bad_header, sizeof(st->bad_header), p + off, window - off);
+            st->bad = st->bad_header;
             return off;
         }
         if (type == 'X') {
@@ -1121,6 +1124,8 @@ static void server_on_flat(struct stream *io, void *arg, const unsigned char *p,
 
 void server_client_drained(struct server *s)
 {
+    if (__builtin_expect(s->fast_close, 0) && server_fast_close(s))
+        return;
     if (s->state != SV_IDLE && !s->io.reading) {
         stream_set_reading(&s->io, 1);
         if (evbuffer_get_length(s->io.in) > 0)

@@ -113,6 +113,21 @@ void stats_pool_gone(struct daemon *d, struct dpool *dp)
     hist_add_pool(&r->retired_hist, dp);
 }
 
+void stats_db_forget(struct daemon *d, const char *name)
+{
+    struct db_record **pp;
+
+    for (pp = d->stats_ctx ? &d->stats_ctx->dbs : NULL; pp && *pp; pp = &(*pp)->next) {
+        struct db_record *r = *pp;
+        if (strcmp(r->name, name) == 0) {
+            *pp = r->next;
+            free(r->name);
+            free(r);
+            return;
+        }
+    }
+}
+
 void stats_count_admin(struct daemon *d)
 {
     if (d->stats_ctx)

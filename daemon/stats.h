@@ -39,6 +39,9 @@ void stats_stop(struct daemon *d);
 
 /* A pool is about to be freed: keep what it counted. Safe before stats_start. */
 void stats_pool_gone(struct daemon *d, struct dpool *dp);
+/* An automatic ("*") database is dropped: its numbers go with it (SHOW
+ * DATABASES and STATS no longer list it, as in PgBouncer). */
+void stats_db_forget(struct daemon *d, const char *name);
 
 /* The admin console answered a command (its "pgbouncer" row in SHOW STATS). */
 void stats_count_admin(struct daemon *d);

@@ -642,8 +642,23 @@ void stream_start_tls(struct stream *s, struct ssl_st *ssl, int handshake)
 
 void stream_socket_buffers(int fd, int bytes)
 {
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
     if (bytes <= 0 || fd < 0)
         return;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0 || ss.ss_family == AF_UNIX)
+        return; /* TCP only, as PgBouncer */
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
+}
+
+void stream_bad_header_text(char *buf, size_t len, const unsigned char *p, size_t n)
+{
+    size_t at = (size_t)snprintf(buf, len, "bad packet header: '");
+
+    for (size_t i = 0; i < n && i < 8 && at + 3 < len; i++)
+        at += (size_t)snprintf(buf + at, len - at, "%02x", p[i]);
+    if (at + 2 <= len)
+        snprintf(buf + at, len - at, "'");
 }

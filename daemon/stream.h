@@ -132,7 +132,12 @@ int stream_flush(struct stream *s);
  */
 void stream_start_tls(struct stream *s, struct ssl_st *ssl, int handshake);
 
-/* tcp_socket_buffer: the kernel's send and receive buffer sizes of fd (0 leaves them). */
+/* tcp_socket_buffer: the kernel's send and receive buffer sizes of TCP socket fd (0 leaves them). */
 void stream_socket_buffers(int fd, int bytes);
+
+/* PgBouncer's words for a message header it will not take (a length below
+ * four, or over max_packet_size): "bad packet header: '<first bytes in hex>'".
+ * p holds n bytes of the header (up to 8 are shown). */
+void stream_bad_header_text(char *buf, size_t len, const unsigned char *p, size_t n);
 
 #endif

@@ -961,3 +961,46 @@ def test_session_reset_and_application_name_add_host(pairs, pg):
     assert res["weir"][0] == [['"$user", public']], res
     assert res["weir"][1] == ("ERROR", "26000", 'prepared statement "p" does not exist'), res
     assert res["weir"][2] == ["second - N.N.N.N:N"], res
+
+
+def test_bad_packets(pairs, pg):
+    """Packets over max_packet_size, and a length below four, from a logged-in client."""
+    import struct
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "max_packet_size": 2000})
+
+    def run(x):
+        out = []
+        for data in (query_message("SELECT '%s'" % ("x" * 3000)), b"Q\0\0\0\x02"):
+            a = login(x.port, pg.user, pg.db, keep=True)
+            a.wire.send(data)
+            out.append(result(a.wire).key())
+            a.wire.close()
+        # and the pooler still serves everyone else
+        b = login(x.port, pg.user, pg.db, keep=True)
+        out.append(query(b.wire, "SELECT 1").rows)
+        b.wire.close()
+        return out
+    res = both(p, run)
+    same("max_packet_size exceeded; a length below four", res)
+    assert res["weir"][0] == fatal_after_login("bad packet header: '5100000bc653454c'"), res
+
+
+def test_gssenc_request(pairs, pg):
+    """A GSSENCRequest (libpq with Kerberos credentials sends one first) is declined with 'N'."""
+    import struct
+    p = pairs(settings={"auth_type": "trust"})
+
+    def run(x):
+        s = socket.create_connection(("127.0.0.1", x.port), timeout=5)
+        try:
+            s.sendall(struct.pack("!II", 8, 80877104))
+            answer = s.recv(1)
+            if answer != b"N":
+                return answer
+            s.sendall(startup_packet(pg.user, pg.db))
+            return answer + s.recv(1)  # then the login goes on: 'R'
+        finally:
+            s.close()
+    res = both(p, run)
+    same("GSSENCRequest declined, login goes on", res)
+    assert res["weir"] == b"NR", res
