@@ -94,7 +94,7 @@ static int verbose_only_line(const char *line, const char *end)
     return location_line(line, end);
 }
 
-/* "SEVERITY:  XXXXX: " at p (p points at the ":  ")? */
+/* "SEVERITY:  <code>: " at p (p points at the ":  ")? */
 static int sqlstate_at(const char *p)
 {
     if (strncmp(p, ":  ", 3) != 0)
@@ -123,7 +123,7 @@ void weir__pg_connect_error(char *buf, size_t len, const char *verbose, char sql
         }
         /* Past a full buffer the text is cut, but the code is still looked for. */
         for (const char *q = p; q < end; q++) {
-            if (!coded && sqlstate_at(q)) { /* keep ":  ", drop "XXXXX: " */
+            if (!coded && sqlstate_at(q)) { /* keep ":  ", drop "<code>: " */
                 coded = 1;
                 memcpy(sqlstate, q + 3, 5);
                 sqlstate[5] = '\0';

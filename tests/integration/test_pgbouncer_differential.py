@@ -81,6 +81,16 @@ def both(p, fn):
         return {k: f.result() for k, f in futs.items()}
 
 
+def after_a_pause(x, pg, first):
+    """Log in, send first, stay quiet 2.2 s (past timeouts of 1 s), then SELECT 1: -> its Outcome."""
+    a = login(x.port, pg.user, pg.db, keep=True)
+    query(a.wire, first)
+    time.sleep(2.2)
+    r = query(a.wire, "SELECT 1")
+    a.wire.close()
+    return r
+
+
 def fatal(msg):
     """The key of a login or query refused with FATAL 08P01 msg, connection closed."""
     return (False, "FATAL", "08P01", msg, True)
@@ -310,12 +320,7 @@ def test_query_and_idle_transaction_timeouts(pairs, pg):
         return r
 
     def idle_in_txn(x):
-        a = login(x.port, pg.user, pg.db, keep=True)
-        query(a.wire, "BEGIN")
-        time.sleep(2.2)
-        r = query(a.wire, "SELECT 1")
-        a.wire.close()
-        return r
+        return after_a_pause(x, pg, "BEGIN")
     res = both(q, running)
     same("query_timeout on a running query", res)
     assert res["weir"].key() == fatal_after_login("query timeout")
@@ -332,14 +337,7 @@ def test_query_and_idle_transaction_timeouts(pairs, pg):
 def test_client_idle_timeout(pairs, pg):
     p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "client_idle_timeout": 1})
 
-    def idle(x):
-        a = login(x.port, pg.user, pg.db, keep=True)
-        query(a.wire, "SELECT 1")
-        time.sleep(2.2)
-        r = query(a.wire, "SELECT 1")
-        a.wire.close()
-        return r
-    res = both(p, idle)
+    res = both(p, lambda x: after_a_pause(x, pg, "SELECT 1"))
     same("client_idle_timeout", res)
     assert res["weir"].key() == fatal_after_login("client_idle_timeout")
 
