@@ -1002,3 +1002,58 @@ def test_gssenc_request(pairs, pg):
     res = both(p, run)
     same("GSSENCRequest declined, login goes on", res)
     assert res["weir"] == b"NR", res
+
+
+def test_console_set_default_pool_size(pairs, pg):
+    """SET default_pool_size on the console: the pool grows at once, SHOW DATABASES says so."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "default_pool_size": 1,
+                        "query_wait_timeout": 3})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "BEGIN")  # the one server
+        answer = admin(x.port, pg.user, "SET default_pool_size = 2")[2].key()
+        b = login(x.port, pg.user, pg.db, keep=True)
+        t0 = time.monotonic()
+        served = query(b.wire, "SELECT 1").key()
+        quick = time.monotonic() - t0 < 1.5
+        query(a.wire, "COMMIT")
+        a.wire.close()
+        b.wire.close()
+        cols, rows, _ = admin(x.port, pg.user, "SHOW DATABASES")
+        return answer, served, quick, [r[cols.index("pool_size")] for r in rows if r[0] == pg.db]
+    res = both(p, run)
+    same("console SET default_pool_size = 2 with the pool full", res)
+    assert res["weir"] == (OK, OK, True, ["2"]), res
+
+
+def test_log_switches(pairs, pg):
+    """log_connections, log_disconnections and log_pooler_errors off: those lines go."""
+    p = pairs(settings={"auth_type": "trust", "log_connections": 0, "log_disconnections": 0,
+                        "log_pooler_errors": 0})
+
+    def run(x):
+        login(x.port, pg.user, pg.db)
+        login(x.port, pg.user, "nosuchdb")
+        time.sleep(0.3)
+        text = x.log_text()
+        return [w in text for w in ("login attempt", "closing because", "pooler error", "new connection to server")]
+    res = both(p, run)
+    same("log_connections/log_disconnections/log_pooler_errors = 0", res)
+    assert res["weir"][:3] == [False, False, False], res
+
+
+def test_client_without_application_name(pairs, pg):
+    """SHOW CLIENTS for a client that named no application: PgBouncer shows '', weir
+    the 'weir' its server connections carry as fallback_application_name (README)."""
+    p = pairs(settings={"auth_type": "trust", "pool_mode": "session"})
+
+    def run(x):
+        a = login(x.port, pg.user, pg.db, keep=True)
+        query(a.wire, "SELECT 1")
+        cols, rows, _ = admin(x.port, pg.user, "SHOW CLIENTS")
+        a.wire.close()
+        return [r[cols.index("application_name")] for r in rows if r[cols.index("database")] == pg.db]
+    intended("SHOW CLIENTS application_name of a client that set none", both(p, run), [""], ["weir"],
+             "fallback_application_name=weir on server connections names the session for pg_stat_activity; "
+             "the client's session (and so SHOW CLIENTS) reads it as PostgreSQL reports it")
