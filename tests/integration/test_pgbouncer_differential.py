@@ -81,14 +81,20 @@ def both(p, fn):
         return {k: f.result() for k, f in futs.items()}
 
 
-def after_a_pause(x, pg, first):
-    """Log in, send first, stay quiet 2.2 s (past timeouts of 1 s), then SELECT 1: -> its Outcome."""
+def one_query(x, pg, sql, before=None, pause=0.0):
+    """Log in, optionally send before and stay quiet pause seconds, then sql: -> its Outcome."""
     a = login(x.port, pg.user, pg.db, keep=True)
-    query(a.wire, first)
-    time.sleep(2.2)
-    r = query(a.wire, "SELECT 1")
+    if before:
+        query(a.wire, before)
+    time.sleep(pause)
+    r = query(a.wire, sql)
     a.wire.close()
     return r
+
+
+def after_a_pause(x, pg, first):
+    """first, quiet 2.2 s (past timeouts of 1 s), then SELECT 1."""
+    return one_query(x, pg, "SELECT 1", before=first, pause=2.2)
 
 
 def fatal(msg):
@@ -314,10 +320,7 @@ def test_query_and_idle_transaction_timeouts(pairs, pg):
     i = pairs(settings={"auth_type": "trust", "pool_mode": "transaction", "idle_transaction_timeout": 1})
 
     def running(x):
-        a = login(x.port, pg.user, pg.db, keep=True)
-        r = query(a.wire, "SELECT pg_sleep(4)")
-        a.wire.close()
-        return r
+        return one_query(x, pg, "SELECT pg_sleep(4)")
 
     def idle_in_txn(x):
         return after_a_pause(x, pg, "BEGIN")
@@ -489,12 +492,7 @@ def test_cancel(pairs, pg, mode):
 def test_disable_pqexec(pairs, pg):
     p = pairs(settings={"auth_type": "trust", "disable_pqexec": 1})
 
-    def run(x):
-        a = login(x.port, pg.user, pg.db, keep=True)
-        r = query(a.wire, "SELECT 1")
-        a.wire.close()
-        return r
-    res = both(p, run)
+    res = both(p, lambda x: one_query(x, pg, "SELECT 1"))
     same("disable_pqexec: a simple query", res)
     assert res["weir"].key() == fatal_after_login("PQexec disallowed")
 
@@ -570,10 +568,7 @@ def test_startup_parameters(pairs, pg):
     same("application_name reaches the server and SHOW CLIENTS", p.each(appname))
 
     def unnamed(x):
-        a = login(x.port, pg.user, pg.db, keep=True)
-        r = query(a.wire, "SELECT current_setting('application_name')").rows
-        a.wire.close()
-        return r
+        return one_query(x, pg, "SELECT current_setting('application_name')").rows
     intended("no application_name from the client", p.each(unnamed), [[""]], [["weir"]],
              "server connections carry fallback_application_name=weir, so pg_stat_activity shows which "
              "sessions come through weir; a client's own application_name replaces it")
